@@ -1,0 +1,57 @@
+"""The public Python API: load a spec, interpret it, compile it (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from lstmc import cells as _cells
+from lstmc.errors import SpecError, did_you_mean
+from lstmc.interp.interpreter import run_graph
+from lstmc.ir.graph import Graph
+from lstmc.ir.lower import lower
+from lstmc.spec.cell import Cell
+from lstmc.spec.loader import load_file, load_text
+
+
+def load(path: str | Path) -> Cell:
+    """Load a spec file. Raises SpecError with file:line:col."""
+    return load_file(path)
+
+
+def loads(text: str, filename: str = "<string>") -> Cell:
+    """Load a spec from text (the file name is used in error locations)."""
+    return load_text(text, filename)
+
+
+def builtin(name: str) -> Cell:
+    """Load one of the shipped cells (see `lstmc.cells.names()`)."""
+    if name not in _cells.names():
+        raise SpecError(
+            f"no shipped cell `{name}`{did_you_mean(name, _cells.names())}; shipped: "
+            + ", ".join(_cells.names()), None)
+    return load_file(_cells.path(name))
+
+
+def to_ir(cell: Cell, constants: Mapping[str, float] | None = None) -> Graph:
+    """The unoptimized IR of one timestep of `cell` (constants overridden if given)."""
+    return lower(cell.with_constants(dict(constants or {})))
+
+
+def interpret(cell: Cell | Graph, x, params: Mapping, state: Mapping | None = None,
+              constants: Mapping[str, float] | None = None):
+    """Run the reference interpreter (float64) over `x: [T, B, input]`.
+
+    Returns `(y, state)`: y is `[T, B, n]` when the cell has one output, else a dict keyed by
+    output name; state is `{name: [B, n]}` after the last step.
+    """
+    graph = cell if isinstance(cell, Graph) else to_ir(cell, constants)
+    outputs, final = run_graph(graph, x, params, state)
+    y = next(iter(outputs.values())) if len(outputs) == 1 else outputs
+    return y, final
+
+
+def _as_float(a):
+    return np.asarray(a, dtype=np.float64)

@@ -1,0 +1,304 @@
+"""The op registry: every IR op declared once, with its shape rule, its interpreter rule and
+its code-generation rules side by side, so adding an op touches this file alone.
+
+Values in the interpreter are float64 arrays: a vector is `[B, n]` (one row per sequence), a
+matrix param is `[m, n]`, a scalar is a 0-d array. Element-wise ops broadcast scalars.
+
+Code-generation rules for element-wise ops are scalar expression templates: `{0}`, `{1}`, ...
+are operand variables (codegen binds every value to a local, so an operand may appear twice),
+`_F` is the kernel's float type and `_ZERO`, `_ONE` typed constants. A rule may name a helper
+function whose source is shared by the targets that list it. Structural ops (products, slices,
+reductions) have the marker STRUCTURAL: each target's emitter implements `emit_<op>`, and a test
+checks that every target covers every op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from lstmc.ir.shapes import Shape, Size, shape_str
+
+TARGETS = ("cpu", "cuda")
+STRUCTURAL = "structural"
+
+
+class ShapeError(Exception):
+    """Raised by a shape rule; the caller adds where it happened."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How a target computes one element of an element-wise op."""
+
+    expr: str  # template over operand variables {0}, {1}, ...
+    helper: str | None = None  # name of a helper in HELPERS this expression calls
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    kind: str  # source | sink | elementwise | structural
+    arity: int | None  # None: variadic
+    shape: Callable[[list[Shape], dict], Shape]
+    interp: Callable[..., np.ndarray]  # (args, attrs, ctx) -> value
+    codegen: dict = field(default_factory=dict)  # target -> Rule | STRUCTURAL
+    doc: str = ""
+
+
+REGISTRY: dict[str, OpDef] = {}
+# Spec function name -> (op name, number of arguments). Operators map in lower.py.
+SPEC_FUNCTIONS: dict[str, tuple[str, int | None]] = {}
+
+
+def op(name, kind, arity, shape, interp, codegen=None, doc="", spec_name=None):
+    REGISTRY[name] = OpDef(name, kind, arity, shape, interp, codegen or {}, doc)
+    if spec_name:
+        SPEC_FUNCTIONS[spec_name] = (name, arity)
+
+
+def get(name: str) -> OpDef:
+    return REGISTRY[name]
+
+
+# -- shape rules --------------------------------------------------------------------------------
+
+
+def _declared(shapes, attrs):
+    return attrs["shape"]
+
+
+def _same(shapes, attrs):
+    return shapes[0]
+
+
+def _elementwise(shapes, attrs):
+    vector = None
+    for s in shapes:
+        if len(s) == 2:
+            raise ShapeError(
+                f"a matrix {shape_str(s)} can only be used on the left of `@`; "
+                "element-wise operations take vectors and scalars"
+            )
+        if len(s) == 1:
+            if vector is not None and s != vector:
+                raise ShapeError(
+                    f"element-wise operands must have the same size, "
+                    f"got {shape_str(vector)} and {shape_str(s)}"
+                )
+            vector = s
+    return vector if vector is not None else ()
+
+
+def _matvec(shapes, attrs):
+    w, v = shapes
+    if len(w) != 2:
+        raise ShapeError(f"the left side of `@` must be a matrix param, got {shape_str(w)}")
+    if len(v) != 1:
+        kind = "a scalar" if not v else "a matrix"
+        raise ShapeError(f"the right side of `@` must be a vector, got {kind} {shape_str(v)}")
+    if w[1] != v[0]:
+        raise ShapeError(
+            f"`@` size mismatch: matrix {shape_str(w)} times vector {shape_str(v)} "
+            f"(the matrix's second dimension must equal the vector's size)"
+        )
+    return (w[0],)
+
+
+def _packed_matvec(shapes, attrs):
+    v, *ws = shapes
+    rows = Size()
+    for w in ws:
+        rows = rows + _matvec([w, v], attrs)[0]
+    return (rows,)
+
+
+def _vectors(shapes, what):
+    for s in shapes:
+        if len(s) != 1:
+            raise ShapeError(f"{what} takes vectors, got {shape_str(s) if s else 'a scalar'}")
+
+
+def _concat(shapes, attrs):
+    _vectors(shapes, "concat")
+    if len(shapes) < 2:
+        raise ShapeError("concat needs at least two vectors")
+    total = Size()
+    for s in shapes:
+        total = total + s[0]
+    return (total,)
+
+
+def _layer_norm(shapes, attrs):
+    _vectors(shapes, "layer_norm")
+    v, gamma, beta = shapes
+    for what, s in (("gamma", gamma), ("beta", beta)):
+        if s != v:
+            raise ShapeError(
+                f"layer_norm's {what} must have the size of its input: "
+                f"{shape_str(s)} vs {shape_str(v)}"
+            )
+    return v
+
+
+def _slice(shapes, attrs):
+    _vectors(shapes, "slice")
+    return (attrs["size"],)
+
+
+def _param_cols(shapes, attrs):
+    (w,) = shapes
+    if len(w) != 2:
+        raise ShapeError(f"param_cols takes a matrix, got {shape_str(w)}")
+    return (w[0], attrs["size"])
+
+
+def _clip_shape(shapes, attrs):
+    for what, s in (("lower bound", shapes[1]), ("upper bound", shapes[2])):
+        if s != ():
+            raise ShapeError(f"clip's {what} must be a scalar, got {shape_str(s)}")
+    return _elementwise(shapes[:1], attrs)
+
+
+# -- interpreter rules (float64 NumPy; NaN in, NaN out) -----------------------------------------
+
+
+def _sigmoid(v):
+    z = np.exp(-np.abs(v))  # never overflows; exact limits for huge |v|
+    return np.where(v >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
+
+
+def _softplus(v):
+    return np.maximum(v, 0.0) + np.log1p(np.exp(-np.abs(v)))
+
+
+def _softsign(v):
+    return np.where(np.isinf(v), np.sign(v), v / (1.0 + np.abs(v)))
+
+
+def _slice_rows(v, attrs, ctx):
+    start = attrs["start"].evaluate(ctx.sizes)
+    return v[..., start : start + attrs["size"].evaluate(ctx.sizes)]
+
+
+def _layer_norm_interp(args, attrs, ctx):
+    v, gamma, beta = args
+    mean = v.mean(axis=-1, keepdims=True)
+    var = ((v - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (v - mean) / np.sqrt(var + attrs["eps"]) * gamma + beta
+
+
+def _unary(f):
+    return lambda args, attrs, ctx: f(args[0])
+
+
+def _binary(f):
+    return lambda args, attrs, ctx: f(args[0], args[1])
+
+
+# -- declarations -------------------------------------------------------------------------------
+
+for _name, _doc in (
+    ("input", "one timestep's input vector, attrs: name"),
+    ("state", "a state variable's value from the previous step, attrs: name"),
+    ("param", "a learned parameter, attrs: name"),
+):
+    op(_name, "source", 0, _declared,
+       lambda args, attrs, ctx: ctx.source(attrs), {t: STRUCTURAL for t in TARGETS}, _doc)
+op("const", "source", 0, lambda s, a: (), lambda args, attrs, ctx: np.float64(attrs["value"]),
+   {t: STRUCTURAL for t in TARGETS}, "a scalar constant, attrs: value (and name if named)")
+op("output", "sink", 1, _same, lambda args, attrs, ctx: args[0],
+   {t: STRUCTURAL for t in TARGETS}, "a value emitted at every timestep, attrs: name")
+op("update", "sink", 1, _same, lambda args, attrs, ctx: args[0],
+   {t: STRUCTURAL for t in TARGETS}, "the next value of a state variable, attrs: name")
+
+
+def _ew(name, arity, interp, expr, helper=None, doc="", spec_name=None):
+    rule = Rule(expr, helper)
+    op(name, "elementwise", arity, _clip_shape if name == "clip" else _elementwise, interp,
+       {t: rule for t in TARGETS}, doc, spec_name)
+
+
+_ew("add", 2, _binary(np.add), "({0} + {1})", doc="a + b")
+_ew("sub", 2, _binary(np.subtract), "({0} - {1})", doc="a - b")
+_ew("mul", 2, _binary(np.multiply), "({0} * {1})", doc="a * b")
+_ew("div", 2, _binary(np.divide), "({0} / {1})", doc="a / b (IEEE: x/0 is ±inf or NaN)")
+_ew("neg", 1, _unary(np.negative), "(-{0})", doc="-a")
+_ew("sigmoid", 1, _unary(_sigmoid), "_sigmoid({0})", "_sigmoid",
+    "1 / (1 + exp(-v)), exact limits for large |v|", "sigmoid")
+_ew("tanh", 1, _unary(np.tanh), "_tanh({0})", "_tanh", "hyperbolic tangent", "tanh")
+_ew("exp", 1, _unary(np.exp), "_exp({0})", "_exp", "e ** v", "exp")
+_ew("log", 1, _unary(np.log), "_log({0})", "_log", "natural log (NaN below 0)", "log")
+_ew("softplus", 1, _unary(_softplus), "_softplus({0})", "_softplus",
+    "log(1 + exp(v)) computed without overflow", "softplus")
+_ew("relu", 1, _unary(lambda v: np.where(v < 0, 0.0, v)), "(_ZERO if {0} < _ZERO else {0})",
+    doc="max(v, 0), NaN stays NaN", spec_name="relu")
+_ew("hard_sigmoid", 1, _unary(lambda v: np.clip(0.2 * v + 0.5, 0.0, 1.0)),
+    "_hard_sigmoid({0})", "_hard_sigmoid",
+    "clip(0.2 * v + 0.5, 0, 1): the ONNX/Keras slope (PyTorch's Hardsigmoid uses 1/6)",
+    "hard_sigmoid")
+_ew("softsign", 1, _unary(_softsign), "_softsign({0})", "_softsign", "v / (1 + |v|)",
+    "softsign")
+_ew("abs", 1, _unary(np.abs), "abs({0})", doc="|v|", spec_name="abs")
+_ew("identity", 1, _unary(lambda v: v), "{0}", doc="v unchanged", spec_name="identity")
+_ew("max", 2, _binary(np.maximum), "({0} if ({0} > {1} or {0} != {0}) else {1})",
+    doc="element-wise maximum, NaN if either is NaN", spec_name="max")
+_ew("min", 2, _binary(np.minimum), "({0} if ({0} < {1} or {0} != {0}) else {1})",
+    doc="element-wise minimum, NaN if either is NaN", spec_name="min")
+_ew("clip", 3, lambda args, attrs, ctx: np.minimum(np.maximum(args[0], args[1]), args[2]),
+    "_clip({0}, {1}, {2})", "_clip", "min(max(v, lo), hi), NaN stays NaN", "clip")
+
+op("matvec", "structural", 2, _matvec,
+   lambda args, attrs, ctx: args[1] @ args[0].T, {t: STRUCTURAL for t in TARGETS},
+   "matrix param times vector: W @ v")
+op("packed_matvec", "structural", None, _packed_matvec,
+   lambda args, attrs, ctx: args[0] @ np.concatenate(args[1:], axis=0).T,
+   {t: STRUCTURAL for t in TARGETS},
+   "several products sharing one vector, stacked: [W1; W2; ...] @ v (gate fusion)")
+op("param_cols", "structural", 1, _param_cols,
+   lambda args, attrs, ctx: _slice_rows(args[0], attrs, ctx), {t: STRUCTURAL for t in TARGETS},
+   "a block of a matrix param's columns, attrs: start, size (splits W @ concat(a, b))")
+op("slice", "structural", 1, _slice, lambda args, attrs, ctx: _slice_rows(args[0], attrs, ctx),
+   {t: STRUCTURAL for t in TARGETS}, "elements [start, start+size) of a vector")
+op("concat", "structural", None, _concat,
+   lambda args, attrs, ctx: np.concatenate(args, axis=-1), {t: STRUCTURAL for t in TARGETS},
+   "vectors joined end to end", "concat")
+op("layer_norm", "structural", 3, _layer_norm, _layer_norm_interp,
+   {t: STRUCTURAL for t in TARGETS},
+   "(v - mean(v)) / sqrt(var(v) + eps) * gamma + beta over the vector (biased variance, "
+   "eps 1e-5 as torch.nn.LayerNorm)", "layer_norm")
+SPEC_FUNCTIONS["concat"] = ("concat", None)
+
+
+# Helper functions that element-wise rules call, in plain arithmetic so that every target can
+# compile them: `_F` is the kernel's float type; `_vm_*` are the target's transcendental
+# functions (lstmc_runtime.vmath on the CPU, math.* on CUDA), bound by the emitter.
+HELPERS = {
+    "_sigmoid": "def _sigmoid(v):\n    return _vm_sigmoid(v)\n",
+    "_tanh": "def _tanh(v):\n    return _vm_tanh(v)\n",
+    "_exp": "def _exp(v):\n    return _vm_exp(v)\n",
+    "_log": "def _log(v):\n    return _vm_log(v)\n",
+    "_softplus": "def _softplus(v):\n    return _vm_softplus(v)\n",
+    "_hard_sigmoid": (
+        "def _hard_sigmoid(v):\n"
+        "    t = _F(0.2) * v + _F(0.5)\n"
+        "    if t != t:\n"
+        "        return t\n"
+        "    return _ZERO if t < _ZERO else (_ONE if t > _ONE else t)\n"
+    ),
+    "_softsign": (
+        "def _softsign(v):\n"
+        "    a = abs(v)\n"
+        "    if a == _INF:\n"  # inf / inf would be NaN; the limit is ±1
+        "        return _ONE if v > _ZERO else -_ONE\n"
+        "    return v / (_ONE + a)\n"
+    ),
+    "_clip": (
+        "def _clip(v, lo, hi):\n"
+        "    if v != v:\n"
+        "        return v\n"
+        "    return lo if v < lo else (hi if v > hi else v)\n"
+    ),
+}

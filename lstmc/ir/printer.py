@@ -1,0 +1,67 @@
+"""The text form of the IR, one node a line, which `parser.py` reads back:
+
+    cell lstm
+    sizes input, hidden
+    %x = input {name="x"} : [input]
+    %i = sigmoid %t_3 : [hidden]
+    %out_h_next = output %h_next {name="h_next"} : [hidden]
+
+`print_graph(parse_graph(text)) == text` for every graph (tests check it for every shipped cell
+and after every pass). Attr values: "strings", ints, floats (always with `.`/`e`, or inf/nan),
+true/false, <sizes>, [lists].
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from lstmc.ir.graph import Graph, Node
+from lstmc.ir.shapes import Size, shape_str
+
+
+def format_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Size):
+        return f"<{value}>"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        text = repr(value)
+        return text if any(c in text for c in ".en") else text + ".0"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    raise TypeError(f"cannot print attr value {value!r}")
+
+
+def format_attrs(attrs: dict, skip=("shape",)) -> str:
+    items = [f"{k}={format_value(v)}" for k, v in sorted(attrs.items()) if k not in skip]
+    return " {" + ", ".join(items) + "}" if items else ""
+
+
+def format_node(node: Node) -> str:
+    operands = ", ".join(f"%{o.name}" for o in node.operands)
+    return (f"%{node.name} = {node.op}{' ' + operands if operands else ''}"
+            f"{format_attrs(node.attrs)} : {shape_str(node.shape)}")
+
+
+def print_graph(graph: Graph, mark: Node | None = None) -> str:
+    """The graph's text. With `mark`, that node's line is flagged (for VerifyError)."""
+    lines = [f"cell {graph.attrs.get('cell', 'anonymous')}",
+             "sizes " + ", ".join(graph.attrs.get("sizes", ()))]
+    extra = {k: v for k, v in graph.attrs.items() if k not in ("cell", "sizes")}
+    if extra:
+        lines.append("attrs" + format_attrs(extra, skip=()))
+    for node in graph.nodes():
+        line = format_node(node)
+        if mark is not None and node.name == mark.name:
+            line += "    <-- here"
+        lines.append(line)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,241 @@
+"""The restricted expression language of spec equations.
+
+Grammar (Python's precedence, `@` binding like `*`):
+
+    expr    := term (("+" | "-") term)*
+    term    := unary (("*" | "/" | "@") unary)*
+    unary   := "-" unary | atom
+    atom    := NUMBER | NAME | NAME "(" [expr ("," expr)*] ")" | "(" expr ")"
+
+Numbers are decimal floats (`2`, `0.5`, `.5`, `1e-5`, `3E+2`). Nothing here ever reaches
+`eval`: the parser builds a small AST, and anything outside the grammar (attribute access,
+subscripts, strings, lambdas, keywords, dunder names, `**`) is a SpecError at its column.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from lstmc.errors import Location, SpecError
+
+NUMBER_RE = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OPERATORS = "+-*/@(),"
+
+
+@dataclass(frozen=True)
+class Num:
+    value: float
+    loc: Location
+
+
+@dataclass(frozen=True)
+class Name:
+    id: str
+    loc: Location
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: Expr
+    loc: Location
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str  # one of + - * / @
+    lhs: Expr
+    rhs: Expr
+    loc: Location
+
+
+@dataclass(frozen=True)
+class Call:
+    func: str
+    args: tuple
+    loc: Location
+
+
+Expr = Num | Name | Neg | BinOp | Call
+
+
+def identifier_problem(name: str) -> str | None:
+    """Why `name` is not an acceptable identifier, or None if it is."""
+    if not _NAME_RE.fullmatch(name):
+        return f"`{name}` is not an identifier (a letter or `_` followed by letters, digits, `_`)"
+    if name.startswith("__"):
+        return f"`{name}`: names starting with `__` are not allowed"
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        return f"`{name}` is a Python keyword and can't be used as a name"
+    return None
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # "num" | "name" | "op" | "end"
+    text: str
+    offset: int
+
+
+def _explain_bad_char(text: str, i: int) -> str:
+    ch = text[i]
+    if ch == ".":
+        return "attribute access (`.`) is not allowed in an equation"
+    if ch in "[]":
+        return "subscripts (`[...]`) are not allowed in an equation"
+    if ch in "'\"":
+        return "strings are not allowed in an equation"
+    if ch == "*" and text[i : i + 2] == "**":
+        return "`**` is not supported; use exp/log or repeated `*`"
+    if ch in "=<>!":
+        return f"`{ch}`: comparisons and assignments are not allowed in an equation"
+    if ch in "{}":
+        return "`{`/`}`: dicts and sets are not allowed in an equation"
+    if ch == ":":
+        return "`:` is not allowed in an equation (lambdas and slices are not part of the language)"
+    return f"unexpected character `{ch}`"
+
+
+def tokenize(text: str, where: Callable[[int], Location]) -> list[_Token]:
+    tokens: list[_Token] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch.isspace():
+            i += 1
+            continue
+        if ch.isdigit() or (ch == "." and i + 1 < len(text) and text[i + 1].isdigit()):
+            m = NUMBER_RE.match(text, i)
+            end = m.end()
+            if end < len(text) and (text[end].isalnum() or text[end] in "_."):
+                bad = re.match(r"[0-9A-Za-z_.]+", text[i:]).group(0)
+                raise SpecError(
+                    f"invalid number `{bad}` (numbers are decimal, like 2, 0.5, .5, 1e-5)",
+                    where(i),
+                )
+            tokens.append(_Token("num", m.group(0), i))
+            i = end
+            continue
+        if ch.isalpha() or ch == "_":
+            m = _NAME_RE.match(text, i)
+            tokens.append(_Token("name", m.group(0), i))
+            i = m.end()
+            continue
+        if ch == "*" and text[i : i + 2] == "**":
+            raise SpecError(_explain_bad_char(text, i), where(i))
+        if ch in _OPERATORS:
+            tokens.append(_Token("op", ch, i))
+            i += 1
+            continue
+        raise SpecError(_explain_bad_char(text, i), where(i))
+    tokens.append(_Token("end", "", len(text)))
+    return tokens
+
+
+class _Parser:
+    def __init__(self, text: str, where: Callable[[int], Location]):
+        self.text = text
+        self.where = where
+        self.tokens = tokenize(text, where)
+        self.pos = 0
+
+    def peek(self) -> _Token:
+        return self.tokens[self.pos]
+
+    def take(self) -> _Token:
+        tok = self.tokens[self.pos]
+        self.pos += 1
+        return tok
+
+    def error(self, message: str, tok: _Token) -> SpecError:
+        return SpecError(message, self.where(tok.offset))
+
+    def expect(self, op: str) -> _Token:
+        tok = self.peek()
+        if tok.kind != "op" or tok.text != op:
+            found = "the end of the expression" if tok.kind == "end" else f"`{tok.text}`"
+            raise self.error(f"expected `{op}` but found {found}", tok)
+        return self.take()
+
+    def parse(self) -> Expr:
+        if self.peek().kind == "end":
+            raise self.error("empty expression", self.peek())
+        expr = self.expr()
+        tok = self.peek()
+        if tok.kind != "end":
+            if tok.kind in ("name", "num"):
+                raise self.error(f"expected an operator before `{tok.text}`", tok)
+            raise self.error(f"unexpected `{tok.text}`", tok)
+        return expr
+
+    def expr(self) -> Expr:
+        node = self.term()
+        while self.peek().kind == "op" and self.peek().text in "+-":
+            tok = self.take()
+            node = BinOp(tok.text, node, self.term(), self.where(tok.offset))
+        return node
+
+    def term(self) -> Expr:
+        node = self.unary()
+        while self.peek().kind == "op" and self.peek().text in "*/@":
+            tok = self.take()
+            node = BinOp(tok.text, node, self.unary(), self.where(tok.offset))
+        return node
+
+    def unary(self) -> Expr:
+        tok = self.peek()
+        if tok.kind == "op" and tok.text == "-":
+            self.take()
+            return Neg(self.unary(), self.where(tok.offset))
+        if tok.kind == "op" and tok.text == "+":
+            raise self.error("unary `+` is not supported; drop it", tok)
+        return self.atom()
+
+    def atom(self) -> Expr:
+        tok = self.take()
+        if tok.kind == "num":
+            return Num(float(tok.text), self.where(tok.offset))
+        if tok.kind == "name":
+            problem = identifier_problem(tok.text)
+            if problem:
+                raise self.error(problem, tok)
+            nxt = self.peek()
+            if nxt.kind == "op" and nxt.text == "(":
+                self.take()
+                args: list[Expr] = []
+                if not (self.peek().kind == "op" and self.peek().text == ")"):
+                    args.append(self.expr())
+                    while self.peek().kind == "op" and self.peek().text == ",":
+                        self.take()
+                        args.append(self.expr())
+                self.expect(")")
+                return Call(tok.text, tuple(args), self.where(tok.offset))
+            return Name(tok.text, self.where(tok.offset))
+        if tok.kind == "op" and tok.text == "(":
+            inner = self.expr()
+            self.expect(")")
+            return inner
+        if tok.kind == "end":
+            raise self.error("the expression ends too early", tok)
+        raise self.error(f"unexpected `{tok.text}`", tok)
+
+
+def parse_expr(text: str, where: Callable[[int], Location]) -> Expr:
+    """Parse one equation's right-hand side. `where(offset)` maps a character offset to a
+    location in the spec file."""
+    return _Parser(text, where).parse()
+
+
+def parse_number(text: str, loc: Location) -> float:
+    """Parse a number in the spec's decimal notation (used for `constants:`)."""
+    t = text.strip()
+    sign = -1.0 if t.startswith("-") else 1.0
+    body = t[1:] if t[:1] in "+-" else t
+    if not NUMBER_RE.fullmatch(body):
+        raise SpecError(
+            f"invalid number `{t}` (numbers are decimal, like 2, 0.5, .5, 1e-5)", loc
+        )
+    return sign * float(body)

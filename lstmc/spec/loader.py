@@ -1,0 +1,291 @@
+"""Read a YAML spec into a `Cell`, keeping a file:line:col on every piece.
+
+The YAML is composed into nodes (never constructed into Python objects by the YAML library, so
+no tag can instantiate anything), then walked here. Expressions go to the restricted parser in
+`expr.py`. Name resolution and shape checks happen when the cell is lowered to IR.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from lstmc.errors import Location, SpecError, did_you_mean
+from lstmc.ir.shapes import Size
+from lstmc.spec.cell import PARAM_INITS, Cell, Constant, Decl, Equation
+from lstmc.spec.expr import identifier_problem, parse_expr, parse_number
+
+SECTIONS = {
+    "cell": "the cell's name (an identifier)",
+    "doc": "a docstring",
+    "sizes": "a list of size symbols",
+    "inputs": "a mapping name -> shape",
+    "state": "a mapping name -> shape",
+    "params": "a mapping name -> shape or {shape:, init:}",
+    "constants": "a mapping name -> number",
+    "equations": "a mapping name -> expression",
+    "update": "a mapping state name -> expression",
+    "outputs": "a list of equation names",
+}
+REQUIRED = ("cell", "sizes", "inputs", "state", "params", "equations", "update", "outputs")
+
+
+class _Reader:
+    def __init__(self, text: str, file: str):
+        self.text = text
+        self.file = file
+
+    def loc(self, node: yaml.Node) -> Location:
+        return Location(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def error(self, message: str, node: yaml.Node) -> SpecError:
+        return SpecError(message, self.loc(node))
+
+    # -- YAML node helpers -------------------------------------------------------------------
+
+    def mapping(self, node: yaml.Node, what: str) -> list[tuple[yaml.ScalarNode, yaml.Node]]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(f"{what} must be a mapping (`name: value` lines)", node)
+        seen: dict[str, yaml.Node] = {}
+        for key, _ in node.value:
+            k = self.scalar(key, f"a key in {what}")
+            if k in seen:
+                first = self.loc(seen[k])
+                raise self.error(f"`{k}` is defined twice in {what} (first at {first})", key)
+            seen[k] = key
+        return node.value
+
+    def scalar(self, node: yaml.Node, what: str) -> str:
+        if not isinstance(node, yaml.ScalarNode):
+            kind = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+            raise self.error(f"{what} must be a single value, not {kind}", node)
+        return node.value
+
+    def sequence(self, node: yaml.Node, what: str) -> list[yaml.Node]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.error(f"{what} must be a list like [a, b]", node)
+        return node.value
+
+    def identifier(self, node: yaml.Node, what: str) -> str:
+        name = self.scalar(node, what)
+        problem = identifier_problem(name)
+        if problem:
+            raise self.error(f"{what}: {problem}", node)
+        return name
+
+    def where(self, node: yaml.ScalarNode):
+        """Map a character offset in a scalar's value to a location in the file."""
+        base = node.start_mark
+        quoted = 1 if node.style in ("'", '"') else 0
+        block = node.style in ("|", ">")
+        value = node.value
+
+        def at(offset: int) -> Location:
+            if block:  # the value starts on the line after the `|` / `>` indicator
+                before = value[:offset]
+                line = base.line + 2 + before.count("\n")
+                indent = len(self.text.splitlines()[line - 1]) - len(
+                    self.text.splitlines()[line - 1].lstrip()
+                ) if line - 1 < len(self.text.splitlines()) else 0
+                return Location(self.file, line, indent + 1 + len(before.rsplit("\n", 1)[-1]))
+            return Location(self.file, base.line + 1, base.column + 1 + quoted + offset)
+
+        return at
+
+    # -- sections ----------------------------------------------------------------------------
+
+    def shape(self, node: yaml.Node, what: str, sizes: dict[str, Location]) -> tuple:
+        dims = self.sequence(node, f"the shape of {what}")
+        if not 1 <= len(dims) <= 2:
+            raise self.error(
+                f"the shape of {what} must have 1 or 2 dimensions, got {len(dims)}", node
+            )
+        shape = []
+        for dim in dims:
+            text = self.scalar(dim, f"a dimension of {what}")
+            try:
+                size = Size.parse(text)
+            except ValueError:
+                raise self.error(
+                    f"bad dimension `{text}` in {what}: write a size symbol, a sum of them "
+                    f"(`hidden + input`) or a whole number",
+                    dim,
+                ) from None
+            for sym in size.symbols():
+                if sym not in sizes:
+                    raise self.error(
+                        f"unknown size `{sym}` in the shape of {what}{did_you_mean(sym, sizes)}; "
+                        f"declare it under `sizes:`",
+                        dim,
+                    )
+            if size.evaluate({s: 1 for s in sizes}) <= 0:
+                raise self.error(f"dimension `{text}` of {what} must be positive", dim)
+            shape.append(size)
+        return tuple(shape)
+
+    def load(self) -> Cell:
+        try:
+            root = yaml.compose(self.text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            loc = Location(self.file, mark.line + 1, mark.column + 1) if mark else None
+            problem = exc.problem or "invalid YAML"
+            if exc.context:
+                problem = f"{exc.context}: {problem}"
+            raise SpecError(f"invalid YAML: {problem}", loc) from None
+        except yaml.YAMLError as exc:  # e.g. a reader error on bad characters
+            raise SpecError(f"invalid YAML: {exc}", Location(self.file, 1, 1)) from None
+        if root is None:
+            raise SpecError("the spec is empty", Location(self.file, 1, 1))
+        top = {}
+        for key, value in self.mapping(root, "the spec"):
+            k = key.value
+            if k not in SECTIONS:
+                raise self.error(
+                    f"unknown section `{k}`{did_you_mean(k, SECTIONS)}; "
+                    f"sections are {', '.join(SECTIONS)}",
+                    key,
+                )
+            top[k] = (key, value)
+        for k in REQUIRED:
+            if k not in top:
+                raise SpecError(f"missing section `{k}:` ({SECTIONS[k]})", self.loc(root))
+
+        name_node = top["cell"][1]
+        cell = Cell(
+            name=self.identifier(name_node, "the cell name"),
+            doc=self.scalar(top["doc"][1], "`doc`") if "doc" in top else "",
+            file=self.file,
+            source=self.text,
+            loc=self.loc(name_node),
+        )
+        defined: dict[str, Location] = {}
+
+        def define(node: yaml.Node, what: str) -> str:
+            name = self.identifier(node, what)
+            if name in defined:
+                raise self.error(f"`{name}` is already defined at {defined[name]}", node)
+            defined[name] = self.loc(node)
+            return name
+
+        for node in self.sequence(top["sizes"][1], "`sizes`"):
+            cell.sizes[define(node, "a size name")] = self.loc(node)
+        if not cell.sizes:
+            raise self.error("`sizes` must name at least one size symbol", top["sizes"][1])
+
+        for section, target in (("inputs", cell.inputs), ("state", cell.state)):
+            for key, value in self.mapping(top[section][1], f"`{section}`"):
+                name = define(key, f"a name in `{section}`")
+                shape = self.shape(value, f"`{name}`", cell.sizes)
+                if len(shape) != 1:
+                    raise self.error(f"`{name}` must be a vector ([size]), got a matrix", value)
+                target[name] = Decl(name, shape, self.loc(key))
+        if len(cell.inputs) != 1:
+            raise self.error(
+                "a cell takes exactly one input vector, `inputs` declares "
+                f"{len(cell.inputs)}; concatenate several inputs into one",
+                top["inputs"][1],
+            )
+        if not cell.state:
+            raise self.error("a recurrent cell needs at least one state variable", top["state"][1])
+
+        for key, value in self.mapping(top["params"][1], "`params`"):
+            name = define(key, "a param name")
+            init = "uniform"
+            shape_node = value
+            if isinstance(value, yaml.MappingNode):
+                fields = {k.value: (k, v) for k, v in self.mapping(value, f"param `{name}`")}
+                for k, (knode, _) in fields.items():
+                    if k not in ("shape", "init"):
+                        raise self.error(
+                            f"unknown field `{k}` in param `{name}`{did_you_mean(k, ['shape', 'init'])}"
+                            "; a param has `shape` and optionally `init`",
+                            knode,
+                        )
+                if "shape" not in fields:
+                    raise self.error(f"param `{name}` needs a `shape:`", value)
+                shape_node = fields["shape"][1]
+                if "init" in fields:
+                    init = self.scalar(fields["init"][1], f"the init of `{name}`")
+                    if init not in PARAM_INITS:
+                        raise self.error(
+                            f"unknown init `{init}` for `{name}`{did_you_mean(init, PARAM_INITS)}; "
+                            f"choose one of {', '.join(PARAM_INITS)}",
+                            fields["init"][1],
+                        )
+            cell.params[name] = Decl(name, self.shape(shape_node, f"`{name}`", cell.sizes),
+                                     self.loc(key), init)
+
+        if "constants" in top:
+            for key, value in self.mapping(top["constants"][1], "`constants`"):
+                name = define(key, "a constant name")
+                text = self.scalar(value, f"the value of constant `{name}`")
+                cell.constants[name] = Constant(name, parse_number(text, self.loc(value)),
+                                                self.loc(key))
+
+        for key, value in self.mapping(top["equations"][1], "`equations`"):
+            name = define(key, "an equation name")
+            text = self.scalar(value, f"the equation `{name}`")
+            cell.equations[name] = Equation(name, parse_expr(text, self.where(value)),
+                                            self.loc(key))
+
+        for key, value in self.mapping(top["update"][1], "`update`"):
+            name = self.scalar(key, "a state name in `update`")
+            if name not in cell.state:
+                raise self.error(
+                    f"`update` names `{name}`, which is not a state variable"
+                    f"{did_you_mean(name, cell.state)}",
+                    key,
+                )
+            text = self.scalar(value, f"the update of `{name}`")
+            cell.update[name] = Equation(name, parse_expr(text, self.where(value)),
+                                         self.loc(value))
+        for name in cell.state:
+            if name not in cell.update:
+                raise self.error(
+                    f"state variable `{name}` has no update; add `{name}: <new value>` "
+                    f"under `update:`",
+                    top["update"][1],
+                )
+
+        out_node = top["outputs"][1]
+        out_items = [out_node] if isinstance(out_node, yaml.ScalarNode) else self.sequence(
+            out_node, "`outputs`"
+        )
+        if not out_items:
+            raise self.error("`outputs` must name at least one equation", out_node)
+        for node in out_items:
+            name = self.scalar(node, "an output name")
+            if name in [n for n, _ in cell.outputs]:
+                raise self.error(f"`{name}` is listed twice in `outputs`", node)
+            if name not in cell.equations:
+                hint = ""
+                if name in cell.state:
+                    hint = " (a state name means the previous step's value; name the equation " \
+                           "that computes the new one)"
+                raise self.error(
+                    f"output `{name}` is not an equation{did_you_mean(name, cell.equations)}{hint}",
+                    node,
+                )
+            cell.outputs.append((name, self.loc(node)))
+        return cell
+
+
+def load_text(text: str, file: str = "<string>") -> Cell:
+    """Parse spec text. Raises SpecError (file:line:col) on any problem."""
+    return _Reader(text, file).load()
+
+
+def load_file(path: str | Path) -> Cell:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"no such spec file: {path}", None) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"the spec is not UTF-8 text ({exc.reason})", Location(str(path), 1, 1)) \
+            from None
+    except OSError as exc:
+        raise SpecError(f"cannot read {path}: {exc.strerror}", None) from None
+    return load_text(text, str(path))

@@ -1,0 +1,16 @@
+"""The root of lstmc's error hierarchy, and the errors raised at kernel call time.
+
+They live in the run-time package because compiled artifacts raise them without the compiler;
+`lstmc.errors` re-exports both and adds the compile-time errors below LstmcError.
+"""
+
+
+class LstmcError(Exception):
+    """Base class of every error lstmc raises deliberately."""
+
+
+class KernelArgumentError(LstmcError, ValueError):
+    """A kernel was called with bad arguments. The message names the argument and both shapes.
+
+    Also a ValueError, so code that already catches ValueError for bad arrays keeps working.
+    """

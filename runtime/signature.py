@@ -1,0 +1,172 @@
+"""A cell's calling convention as plain data, and the argument checks done at every call.
+
+Both the compiler (interpreter, compiled kernels) and standalone artifacts use this module, so
+a kernel written to disk checks its arguments exactly as the in-process one does. Sizes are
+plain data: `(((symbol, coef), ...), const)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from lstmc_runtime.errors import KernelArgumentError
+
+SizeData = tuple  # ((symbol, coef), ...), const
+
+
+def size_value(size: SizeData, sizes: Mapping[str, int]) -> int:
+    terms, const = size
+    return const + sum(c * sizes[s] for s, c in terms)
+
+
+def size_text(size: SizeData) -> str:
+    terms, const = size
+    parts = [s if c == 1 else f"{c}*{s}" for s, c in terms]
+    if const or not parts:
+        parts.append(str(const))
+    return "+".join(parts)
+
+
+def _single_symbol(size: SizeData) -> str | None:
+    terms, const = size
+    return terms[0][0] if const == 0 and len(terms) == 1 and terms[0][1] == 1 else None
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    name: str
+    shape: tuple  # of SizeData
+    init: str = "uniform"
+
+    def text(self) -> str:
+        return "[" + ", ".join(size_text(s) for s in self.shape) + "]"
+
+    def concrete(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        return tuple(size_value(s, sizes) for s in self.shape)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a kernel takes and returns: sizes, the input, state, params and outputs."""
+
+    cell: str
+    sizes: tuple[str, ...]
+    input: ArraySpec
+    state: tuple[ArraySpec, ...]
+    params: tuple[ArraySpec, ...]
+    outputs: tuple[tuple[str, SizeData], ...]
+
+    # -- binding ---------------------------------------------------------------------------
+
+    def bind(self, x, params: Mapping, state: Mapping | None = None,
+             fixed: Mapping[str, int] | None = None) -> dict[str, int]:
+        """Bind every size symbol from the arrays and check every shape.
+
+        Raises KernelArgumentError naming the argument and the expected and received shapes.
+        """
+        x_shape = _shape_of(x, "x")
+        if len(x_shape) != 3:
+            raise KernelArgumentError(
+                f"x must be [T, B, {size_text(self.input.shape[0])}] (time, batch, features); "
+                f"got shape {x_shape}")
+        if not isinstance(params, Mapping):
+            raise KernelArgumentError(
+                f"params must be a dict {{name: array}}, got {type(params).__name__}")
+        declared = {p.name for p in self.params}
+        for name in params:
+            if name not in declared:
+                raise KernelArgumentError(
+                    f"unexpected param `{name}`; {self.cell} takes {', '.join(sorted(declared))}")
+        for p in self.params:
+            if p.name not in params:
+                raise KernelArgumentError(f"missing param `{p.name}` (expected {p.text()})")
+        state = state or {}
+        if not isinstance(state, Mapping):
+            raise KernelArgumentError(
+                f"state must be a dict {{name: [B, n] array}}, got {type(state).__name__}")
+        state_names = {s.name for s in self.state}
+        for name in state:
+            if name not in state_names:
+                raise KernelArgumentError(
+                    f"unexpected state `{name}`; {self.cell}'s state is "
+                    f"{', '.join(sorted(state_names))}")
+
+        sizes: dict[str, int] = dict(fixed or {})
+        origin: dict[str, str] = {k: "the compiled size" for k in sizes}
+        B = x_shape[1]
+        arrays = [("x", x_shape[2:], self.input)]
+        arrays += [(f"param `{p.name}`", _shape_of(params[p.name], p.name), p) for p in self.params]
+        for s in self.state:
+            if s.name in state:
+                shape = _shape_of(state[s.name], s.name)
+                if len(shape) != 2 or shape[0] != B:
+                    raise KernelArgumentError(
+                        f"state `{s.name}` must be [B, {size_text(s.shape[0])}] with B={B} "
+                        f"(from x); got shape {shape}")
+                arrays.append((f"state `{s.name}`", shape[1:], s))
+        for where, shape, spec in arrays:  # first pass: single-symbol dimensions bind sizes
+            if len(shape) != len(spec.shape):
+                raise KernelArgumentError(f"{where} must be {spec.text()}; got shape {shape}")
+            for dim, size in zip(shape, spec.shape):
+                sym = _single_symbol(size)
+                if sym is not None and sym not in sizes:
+                    sizes[sym] = dim
+                    origin[sym] = where
+        missing = [s for s in self.sizes if s not in sizes]
+        if missing:
+            raise KernelArgumentError(f"cannot infer size(s) {', '.join(missing)} from the arrays")
+        for where, shape, spec in arrays:  # second pass: every dimension must agree
+            want = spec.concrete(sizes)
+            if tuple(shape) != want:
+                bound = ", ".join(f"{s}={sizes[s]} (from {origin[s]})" for s in sorted(
+                    {sym for size in spec.shape for sym, _ in size[0]}))
+                raise KernelArgumentError(
+                    f"{where} has shape {tuple(shape)} but expected {spec.text()} = {want} "
+                    f"with {bound}")
+        for s, v in sizes.items():
+            if v <= 0:
+                raise KernelArgumentError(f"size {s} must be positive, got {v}")
+        return sizes
+
+    # -- parameters ------------------------------------------------------------------------
+
+    def uniform_bound_size(self, sizes: Mapping[str, int]) -> int:
+        """PyTorch initializes RNN weights U(-1/sqrt(hidden), 1/sqrt(hidden)): `hidden` if
+        the cell has that size, else the first state variable's size."""
+        if "hidden" in sizes:
+            return sizes["hidden"]
+        return size_value(self.state[0].shape[0], sizes)
+
+    def init_params(self, sizes: Mapping[str, int], seed: int = 0,
+                    dtype=np.float64) -> dict[str, np.ndarray]:
+        missing = [s for s in self.sizes if s not in sizes]
+        if missing:
+            raise KernelArgumentError(
+                f"init_params needs every size: missing {', '.join(missing)} "
+                f"(call it as init_params({', '.join(f'{s}=...' for s in self.sizes)}))")
+        unknown = [s for s in sizes if s not in self.sizes]
+        if unknown:
+            raise KernelArgumentError(
+                f"unknown size(s) {', '.join(unknown)}; {self.cell} has {', '.join(self.sizes)}")
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(self.uniform_bound_size(sizes))
+        out = {}
+        for p in self.params:
+            shape = p.concrete(sizes)
+            if p.init == "zeros":
+                out[p.name] = np.zeros(shape, dtype)
+            elif p.init == "ones":
+                out[p.name] = np.ones(shape, dtype)
+            else:
+                out[p.name] = rng.uniform(-bound, bound, shape).astype(dtype)
+        return out
+
+
+def _shape_of(a, name: str) -> tuple[int, ...]:
+    shape = getattr(a, "shape", None)
+    if shape is None:
+        raise KernelArgumentError(f"`{name}` must be an array, got {type(a).__name__}")
+    return tuple(int(d) for d in shape)
