@@ -266,6 +266,32 @@ def test_cell_matches_numpy_reference(name, T, B, I, H, seed):
             assert err < TOL, f"{name} ({where}): final {k} max abs error {err:.3g}"
 
 
+@given(
+    T=st.integers(1, 20),
+    B=st.integers(1, 4),
+    I=st.integers(1, 16),
+    H=st.integers(1, 16),
+    forget_bias=st.sampled_from([1.0, -0.5, 2.5]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_cifg_forget_bias_constant(T, B, I, H, forget_bias, seed):
+    """The `forget_bias` constant (default 0.0) is overridable and lands on the forget gate."""
+    rng = np.random.default_rng(seed)
+    params = cifg_lstm_params(rng, I, H)
+    x = rng.standard_normal((T, B, I))
+    state = {k: 0.5 * rng.standard_normal((B, H)) for k in ("h", "c")}
+
+    def step(p, x, s):
+        return cifg_lstm_step(p, x, s, forget_bias=forget_bias)
+
+    y_ref, final_ref = run_reference(step, params, x, dict(state))
+    cell = lstmc.builtin("cifg_lstm")
+    y, final = lstmc.interpret(cell, x, params, state=state, constants={"forget_bias": forget_bias})
+    assert _max_err(y, y_ref) < TOL
+    for k in ("h", "c"):
+        assert _max_err(final[k], final_ref[k]) < TOL
+
+
 def test_references_are_not_vacuous():
     """Guard on the harness: the references differ from each other where the cells do."""
     rng = np.random.default_rng(1)
