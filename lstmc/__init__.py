@@ -8,6 +8,7 @@
 """
 
 from lstmc.api import builtin, interpret, load, loads, to_ir
+from lstmc.compiler import compile
 from lstmc.errors import (
     CodegenError,
     KernelArgumentError,
@@ -20,6 +21,6 @@ from lstmc.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "load", "loads", "builtin", "interpret", "to_ir", "LstmcError", "SpecError", "VerifyError",
+    "load", "loads", "builtin", "interpret", "to_ir", "compile", "LstmcError", "SpecError", "VerifyError",
     "PassError", "CodegenError", "KernelArgumentError", "__version__",
 ]

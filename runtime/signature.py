@@ -61,28 +61,37 @@ class Signature:
 
     # -- binding ---------------------------------------------------------------------------
 
-    def bind(self, x, params: Mapping, state: Mapping | None = None,
+    def bind_params(self, params: Mapping, fixed: Mapping[str, int] | None = None
+                    ) -> dict[str, int]:
+        """Bind the sizes from the params alone (for packing) and check their shapes."""
+        return self.bind(None, params, None, fixed)
+
+    def bind(self, x, params: Mapping | None, state: Mapping | None = None,
              fixed: Mapping[str, int] | None = None) -> dict[str, int]:
         """Bind every size symbol from the arrays and check every shape.
 
-        Raises KernelArgumentError naming the argument and the expected and received shapes.
+        `x=None` checks params alone; `params=None` checks x and state against `fixed` sizes
+        (params already packed). Raises KernelArgumentError naming the argument and the
+        expected and received shapes.
         """
-        x_shape = _shape_of(x, "x")
-        if len(x_shape) != 3:
+        x_shape = _shape_of(x, "x") if x is not None else None
+        if x_shape is not None and len(x_shape) != 3:
             raise KernelArgumentError(
                 f"x must be [T, B, {size_text(self.input.shape[0])}] (time, batch, features); "
                 f"got shape {x_shape}")
-        if not isinstance(params, Mapping):
-            raise KernelArgumentError(
-                f"params must be a dict {{name: array}}, got {type(params).__name__}")
-        declared = {p.name for p in self.params}
-        for name in params:
-            if name not in declared:
+        if params is not None:
+            if not isinstance(params, Mapping):
                 raise KernelArgumentError(
-                    f"unexpected param `{name}`; {self.cell} takes {', '.join(sorted(declared))}")
-        for p in self.params:
-            if p.name not in params:
-                raise KernelArgumentError(f"missing param `{p.name}` (expected {p.text()})")
+                    f"params must be a dict {{name: array}}, got {type(params).__name__}")
+            declared = {p.name for p in self.params}
+            for name in params:
+                if name not in declared:
+                    raise KernelArgumentError(
+                        f"unexpected param `{name}`; {self.cell} takes "
+                        f"{', '.join(sorted(declared))}")
+            for p in self.params:
+                if p.name not in params:
+                    raise KernelArgumentError(f"missing param `{p.name}` (expected {p.text()})")
         state = state or {}
         if not isinstance(state, Mapping):
             raise KernelArgumentError(
@@ -96,11 +105,13 @@ class Signature:
 
         sizes: dict[str, int] = dict(fixed or {})
         origin: dict[str, str] = {k: "the compiled size" for k in sizes}
-        B = x_shape[1]
-        arrays = [("x", x_shape[2:], self.input)]
-        arrays += [(f"param `{p.name}`", _shape_of(params[p.name], p.name), p) for p in self.params]
+        B = x_shape[1] if x_shape is not None else None
+        arrays = [("x", x_shape[2:], self.input)] if x_shape is not None else []
+        if params is not None:
+            arrays += [(f"param `{p.name}`", _shape_of(params[p.name], p.name), p)
+                       for p in self.params]
         for s in self.state:
-            if s.name in state:
+            if s.name in state and B is not None:
                 shape = _shape_of(state[s.name], s.name)
                 if len(shape) != 2 or shape[0] != B:
                     raise KernelArgumentError(
@@ -115,8 +126,22 @@ class Signature:
                 if sym is not None and sym not in sizes:
                     sizes[sym] = dim
                     origin[sym] = where
+        progress = True
+        while progress:  # then sums with one unknown symbol (`hidden + input`) bind it
+            progress = False
+            for where, shape, spec in arrays:
+                for dim, (terms, const) in zip(shape, spec.shape):
+                    unknown = [(s, c) for s, c in terms if s not in sizes]
+                    if len(unknown) != 1:
+                        continue
+                    sym, coef = unknown[0]
+                    rest = dim - const - sum(c * sizes[s] for s, c in terms if s in sizes)
+                    if rest > 0 and rest % coef == 0:
+                        sizes[sym] = rest // coef
+                        origin[sym] = where
+                        progress = True
         missing = [s for s in self.sizes if s not in sizes]
-        if missing:
+        if missing and x_shape is not None:
             raise KernelArgumentError(f"cannot infer size(s) {', '.join(missing)} from the arrays")
         for where, shape, spec in arrays:  # second pass: every dimension must agree
             want = spec.concrete(sizes)
@@ -143,7 +168,7 @@ class Signature:
     def init_params(self, sizes: Mapping[str, int], seed: int = 0,
                     dtype=np.float64) -> dict[str, np.ndarray]:
         missing = [s for s in self.sizes if s not in sizes]
-        if missing:
+        if missing and x_shape is not None:
             raise KernelArgumentError(
                 f"init_params needs every size: missing {', '.join(missing)} "
                 f"(call it as init_params({', '.join(f'{s}=...' for s in self.sizes)}))")

@@ -1,0 +1,352 @@
+"""The Numba CPU target: an optimized graph becomes one readable Python module.
+
+The module holds one `@njit` function, `_sequence`, that runs the whole sequence: values that
+depend only on params are computed once, hoisted values for all timesteps at once (the input
+projection is one GEMM over T*B rows), then the time loop runs each step's products as BLAS
+calls (`np.dot` into preallocated buffers) and each element-wise group as one loop nest over
+(batch, unit). Transcendentals come from `lstmc_runtime.vmath`, written so that LLVM vectorizes
+these loops. State lives in two buffers per variable, swapped after each step. Every block
+carries the IR it came from as a comment.
+"""
+
+from __future__ import annotations
+
+from lstmc.codegen.common import (
+    DTYPES,
+    Access,
+    Namespace,
+    elementwise_expr,
+    helper_source,
+    helpers_used,
+    ir_comment,
+    size_expr,
+)
+from lstmc.codegen.module import module_header, module_tail
+from lstmc.codegen.schedule import Item, Schedule, schedule
+from lstmc.ir.graph import Graph, Node
+from lstmc.ir.shapes import Size
+
+TARGET = "cpu"
+_VMATH = ("sigmoid", "tanh", "exp", "softplus")
+
+
+class _Lines:
+    def __init__(self):
+        self.lines: list[str] = []
+        self.depth = 0
+
+    def add(self, text: str = "") -> None:
+        self.lines.append(("    " * self.depth + text) if text else "")
+
+    def indent(self):
+        lines = self
+
+        class _Ctx:
+            def __enter__(self):
+                lines.depth += 1
+
+            def __exit__(self, *a):
+                lines.depth -= 1
+
+        return _Ctx()
+
+
+class CpuEmitter:
+    def __init__(self, graph: Graph, dtype: str = "float32", fixed: dict | None = None,
+                 info: dict | None = None):
+        self.graph = graph
+        self.sched: Schedule = schedule(graph)
+        self.dtype = dtype
+        self.fixed = dict(fixed or {})
+        self.info = dict(info or {})
+        self.ns = Namespace()
+        self.acc = Access(self.sched, self.ns, self.fixed)
+        self.unroll = int(graph.attrs.get("unroll", 1) or 1)
+        self.sinks = [n for n in graph.nodes() if n.kind == "sink"]
+        self.states = graph.find("state")
+        self.outputs = graph.find("output")
+
+    # -- small helpers -------------------------------------------------------------------------
+
+    def size(self, s: Size) -> str:
+        return size_expr(s, self.fixed, self.ns)
+
+    def nxt(self, state_name: str) -> str:
+        return self.ns.get("nx", state_name)
+
+    def y(self, out_name: str) -> str:
+        return self.ns.get("y", out_name)
+
+    def sink_target(self, sink: Node, b: str, j: str) -> str:
+        if sink.op == "output":
+            return f"{self.y(sink.attrs['name'])}[t, {b}, {j}]"
+        return f"{self.nxt(sink.attrs['name'])}[{b}, {j}]"
+
+    # -- the module ----------------------------------------------------------------------------
+
+    def source(self) -> str:
+        L = _Lines()
+        suffix = DTYPES[self.dtype]
+        nodes = self.graph.nodes()
+        L.lines += module_header(self.graph, self.info, TARGET, self.dtype)
+        L.add("import numpy as np")
+        L.add("from numba import njit")
+        L.add()
+        L.add("from lstmc_runtime import vmath as _vmath")
+        L.add("from lstmc_runtime.kernel import CpuKernel")
+        L.add("from lstmc_runtime.signature import ArraySpec, Signature")
+        L.add()
+        L.add(f"_F = np.{self.dtype}")
+        L.add("_ZERO = _F(0.0)")
+        L.add("_ONE = _F(1.0)")
+        L.add("_INF = _F(np.inf)")
+        for fn in _VMATH:
+            L.add(f"_vm_{fn} = _vmath.{fn}_{suffix}")
+        L.add("_vm_log = np.log")
+        for name in helpers_used(nodes, TARGET):
+            L.add()
+            L.add()
+            L.add('@njit(inline="always", error_model="numpy")')
+            L.lines += helper_source(name).rstrip("\n").split("\n")
+        L.add()
+        L.add()
+        L.add("# Constants of the cell, in the kernel's float type.")
+        for n in nodes:
+            if n.op == "const":
+                L.add(f"{self.ns.get('k', n.name)} = _F({n.attrs['value']!r})  {ir_comment(n)}")
+        L.add()
+        L.add()
+        self.emit_sequence(L)
+        L.lines += module_tail(self, TARGET)
+        return "\n".join(L.lines).rstrip("\n") + "\n"
+
+    def sequence_args(self) -> list[str]:
+        args = ["x"]
+        for s in self.states:
+            args += [self.acc.array(s), self.nxt(s.attrs["name"])]
+        args += [w.name for w in self.sched.weights.values()]
+        args += [self.ns.get("p", p) for p in self.sched.vector_params]
+        args += [self.y(o.attrs["name"]) for o in self.outputs]
+        args += [self.ns.get("n", s) for s in self.graph.attrs.get("sizes", ())
+                 if s not in self.fixed]
+        return args
+
+    def emit_sequence(self, L: _Lines) -> None:
+        L.add("@njit(cache=True, error_model=\"numpy\", nogil=True)")
+        L.add(f"def _sequence({', '.join(self.sequence_args())}):")
+        with L.indent():
+            L.add('"""Run the cell over x: [T, B, input]; write outputs; return the final state."""')
+            L.add("T = x.shape[0]")
+            L.add("B = x.shape[1]")
+            for sym, value in self.fixed.items():
+                L.add(f"{self.ns.get('n', sym)} = {value}  # fixed at compile time")
+            L.add()
+            L.add("# ---- once: values of params and constants only")
+            for item in self.sched.items["once"]:
+                self.emit_item(L, item)
+            L.add()
+            L.add("# ---- hoisted: values of the input alone, for all timesteps at once")
+            for item in self.sched.items["seq"]:
+                self.emit_item(L, item)
+            L.add()
+            L.add("# ---- buffers reused by every step")
+            for item in self.sched.items["step"]:
+                for n in item.nodes:
+                    if n.name in self.sched.materialized:
+                        L.add(f"{self.acc.array(n)} = np.empty((B, {self.size(n.shape[0])}), _F)"
+                              f"  # %{n.name}")
+            L.add()
+            L.add("# ---- the time loop")
+            if self.unroll > 1:
+                L.add(f"t_main = T - T % {self.unroll}")
+                L.add(f"for t0 in range(0, t_main, {self.unroll}):  # unrolled x{self.unroll}")
+                with L.indent():
+                    for k in range(self.unroll):
+                        L.add(f"t = t0 + {k}" if k else "t = t0")
+                        self.emit_step(L)
+                L.add("for t in range(t_main, T):")
+            else:
+                L.add("for t in range(T):")
+            with L.indent():
+                self.emit_step(L)
+            L.add("return " + ", ".join(self.acc.array(s) for s in self.states)
+                  + ("," if len(self.states) == 1 else ""))
+
+    def emit_step(self, L: _Lines) -> None:
+        for item in self.sched.items["step"]:
+            self.emit_item(L, item)
+        for s in self.states:
+            cur, nxt = self.acc.array(s), self.nxt(s.attrs["name"])
+            L.add(f"{cur}, {nxt} = {nxt}, {cur}  # the new state becomes the current one")
+
+    # -- items ---------------------------------------------------------------------------------
+
+    def emit_item(self, L: _Lines, item: Item) -> None:
+        if item.kind == "group":
+            self.emit_group(L, item)
+            return
+        node = item.first
+        if not node.shape and node.kind == "elementwise":
+            ops = [self.acc.element(o, "0", "0", "0") for o in node.operands]
+            L.add(f"{self.acc.scalar_var(node)} = {elementwise_expr(node, ops, TARGET)}"
+                  f"  {ir_comment(node)}")
+            return
+        getattr(self, f"emit_{node.op}")(L, node)
+
+    def loops(self, L: _Lines, phase: str, extent: str | None) -> list:
+        """Open the loops of a phase (and over j < extent unless None); returns the context
+        managers to close."""
+        ctxs = []
+        if phase == "seq":
+            L.add("for t in range(T):")
+            ctxs.append(L.indent())
+            ctxs[-1].__enter__()
+        if phase in ("seq", "step"):
+            L.add("for b in range(B):")
+            ctxs.append(L.indent())
+            ctxs[-1].__enter__()
+        if extent is not None:
+            L.add(f"for j in range({extent}):")
+            ctxs.append(L.indent())
+            ctxs[-1].__enter__()
+        return ctxs
+
+    def close(self, ctxs) -> None:
+        for c in reversed(ctxs):
+            c.__exit__(None, None, None)
+
+    def alloc(self, L: _Lines, node: Node, phase: str) -> None:
+        n = self.size(node.shape[0])
+        shape = {"once": f"({n},)", "seq": f"(T, B, {n})"}.get(phase)
+        if shape:  # step buffers are allocated once, before the time loop
+            L.add(f"{self.acc.array(node)} = np.empty({shape}, _F)")
+
+    def emit_group(self, L: _Lines, item: Item) -> None:
+        L.add(f"# element-wise group: {', '.join('%' + n.name for n in item.nodes)}")
+        for n in item.nodes:
+            if n.name in self.sched.materialized:
+                self.alloc(L, n, item.phase)
+        ctxs = self.loops(L, item.phase, self.size(item.extent))
+        for n in item.nodes:
+            ops = [self.acc.element(o, "t", "b", "j", item) for o in n.operands]
+            var = self.acc.scalar_var(n)
+            L.add(f"{var} = {elementwise_expr(n, ops, TARGET)}  {ir_comment(n)}")
+            if n.name in self.sched.materialized:
+                L.add(f"{self.acc.element(n, 't', 'b', 'j')} = {var}")
+            if item.phase == "step":
+                for user in self.graph.users(n):
+                    if user.kind == "sink":
+                        L.add(f"{self.sink_target(user, 'b', 'j')} = {var}  # {user.op} "
+                              f"{user.attrs['name']}")
+        self.close(ctxs)
+
+    # -- structural ops ------------------------------------------------------------------------
+
+    def vector_array(self, node: Node, phase: str) -> str:
+        """A contiguous 2-D (or 1-D for once) array expression holding `node`'s value, for a
+        product in `phase`."""
+        base, offset = self.sched.base(node)
+        arr = self.acc.array(base)
+        base_phase = "step" if base.op == "state" else ("once" if base.op == "param"
+                                                         else self.sched.phase[base.name])
+        if base.op == "input":
+            full = "x" if phase == "seq" else "x[t]"
+        elif base_phase == "seq" and phase == "step":
+            full = f"{arr}[t]"
+        else:
+            full = arr
+        if base is node:
+            return full
+        start = self.size(offset)
+        stop = f"{start} + {self.size(node.shape[0])}"
+        return f"np.ascontiguousarray({full}[..., {start}:{stop}])"
+
+    def emit_matvec(self, L: _Lines, node: Node) -> None:
+        self.emit_packed_matvec(L, node)
+
+    def emit_packed_matvec(self, L: _Lines, node: Node) -> None:
+        phase = self.sched.phase[node.name]
+        vec = node.operands[-1] if node.op == "matvec" else node.operands[0]
+        w = self.sched.weights[node.name].name
+        out = self.acc.array(node)
+        v = self.vector_array(vec, phase)
+        L.add(ir_comment(node))
+        if phase == "seq":
+            rows = f"T * B, {self.size(vec.shape[0])}"
+            L.add(f"{out} = np.dot({v}.reshape({rows}), {w}).reshape("
+                  f"T, B, {self.size(node.shape[0])})")
+        elif phase == "once":
+            L.add(f"{out} = np.dot({v}, {w})")
+        else:
+            L.add(f"np.dot({v}, {w}, {out})")
+
+    def emit_concat(self, L: _Lines, node: Node) -> None:
+        phase = self.sched.phase[node.name]
+        L.add(ir_comment(node))
+        self.alloc(L, node, phase)
+        start = Size()
+        out = self.acc.array(node)
+        for part in node.operands:
+            ctxs = self.loops(L, phase, self.size(part.shape[0]))
+            idx = "j" if start == Size() else f"{self.size(start)} + j"
+            dest = {"once": f"{out}[{idx}]", "seq": f"{out}[t, b, {idx}]"}.get(
+                phase, f"{out}[b, {idx}]")
+            L.add(f"{dest} = {self.acc.element(part, 't', 'b', 'j')}")
+            self.close(ctxs)
+            start = start + part.shape[0]
+
+    def emit_layer_norm(self, L: _Lines, node: Node) -> None:
+        phase = self.sched.phase[node.name]
+        v, gamma, beta = node.operands
+        n = self.size(node.shape[0])
+        L.add(ir_comment(node))
+        self.alloc(L, node, phase)
+        ctxs = self.loops(L, phase, None)  # one row at a time
+        el = self.acc.element
+        L.add("mean = 0.0  # statistics in float64, as the reference does")
+        L.add(f"for k in range({n}):")
+        L.add(f"    mean += {el(v, 't', 'b', 'k')}")
+        L.add(f"mean /= {n}")
+        L.add("var = 0.0")
+        L.add(f"for k in range({n}):")
+        L.add(f"    d = {el(v, 't', 'b', 'k')} - mean")
+        L.add("    var += d * d")
+        L.add(f"inv = 1.0 / np.sqrt(var / {n} + {node.attrs['eps']!r})")
+        L.add(f"for k in range({n}):")
+        L.add(f"    {el(node, 't', 'b', 'k')} = _F(({el(v, 't', 'b', 'k')} - mean) * inv) * "
+              f"{el(gamma, 't', 'b', 'k')} + {el(beta, 't', 'b', 'k')}")
+        self.close(ctxs)
+
+    def emit_slice(self, L: _Lines, node: Node) -> None:  # views are read in place
+        pass
+
+    def emit_param_cols(self, L: _Lines, node: Node) -> None:  # packed with the weights
+        pass
+
+    def emit_output(self, L: _Lines, node: Node) -> None:
+        self._emit_sink_copy(L, node)
+
+    def emit_update(self, L: _Lines, node: Node) -> None:
+        self._emit_sink_copy(L, node)
+
+    def _emit_sink_copy(self, L: _Lines, sink: Node) -> None:
+        src = sink.operands[0]
+        item = self.sched.group_of.get(src.name)
+        if item is not None and item.phase == "step":
+            return  # stored from inside the group's loop
+        L.add(ir_comment(sink))
+        ctxs = self.loops(L, "step", self.size(sink.shape[0]))
+        L.add(f"{self.sink_target(sink, 'b', 'j')} = {self.acc.element(src, 't', 'b', 'j')}")
+        self.close(ctxs)
+
+    # sources are arguments of _sequence
+    def emit_input(self, L, node):
+        pass
+
+    emit_state = emit_param = emit_const = emit_input
+
+
+def generate(graph: Graph, dtype: str = "float32", fixed: dict | None = None,
+             info: dict | None = None) -> str:
+    """Python source of the CPU module for an optimized graph."""
+    return CpuEmitter(graph, dtype, fixed, info).source()

@@ -1,0 +1,105 @@
+"""`lstmc.compile`: spec -> IR -> passes -> code -> a loaded kernel."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from lstmc.errors import CodegenError, LstmcError
+from lstmc.ir.graph import Graph
+from lstmc.ir.printer import print_graph
+from lstmc.passes import pipeline, run_passes
+from lstmc.spec.cell import Cell
+
+TARGETS = ("cpu", "cuda")
+DEFAULT_OPT = 3
+
+
+def equations_text(cell: Cell) -> str:
+    """The cell's equations as written, for generated docstrings."""
+    import re
+
+    lines = []
+    text = cell.source
+    for section in ("equations", "update"):
+        m = re.search(rf"^{section}:.*?\n((?:[ \t]+.*\n?|\s*\n)*)", text, re.M)
+        if m:
+            lines.append(f"{section}:")
+            lines += ["  " + ln.strip() for ln in m.group(1).splitlines() if ln.strip()]
+    return "\n".join(lines)
+
+
+def optimize(cell: Cell | Graph, opt: int = DEFAULT_OPT, unroll: int | None = None,
+             constants: Mapping | None = None, verify_each: bool = True, keep_text=False):
+    """The optimized graph and the pass records."""
+    from lstmc.api import to_ir
+
+    graph = cell if isinstance(cell, Graph) else to_ir(cell, constants)
+    options = {"unroll": unroll} if unroll else None
+    return run_passes(graph, pipeline(opt, unroll), verify_each=verify_each,
+                      keep_text=keep_text, options=options)
+
+
+def generate_source(cell: Cell, target: str = "cpu", dtype: str = "float32",
+                    opt: int = DEFAULT_OPT, unroll: int | None = None,
+                    sizes: Mapping[str, int] | None = None,
+                    constants: Mapping[str, float] | None = None) -> tuple[str, Graph, list]:
+    """Generate a module's source. Returns (source, optimized graph, pass records)."""
+    if target not in TARGETS:
+        raise LstmcError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    if dtype not in ("float32", "float64"):
+        raise LstmcError(f"unknown dtype {dtype!r}; choose float32 or float64")
+    if not isinstance(opt, int) or not 0 <= opt <= 3:
+        raise LstmcError(f"opt must be 0, 1, 2 or 3, got {opt!r}")
+    fixed = dict(sizes or {})
+    for name, value in fixed.items():
+        if name not in cell.sizes:
+            raise LstmcError(f"unknown size {name!r} in sizes; {cell.name} has "
+                             f"{', '.join(cell.sizes)}")
+        if not isinstance(value, (int, np.integer)) or value <= 0:
+            raise LstmcError(f"size {name} must be a positive integer, got {value!r}")
+    graph, records = optimize(cell, opt, unroll, constants)
+    from lstmc.codegen.common import spec_hash
+
+    info = {
+        "spec_hash": spec_hash(cell.source),
+        "opt": opt,
+        "pipeline": [r.name for r in records],
+        "fixed": fixed,
+        "doc": cell.doc,
+        "equations": equations_text(cell),
+    }
+    if target == "cpu":
+        from lstmc.codegen.cpu import generate
+    else:
+        from lstmc.codegen.cuda import generate
+    try:
+        source = generate(graph, dtype, fixed, info)
+    except CodegenError:
+        raise
+    return source, graph, records
+
+
+def compile(cell: Cell, target: str = "cpu", dtype: str = "float32", opt: int = DEFAULT_OPT,
+            unroll: int | None = None, sizes: Mapping[str, int] | None = None,
+            constants: Mapping[str, float] | None = None, cache: bool = True, **options):
+    """Compile a cell into a kernel: `y, state = kernel(x, params, state=None)`.
+
+    target: "cpu" or "cuda"; dtype: "float32" (default, as PyTorch) or "float64"; opt: 0-3;
+    unroll: time-loop unroll factor; sizes: sizes fixed at compile time (the kernel then
+    accepts only those); constants: values for the spec's `constants:`; cache: reuse compiled
+    kernels across processes.
+    """
+    from lstmc.codegen.cache import cache_key, load_generated
+
+    source, graph, records = generate_source(cell, target, dtype, opt, unroll, sizes, constants)
+    key = cache_key({"source": source, "options": options})
+    module = load_generated(source, key, cell.name, use_cache=cache)
+    kernel = module.kernel
+    kernel.source = source
+    kernel.graph = graph
+    kernel.ir = print_graph(graph)
+    kernel.passes = records
+    kernel.module = module
+    return kernel

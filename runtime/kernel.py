@@ -1,0 +1,85 @@
+"""The kernel object that compiled modules expose: argument checks, packing, allocation.
+
+    y, state = kernel(x, params, state=None)
+
+`params` is the dict of declared params (any float dtype; packed on every call) or what
+`kernel.pack(params)` returned (no copying at all). `state` is `{name: [B, n]}`; missing
+entries start at zero. The caller's arrays are never written to.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from lstmc_runtime.errors import KernelArgumentError
+from lstmc_runtime.packing import PackedParams, check_float, pack_weights
+from lstmc_runtime.signature import Signature, size_value
+
+
+class Kernel:
+    target = "base"
+
+    def __init__(self, signature: Signature, weights: dict, vector_params: list, launch,
+                 dtype=np.float32, fixed_sizes: dict | None = None, doc: str | None = None):
+        self.signature = signature
+        self.weights = weights
+        self.vector_params = list(vector_params)
+        self._launch = launch
+        self.dtype = np.dtype(dtype)
+        self.fixed_sizes = dict(fixed_sizes or {})
+        self.__doc__ = doc
+        self.source: str | None = None  # set by the compiler
+        self.ir: str | None = None
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} {self.signature.cell} target={self.target} "
+                f"dtype={self.dtype}>")
+
+    @property
+    def output_names(self) -> list[str]:
+        return [name for name, _ in self.signature.outputs]
+
+    def init_params(self, seed: int = 0, **sizes: int) -> dict[str, np.ndarray]:
+        """Fresh params for the given sizes (every size symbol), in the kernel's dtype:
+        uniform in ±1/sqrt(hidden) as PyTorch's RNNs, or zeros/ones as the spec says."""
+        return self.signature.init_params({**self.fixed_sizes, **sizes}, seed, self.dtype)
+
+    def pack(self, params: Mapping[str, np.ndarray]) -> PackedParams:
+        """Check and pack params once; pass the result in place of params on every call."""
+        if isinstance(params, PackedParams):
+            return params
+        sizes = self.signature.bind_params(params, fixed=self.fixed_sizes)
+        for name, a in params.items():
+            check_float(f"param `{name}`", a)
+        arrays = pack_weights({k: np.asarray(v) for k, v in params.items()}, sizes,
+                              self.weights, self.vector_params, self.dtype)
+        return PackedParams(arrays, sizes, self.dtype, id(self.weights))
+
+    def __call__(self, x, params, state: Mapping | None = None):
+        packed = params if isinstance(params, PackedParams) else self.pack(params)
+        if packed._owner != id(self.weights) or packed.dtype != self.dtype:
+            raise KernelArgumentError("these packed params were packed by another kernel; "
+                                      "pack them with this kernel's .pack()")
+        check_float("x", x, self.dtype)
+        sizes = self.signature.bind(x, None, state, fixed=packed.sizes)
+        x = np.ascontiguousarray(x)
+        T, B = x.shape[:2]
+        cur = {}
+        for s in self.signature.state:
+            n = size_value(s.shape[0], sizes)
+            if state is not None and s.name in state:
+                check_float(f"state `{s.name}`", state[s.name], self.dtype)
+                cur[s.name] = np.array(state[s.name], dtype=self.dtype, order="C")  # a copy
+            else:
+                cur[s.name] = np.zeros((B, n), self.dtype)
+        outputs = {name: np.empty((T, B, size_value(size, sizes)), self.dtype)
+                   for name, size in self.signature.outputs}
+        final = self._launch(x, cur, packed.arrays, outputs, sizes)
+        y = next(iter(outputs.values())) if len(outputs) == 1 else outputs
+        return y, final
+
+
+class CpuKernel(Kernel):
+    target = "cpu"
