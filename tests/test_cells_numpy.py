@@ -363,6 +363,6 @@ def test_shipped_spec_loads_and_names_its_source(path):
 def test_lstm_spec_is_the_design_contract():
     if not DESIGN.exists():
         pytest.skip(f"{DESIGN} not present")
-    m = re.search(r"```yaml\n(.*?)```", DESIGN.read_text(), re.S)
+    m = re.search(r"```yaml\n(.*?)```", DESIGN.read_text(), re.DOTALL)
     assert m, "DESIGN.md has no ```yaml block"
     assert (CELLS_DIR / "lstm.yaml").read_text() == m.group(1)
