@@ -24,10 +24,14 @@ class _Lowering:
     def __init__(self, cell: Cell):
         self.cell = cell
         self.graph = Graph({"cell": cell.name, "sizes": list(cell.sizes)})
-        self.graph.reserved |= set(cell.equations) | set(cell.inputs) | set(cell.state) \
-            | set(cell.params) | set(cell.constants)
+        self.graph.reserved |= (
+            set(cell.equations)
+            | set(cell.inputs)
+            | set(cell.state)
+            | set(cell.params)
+            | set(cell.constants)
+        )
         self.env: dict[str, Node] = {}
-        self.visiting: list[str] = []
 
     def node(self, op: str, operands, loc: Location, attrs=None, name=None) -> Node:
         try:
@@ -38,21 +42,24 @@ class _Lowering:
     def run(self) -> Graph:
         cell = self.cell
         for decl in cell.inputs.values():
-            self.env[decl.name] = self.graph.add("input", attrs={"name": decl.name,
-                                                                  "shape": decl.shape},
-                                                 name=decl.name)
+            self.env[decl.name] = self.graph.add(
+                "input", attrs={"name": decl.name, "shape": decl.shape}, name=decl.name
+            )
         for decl in cell.state.values():
-            self.env[decl.name] = self.graph.add("state", attrs={"name": decl.name,
-                                                                  "shape": decl.shape},
-                                                 name=decl.name)
+            self.env[decl.name] = self.graph.add(
+                "state", attrs={"name": decl.name, "shape": decl.shape}, name=decl.name
+            )
         for decl in cell.params.values():
             self.env[decl.name] = self.graph.add(
-                "param", attrs={"name": decl.name, "shape": decl.shape, "init": decl.init},
-                name=decl.name)
+                "param",
+                attrs={"name": decl.name, "shape": decl.shape, "init": decl.init},
+                name=decl.name,
+            )
         for const in cell.constants.values():
             self.env[const.name] = self.graph.add(
-                "const", attrs={"value": const.value, "name": const.name}, name=const.name)
-        for name in cell.equations:
+                "const", attrs={"value": const.value, "name": const.name}, name=const.name
+            )
+        for name in self.equation_order():
             self.equation(name)
         for state, eq in cell.update.items():
             value = self.expr(eq.expr)
@@ -60,33 +67,64 @@ class _Lowering:
             if value.shape != want:
                 raise SpecError(
                     f"the update of `{state}` has shape {shape_str(value.shape)} but `{state}` "
-                    f"is declared {shape_str(want)}", eq.loc)
+                    f"is declared {shape_str(want)}",
+                    eq.loc,
+                )
             self.graph.add("update", [value], {"name": state}, name=f"next_{state}")
         for out, loc in cell.outputs:
             value = self.env[out]
             if len(value.shape) != 1:
-                raise SpecError(f"output `{out}` must be a vector, got "
-                                f"{shape_str(value.shape) if value.shape else 'a scalar'}", loc)
+                raise SpecError(
+                    f"output `{out}` must be a vector, got "
+                    f"{shape_str(value.shape) if value.shape else 'a scalar'}",
+                    loc,
+                )
             self.graph.add("output", [value], {"name": out}, name=f"out_{out}")
         for decl in cell.params.values():
             if not self.graph.users(self.env[decl.name]):
                 raise SpecError(f"param `{decl.name}` is declared but never used", decl.loc)
         return self.graph
 
+    def equation_order(self) -> list[str]:
+        """The equations, each after the ones it uses (depth first, in declaration order, so
+        the IR's node order is stable). Iterative, so any chain length is fine; a cycle is an
+        error at the equation that closes it."""
+        equations = self.cell.equations
+        uses = {name: _equations_used(eq.expr, equations) for name, eq in equations.items()}
+        order: list[str] = []
+        status: dict[str, str] = {}  # "open" while on the stack, then "done"
+        for root in equations:
+            if root in status:
+                continue
+            status[root] = "open"
+            stack = [(root, iter(uses[root]))]
+            while stack:
+                name, pending = stack[-1]
+                for dep in pending:
+                    if status.get(dep) == "open":
+                        path = [n for n, _ in stack]
+                        cycle = path[path.index(dep) :] + [dep]
+                        raise SpecError(
+                            "equations depend on each other in a cycle: "
+                            + " -> ".join(cycle)
+                            + " (inside `equations`, only state names refer to the previous step)",
+                            equations[dep].loc,
+                        )
+                    if dep not in status:
+                        status[dep] = "open"
+                        stack.append((dep, iter(uses[dep])))
+                        break
+                else:
+                    stack.pop()
+                    status[name] = "done"
+                    order.append(name)
+        return order
+
     def equation(self, name: str) -> Node:
-        if name in self.env:
-            return self.env[name]
-        eq = self.cell.equations[name]
-        if name in self.visiting:
-            cycle = self.visiting[self.visiting.index(name):] + [name]
-            raise SpecError(
-                "equations depend on each other in a cycle: " + " -> ".join(cycle)
-                + " (inside `equations`, only state names refer to the previous step)", eq.loc)
-        self.visiting.append(name)
-        value = self.expr(eq.expr, name)
-        self.visiting.pop()
-        self.env[name] = value
-        return value
+        """Lower one equation; the ones it uses are already lowered (see equation_order)."""
+        if name not in self.env:
+            self.env[name] = self.expr(self.cell.equations[name].expr, name)
+        return self.env[name]
 
     def expr(self, e: Expr, name: str | None = None) -> Node:
         """Lower an expression; `name` names the node that computes the whole of it."""
@@ -99,8 +137,7 @@ class _Lowering:
         if isinstance(e, BinOp):
             if e.op == "@":
                 return self.matvec(e, name)
-            return self.node(_BINARY[e.op], [self.expr(e.lhs), self.expr(e.rhs)], e.loc,
-                             name=name)
+            return self.node(_BINARY[e.op], [self.expr(e.lhs), self.expr(e.rhs)], e.loc, name=name)
         if isinstance(e, Call):
             return self.call(e, name)
         raise AssertionError(e)
@@ -108,8 +145,6 @@ class _Lowering:
     def name(self, e: Name) -> Node:
         if e.id in self.env:
             return self.env[e.id]
-        if e.id in self.cell.equations:
-            return self.equation(e.id)
         if e.id in ops.SPEC_FUNCTIONS:
             raise SpecError(f"`{e.id}` is a function; call it as {e.id}(...)", e.loc)
         if e.id in self.cell.sizes:
@@ -120,26 +155,48 @@ class _Lowering:
     def matvec(self, e: BinOp, name: str | None) -> Node:
         lhs = self.expr(e.lhs)
         if lhs.op != "param" or len(lhs.shape) != 2:
-            what = (f"the {lhs.op} `{lhs.attrs['name']}`" if "name" in lhs.attrs
-                    else "an expression")
+            what = f"the {lhs.op} `{lhs.attrs['name']}`" if "name" in lhs.attrs else "an expression"
             shape = shape_str(lhs.shape) if lhs.shape else "a scalar"
             raise SpecError(
                 f"the left side of `@` must be a matrix param; got {what} of shape {shape}"
-                + (" (write `W @ v`, matrix first)" if len(lhs.shape) == 1 else ""), e.loc)
+                + (" (write `W @ v`, matrix first)" if len(lhs.shape) == 1 else ""),
+                e.loc,
+            )
         return self.node("matvec", [lhs, self.expr(e.rhs)], e.loc, name=name)
 
     def call(self, e: Call, name: str | None) -> Node:
         if e.func not in ops.SPEC_FUNCTIONS:
             raise SpecError(
                 f"unknown function `{e.func}`{did_you_mean(e.func, ops.SPEC_FUNCTIONS)}; known: "
-                + ", ".join(sorted(ops.SPEC_FUNCTIONS)), e.loc)
+                + ", ".join(sorted(ops.SPEC_FUNCTIONS)),
+                e.loc,
+            )
         op, arity = ops.SPEC_FUNCTIONS[e.func]
         if arity is not None and len(e.args) != arity:
-            raise SpecError(f"{e.func}() takes {arity} argument{'s' * (arity != 1)}, "
-                            f"got {len(e.args)}", e.loc)
+            raise SpecError(
+                f"{e.func}() takes {arity} argument{'s' * (arity != 1)}, got {len(e.args)}", e.loc
+            )
         args = [self.expr(a) for a in e.args]
         attrs = {"eps": LAYER_NORM_EPS} if op == "layer_norm" else None
         return self.node(op, args, e.loc, attrs, name=name)
+
+
+def _equations_used(expr: Expr, equations) -> list[str]:
+    """The equation names an expression refers to, in the order lowering meets them."""
+    found: list[str] = []
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, Name):
+            if e.id in equations and e.id not in found:
+                found.append(e.id)
+        elif isinstance(e, Neg):
+            stack.append(e.operand)
+        elif isinstance(e, BinOp):
+            stack += [e.rhs, e.lhs]
+        elif isinstance(e, Call):
+            stack += reversed(e.args)
+    return found
 
 
 def lower(cell: Cell) -> Graph:

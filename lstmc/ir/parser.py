@@ -7,11 +7,12 @@ printed ones.
 
 from __future__ import annotations
 
+import json
 import re
 
 from lstmc.errors import VerifyError
 from lstmc.ir import ops
-from lstmc.ir.graph import Graph
+from lstmc.ir.graph import Graph, Node
 from lstmc.ir.shapes import Size
 
 _TOKEN = re.compile(
@@ -47,8 +48,6 @@ class _Values:
         return tok
 
     def value(self):
-        import json
-
         kind, text = self.take()
         if kind == "str":
             return json.loads(text)
@@ -57,10 +56,18 @@ class _Values:
         if kind == "num":
             return float(text) if any(c in text for c in ".eE") else int(text)
         if kind == "word":
-            special = {"true": True, "false": False, "inf": float("inf"),
-                       "-inf": float("-inf"), "nan": float("nan")}
+            special = {
+                "true": True,
+                "false": False,
+                "inf": float("inf"),
+                "-inf": float("-inf"),
+                "nan": float("nan"),
+            }
             if text in special:
                 return special[text]
+        if text == "{":
+            self.i -= 1
+            return self.attrs()
         if text == "[":
             items = []
             while self.peek()[1] != "]":
@@ -71,13 +78,20 @@ class _Values:
             return items
         raise VerifyError(f"line {self.lineno}: unexpected {text!r}")
 
+    def finish(self) -> None:
+        """Fail if anything is left on the line."""
+        if self.i < len(self.tokens):
+            raise VerifyError(f"line {self.lineno}: unexpected {self.tokens[self.i][1]!r}")
+
     def attrs(self) -> dict:
         out = {}
         if self.peek()[1] != "{":
             return out
         self.take("{")
         while self.peek()[1] != "}":
-            key = self.take()[1]
+            kind, key = self.take()
+            if kind == "str":
+                key = json.loads(key)
             self.take("=")
             out[key] = self.value()
             if self.peek()[1] == ",":
@@ -86,12 +100,18 @@ class _Values:
         return out
 
 
-def _shape(text: str) -> tuple:
-    return tuple(Size.parse(p) for p in text.split(",")) if text.strip() else ()
+def _shape(text: str, lineno: int) -> tuple:
+    try:
+        return tuple(Size.parse(p) for p in text.split(",")) if text.strip() else ()
+    except ValueError as exc:
+        raise VerifyError(f"line {lineno}: {exc}") from None
 
 
 def parse_graph(text: str) -> Graph:
+    """Read IR text (as `print_graph` writes it) into a Graph. Raises VerifyError naming the
+    line on anything malformed."""
     graph = Graph()
+    defined: dict[str, Node] = {}
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.split("    <-- here")[0].rstrip()
         if not line.strip() or line.lstrip().startswith("#"):
@@ -103,7 +123,9 @@ def parse_graph(text: str) -> Graph:
             graph.attrs["sizes"] = [s.strip() for s in line[5:].split(",") if s.strip()]
             continue
         if line.startswith("attrs"):
-            graph.attrs.update(_Values(line[5:], lineno).attrs())
+            values = _Values(line[5:], lineno)
+            graph.attrs.update(values.attrs())
+            values.finish()
             continue
         m = _LINE.match(line)
         if not m:
@@ -114,22 +136,29 @@ def parse_graph(text: str) -> Graph:
         operands = []
         while rest.startswith("%"):
             om = re.match(r"%(\w+)\s*,?\s*", rest)
-            if om[1] not in {n.name for n in graph.nodes()}:
+            if om is None:
+                raise VerifyError(f"line {lineno}: cannot read {rest!r}")
+            if om[1] not in defined:
                 raise VerifyError(f"line {lineno}: %{om[1]} is used before it is defined")
-            operands.append(graph.node(om[1]))
-            rest = rest[om.end():]
-        attrs = _Values(rest, lineno).attrs()
-        shape = _shape(m["shape"])
+            operands.append(defined[om[1]])
+            rest = rest[om.end() :]
+        values = _Values(rest, lineno)
+        attrs = values.attrs()
+        values.finish()
+        shape = _shape(m["shape"], lineno)
         opdef = ops.get(m["op"])
         if opdef.kind == "source" and m["op"] != "const":
             attrs["shape"] = shape
+        if m["name"] in defined:
+            raise VerifyError(f"line {lineno}: %{m['name']} is defined twice")
         try:
             node = graph.add(m["op"], operands, attrs, name=m["name"])
-        except ops.ShapeError as exc:
-            raise VerifyError(f"line {lineno}: {exc}") from None
-        if node.name != m["name"]:
-            raise VerifyError(f"line {lineno}: %{m['name']} is defined twice")
+        except (ops.ShapeError, KeyError, TypeError, ValueError) as exc:
+            raise VerifyError(f"line {lineno}: {m['op']}: {exc}") from None
+        defined[node.name] = node
         if node.shape != shape:
-            raise VerifyError(f"line {lineno}: printed shape [{m['shape']}] but the op gives "
-                              f"{list(map(str, node.shape))}")
+            raise VerifyError(
+                f"line {lineno}: printed shape [{m['shape']}] but the op gives "
+                f"{list(map(str, node.shape))}"
+            )
     return graph

@@ -15,15 +15,23 @@ subscripts, strings, lambdas, keywords, dunder names, `**`) is a SpecError at it
 from __future__ import annotations
 
 import keyword
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from lstmc.errors import Location, SpecError
 
-NUMBER_RE = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+NUMBER_RE = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OPERATORS = "+-*/@(),"
+_DIGITS = "0123456789"
+_NAME_START = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_"
+_NUMBER_TAIL = re.compile(r"[0-9A-Za-z_.]+")
+# Parentheses, calls and unary minus nest at most this deep, and an expression tree is at most
+# MAX_DEPTH operations tall: deeper expressions would exhaust Python's stack in the recursive
+# parser and lowering. Nobody writes such an equation by hand; split it instead.
+MAX_DEPTH = 100
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,14 @@ class _Token:
     offset: int
 
 
+def _char_text(ch: str) -> str:
+    """A character as an error message shows it: `c`, or U+XXXX when it is invisible."""
+    code = f"U+{ord(ch):04X}"
+    if ch.isprintable() and not ch.isspace():
+        return f"`{ch}`" if ch.isascii() else f"`{ch}` ({code})"
+    return code
+
+
 def _explain_bad_char(text: str, i: int) -> str:
     ch = text[i]
     if ch == ".":
@@ -96,7 +112,9 @@ def _explain_bad_char(text: str, i: int) -> str:
         return "`{`/`}`: dicts and sets are not allowed in an equation"
     if ch == ":":
         return "`:` is not allowed in an equation (lambdas and slices are not part of the language)"
-    return f"unexpected character `{ch}`"
+    if not ch.isascii() and (ch.isalnum() or ch == "_"):
+        return f"unexpected character {_char_text(ch)}: names and numbers are ASCII"
+    return f"unexpected character {_char_text(ch)}"
 
 
 def tokenize(text: str, where: Callable[[int], Location]) -> list[_Token]:
@@ -104,14 +122,16 @@ def tokenize(text: str, where: Callable[[int], Location]) -> list[_Token]:
     i = 0
     while i < len(text):
         ch = text[i]
-        if ch.isspace():
+        if ch in " \t\n\r\f\v":
             i += 1
             continue
-        if ch.isdigit() or (ch == "." and i + 1 < len(text) and text[i + 1].isdigit()):
+        if ch in _DIGITS or (ch == "." and text[i + 1 : i + 2] in tuple(_DIGITS)):
             m = NUMBER_RE.match(text, i)
             end = m.end()
+            if end < len(text) and not text[end].isascii() and text[end].isalnum():
+                raise SpecError(_explain_bad_char(text, end), where(end))
             if end < len(text) and (text[end].isalnum() or text[end] in "_."):
-                bad = re.match(r"[0-9A-Za-z_.]+", text[i:]).group(0)
+                bad = _NUMBER_TAIL.match(text, i).group(0)
                 raise SpecError(
                     f"invalid number `{bad}` (numbers are decimal, like 2, 0.5, .5, 1e-5)",
                     where(i),
@@ -119,10 +139,13 @@ def tokenize(text: str, where: Callable[[int], Location]) -> list[_Token]:
             tokens.append(_Token("num", m.group(0), i))
             i = end
             continue
-        if ch.isalpha() or ch == "_":
+        if ch in _NAME_START:
             m = _NAME_RE.match(text, i)
+            end = m.end()
+            if end < len(text) and not text[end].isascii() and text[end].isalnum():
+                raise SpecError(_explain_bad_char(text, end), where(end))
             tokens.append(_Token("name", m.group(0), i))
-            i = m.end()
+            i = end
             continue
         if ch == "*" and text[i : i + 2] == "**":
             raise SpecError(_explain_bad_char(text, i), where(i))
@@ -141,6 +164,7 @@ class _Parser:
         self.where = where
         self.tokens = tokenize(text, where)
         self.pos = 0
+        self.depth = 0  # open parentheses, calls and unary minuses around the current token
 
     def peek(self) -> _Token:
         return self.tokens[self.pos]
@@ -152,6 +176,11 @@ class _Parser:
 
     def error(self, message: str, tok: _Token) -> SpecError:
         return SpecError(message, self.where(tok.offset))
+
+    def enter(self, tok: _Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(_too_deep(), tok)
 
     def expect(self, op: str) -> _Token:
         tok = self.peek()
@@ -169,6 +198,7 @@ class _Parser:
             if tok.kind in ("name", "num"):
                 raise self.error(f"expected an operator before `{tok.text}`", tok)
             raise self.error(f"unexpected `{tok.text}`", tok)
+        _check_height(expr)
         return expr
 
     def expr(self) -> Expr:
@@ -189,7 +219,10 @@ class _Parser:
         tok = self.peek()
         if tok.kind == "op" and tok.text == "-":
             self.take()
-            return Neg(self.unary(), self.where(tok.offset))
+            self.enter(tok)
+            operand = self.unary()
+            self.depth -= 1
+            return Neg(operand, self.where(tok.offset))
         if tok.kind == "op" and tok.text == "+":
             raise self.error("unary `+` is not supported; drop it", tok)
         return self.atom()
@@ -197,14 +230,17 @@ class _Parser:
     def atom(self) -> Expr:
         tok = self.take()
         if tok.kind == "num":
-            return Num(float(tok.text), self.where(tok.offset))
+            value = float(tok.text)
+            if math.isinf(value):
+                raise self.error(f"the number `{tok.text}` is too large for a float", tok)
+            return Num(value, self.where(tok.offset))
         if tok.kind == "name":
             problem = identifier_problem(tok.text)
             if problem:
                 raise self.error(problem, tok)
             nxt = self.peek()
             if nxt.kind == "op" and nxt.text == "(":
-                self.take()
+                self.enter(self.take())
                 args: list[Expr] = []
                 if not (self.peek().kind == "op" and self.peek().text == ")"):
                     args.append(self.expr())
@@ -212,15 +248,49 @@ class _Parser:
                         self.take()
                         args.append(self.expr())
                 self.expect(")")
+                self.depth -= 1
                 return Call(tok.text, tuple(args), self.where(tok.offset))
             return Name(tok.text, self.where(tok.offset))
         if tok.kind == "op" and tok.text == "(":
+            self.enter(tok)
+            if self.peek().kind == "op" and self.peek().text == ")":
+                raise self.error("empty parentheses `()`", tok)
             inner = self.expr()
             self.expect(")")
+            self.depth -= 1
             return inner
         if tok.kind == "end":
             raise self.error("the expression ends too early", tok)
+        if tok.kind == "op" and tok.text == ",":
+            raise self.error("unexpected `,` (outside a function call's arguments)", tok)
         raise self.error(f"unexpected `{tok.text}`", tok)
+
+
+def _too_deep() -> str:
+    return (
+        f"the expression nests more than {MAX_DEPTH} levels deep; split it into several equations"
+    )
+
+
+def _children(e: Expr) -> tuple:
+    if isinstance(e, Neg):
+        return (e.operand,)
+    if isinstance(e, BinOp):
+        return (e.lhs, e.rhs)
+    if isinstance(e, Call):
+        return e.args
+    return ()
+
+
+def _check_height(root: Expr) -> None:
+    """Reject an expression tree taller than MAX_DEPTH (long `a + b + c + ...` chains nest
+    to the left), at the first operation below that height. Iterative, so any height is safe."""
+    stack = [(root, 1)]
+    while stack:
+        e, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise SpecError(_too_deep(), e.loc)
+        stack.extend((c, depth + 1) for c in _children(e))
 
 
 def parse_expr(text: str, where: Callable[[int], Location]) -> Expr:
@@ -230,12 +300,14 @@ def parse_expr(text: str, where: Callable[[int], Location]) -> Expr:
 
 
 def parse_number(text: str, loc: Location) -> float:
-    """Parse a number in the spec's decimal notation (used for `constants:`)."""
+    """Parse a number in the spec's decimal notation (used for `constants:`): an optional sign
+    and a decimal float, nothing else (no hex, no `_`, no inf or nan)."""
     t = text.strip()
     sign = -1.0 if t.startswith("-") else 1.0
     body = t[1:] if t[:1] in "+-" else t
     if not NUMBER_RE.fullmatch(body):
-        raise SpecError(
-            f"invalid number `{t}` (numbers are decimal, like 2, 0.5, .5, 1e-5)", loc
-        )
-    return sign * float(body)
+        raise SpecError(f"invalid number `{t}` (numbers are decimal, like 2, 0.5, .5, 1e-5)", loc)
+    value = float(body)
+    if math.isinf(value):
+        raise SpecError(f"the number `{t}` is too large for a float", loc)
+    return sign * value

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from yaml.scanner import Scanner
 
 from lstmc.errors import Location, SpecError, did_you_mean
 from lstmc.ir.shapes import Size
@@ -31,13 +32,125 @@ SECTIONS = {
 REQUIRED = ("cell", "sizes", "inputs", "state", "params", "equations", "update", "outputs")
 
 
+_BREAKS = "\n\r\x85\u2028\u2029"  # YAML 1.1 line breaks, as PyYAML counts lines
+
+
+class _TagFound(Exception):
+    def __init__(self, token: yaml.Token):
+        self.token = token
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, used only to compose nodes. It refuses every tag (`!!python/...`,
+    `!foo`): a spec has no use for them, so none can ever reach a constructor. It also records
+    where each scalar's own text starts (a node's start mark is at its anchor, if any)."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.scalar_starts: dict[int, yaml.Mark] = {}
+
+    def get_token(self):
+        token = super().get_token()
+        if isinstance(token, yaml.TagToken):
+            raise _TagFound(token)
+        if isinstance(token, yaml.ScalarToken):
+            self.scalar_starts[token.end_mark.index] = token.start_mark
+        return token
+
+
+def _advance(text: str, mark: yaml.Mark, index: int) -> tuple[int, int]:
+    """The 0-based (line, column) of `text[index]`, counting from `mark` as PyYAML does."""
+    line, col = mark.line, mark.column
+    for i in range(mark.index, min(index, len(text))):
+        ch = text[i]
+        if ch in _BREAKS and not (ch == "\r" and text[i + 1 : i + 2] == "\n"):
+            line, col = line + 1, 0
+        elif ch != "\ufeff" or i != 0:
+            col += 1
+    return line, col
+
+
+def _escape(text: str, p: int) -> tuple[str | None, int]:
+    """A double-quoted scalar's escape at `text[p] == "\\"`: (its character, its length), or
+    (None, length) for an escaped line break, which stands for nothing."""
+    ch = text[p + 1 : p + 2]
+    if ch in Scanner.ESCAPE_REPLACEMENTS:
+        return Scanner.ESCAPE_REPLACEMENTS[ch], 2
+    if ch in Scanner.ESCAPE_CODES:
+        n = Scanner.ESCAPE_CODES[ch]
+        try:
+            return chr(int(text[p + 2 : p + 2 + n], 16)), 2 + n
+        except ValueError:
+            return "", 1
+    if ch and ch in _BREAKS:
+        return None, 3 if text[p + 1 : p + 3] == "\r\n" else 2
+    return "", 1
+
+
+def _source_offsets(text: str, start: int, value: str, style: str | None) -> list[int]:
+    """For each character of a scalar's `value`, the index in `text` it was read from.
+
+    YAML only removes source characters (quotes, indentation, escapes' backslashes, block
+    headers) or turns line breaks into spaces or newlines, so walking the source and the value
+    side by side, skipping what YAML dropped, lines them up. Every non-blank character of the
+    value, where tokens start, lands on its own source character."""
+    p = start
+    if style in ("|", ">"):  # the content starts on the line after the header (`|-2 # c`)
+        while p < len(text) and text[p] not in _BREAKS:
+            p += 1
+    elif style in ("'", '"'):
+        p += 1
+    out: list[int] = []
+    for c in value:
+        while True:
+            if p >= len(text):
+                out.append(len(text))
+                break
+            r = text[p]
+            if style == '"' and r == "\\":
+                decoded, length = _escape(text, p)
+                if decoded is None:  # an escaped line break: skip it
+                    p += length
+                    continue
+                out.append(p)
+                p += length
+                break
+            if r == c:
+                out.append(p)
+                p += 2 if (style == "'" and r == "'") else 1
+                break
+            if c in " \n" and r in _BREAKS:  # a folded line break
+                out.append(p)
+                p += 2 if text[p : p + 2] == "\r\n" else 1
+                break
+            if r in " \t" or r in _BREAKS:  # indentation, or trailing blanks YAML stripped
+                p += 1
+                continue
+            out.append(p)  # cannot happen for what PyYAML produces; stay put, never fail
+            break
+    return out
+
+
 class _Reader:
     def __init__(self, text: str, file: str):
         self.text = text
         self.file = file
+        self.scalar_starts: dict[int, yaml.Mark] = {}
+
+    def start(self, node: yaml.Node) -> yaml.Mark:
+        """Where a node's own text starts: a scalar's first character, not its anchor."""
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar_starts.get(node.end_mark.index, node.start_mark)
+        return node.start_mark
 
     def loc(self, node: yaml.Node) -> Location:
-        return Location(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+        mark = self.start(node)
+        return Location(self.file, mark.line + 1, mark.column + 1)
+
+    def loc_at(self, index: int) -> Location:
+        """The location of `self.text[index]`."""
+        line, col = _advance(self.text, yaml.Mark("", 0, 0, 0, None, None), index)
+        return Location(self.file, line + 1, col + 1)
 
     def error(self, message: str, node: yaml.Node) -> SpecError:
         return SpecError(message, self.loc(node))
@@ -75,21 +188,21 @@ class _Reader:
         return name
 
     def where(self, node: yaml.ScalarNode):
-        """Map a character offset in a scalar's value to a location in the file."""
-        base = node.start_mark
-        quoted = 1 if node.style in ("'", '"') else 0
-        block = node.style in ("|", ">")
+        """Map a character offset in a scalar's value to its location in the file, for every
+        scalar style: plain or quoted, on one line or folded over several, `|` and `>` blocks,
+        escapes in double quotes."""
+        mark = self.start(node)
+        offsets = _source_offsets(self.text, mark.index, node.value, node.style)
         value = node.value
 
         def at(offset: int) -> Location:
-            if block:  # the value starts on the line after the `|` / `>` indicator
-                before = value[:offset]
-                line = base.line + 2 + before.count("\n")
-                indent = len(self.text.splitlines()[line - 1]) - len(
-                    self.text.splitlines()[line - 1].lstrip()
-                ) if line - 1 < len(self.text.splitlines()) else 0
-                return Location(self.file, line, indent + 1 + len(before.rsplit("\n", 1)[-1]))
-            return Location(self.file, base.line + 1, base.column + 1 + quoted + offset)
+            if offset < len(offsets):
+                index = offsets[offset]
+            else:  # the end of the expression: just after its last non-blank character
+                k = len(value.rstrip()) - 1
+                index = offsets[k] + 1 if k >= 0 else mark.index
+            line, col = _advance(self.text, mark, index)
+            return Location(self.file, line + 1, col + 1)
 
         return at
 
@@ -105,6 +218,8 @@ class _Reader:
         for dim in dims:
             text = self.scalar(dim, f"a dimension of {what}")
             try:
+                if not text.isascii():
+                    raise ValueError(text)
                 size = Size.parse(text)
             except ValueError:
                 raise self.error(
@@ -124,18 +239,68 @@ class _Reader:
             shape.append(size)
         return tuple(shape)
 
-    def load(self) -> Cell:
+    def compose(self) -> yaml.Node | None:
+        """The YAML node tree; SpecError at the place of any YAML problem or tag."""
+        loader = None
         try:
-            root = yaml.compose(self.text, Loader=yaml.SafeLoader)
+            loader = _SpecLoader(self.text)
+            self.scalar_starts = loader.scalar_starts
+            return loader.get_single_node()
+        except _TagFound as found:
+            tok = found.token
+            handle, suffix = tok.value
+            raise SpecError(
+                f"YAML tags like `{handle or ''}{suffix}` are not allowed in a spec",
+                Location(self.file, tok.start_mark.line + 1, tok.start_mark.column + 1),
+            ) from None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             loc = Location(self.file, mark.line + 1, mark.column + 1) if mark else None
             problem = exc.problem or "invalid YAML"
             if exc.context:
                 problem = f"{exc.context}: {problem}"
-            raise SpecError(f"invalid YAML: {problem}", loc) from None
-        except yaml.YAMLError as exc:  # e.g. a reader error on bad characters
+            raise SpecError(f"invalid YAML: {problem}", loc or Location(self.file, 1, 1)) from None
+        except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+            char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
+            raise SpecError(
+                f"invalid YAML: the character U+{ord(char[:1] or ' '):04X} is not allowed",
+                self.loc_at(exc.position),
+            ) from None
+        except yaml.YAMLError as exc:
             raise SpecError(f"invalid YAML: {exc}", Location(self.file, 1, 1)) from None
+        except RecursionError:
+            raise SpecError(
+                "invalid YAML: the document nests too deeply", Location(self.file, 1, 1)
+            ) from None
+        finally:
+            if loader is not None:
+                loader.dispose()
+
+    def check_bindable(self, cell: Cell) -> None:
+        """Every size symbol must be a whole dimension of the input, a state variable or a
+        param: kernels bind sizes from the arrays they are given (`[k, hidden]` binds k,
+        `[2*k]` or `[k + hidden]` alone can not)."""
+        bare = set()
+        used = set()
+        for decl in [*cell.inputs.values(), *cell.state.values(), *cell.params.values()]:
+            for size in decl.shape:
+                used |= size.symbols()
+                if size.symbol is not None:
+                    bare.add(size.symbol)
+        for name, loc in cell.sizes.items():
+            if name not in used:
+                raise SpecError(
+                    f"size `{name}` is declared but no input, state or param uses it", loc
+                )
+            if name not in bare:
+                raise SpecError(
+                    f"size `{name}` can't be bound from the arrays: no input, state or param has "
+                    f"`{name}` alone as a dimension (like `[{name}, ...]`)",
+                    loc,
+                )
+
+    def load(self) -> Cell:
+        root = self.compose()
         if root is None:
             raise SpecError("the spec is empty", Location(self.file, 1, 1))
         top = {}
@@ -214,21 +379,26 @@ class _Reader:
                             f"choose one of {', '.join(PARAM_INITS)}",
                             fields["init"][1],
                         )
-            cell.params[name] = Decl(name, self.shape(shape_node, f"`{name}`", cell.sizes),
-                                     self.loc(key), init)
+            cell.params[name] = Decl(
+                name, self.shape(shape_node, f"`{name}`", cell.sizes), self.loc(key), init
+            )
+
+        self.check_bindable(cell)
 
         if "constants" in top:
             for key, value in self.mapping(top["constants"][1], "`constants`"):
                 name = define(key, "a constant name")
                 text = self.scalar(value, f"the value of constant `{name}`")
-                cell.constants[name] = Constant(name, parse_number(text, self.loc(value)),
-                                                self.loc(key))
+                cell.constants[name] = Constant(
+                    name, parse_number(text, self.loc(value)), self.loc(key)
+                )
 
         for key, value in self.mapping(top["equations"][1], "`equations`"):
             name = define(key, "an equation name")
             text = self.scalar(value, f"the equation `{name}`")
-            cell.equations[name] = Equation(name, parse_expr(text, self.where(value)),
-                                            self.loc(key))
+            cell.equations[name] = Equation(
+                name, parse_expr(text, self.where(value)), self.loc(key)
+            )
 
         for key, value in self.mapping(top["update"][1], "`update`"):
             name = self.scalar(key, "a state name in `update`")
@@ -239,8 +409,7 @@ class _Reader:
                     key,
                 )
             text = self.scalar(value, f"the update of `{name}`")
-            cell.update[name] = Equation(name, parse_expr(text, self.where(value)),
-                                         self.loc(value))
+            cell.update[name] = Equation(name, parse_expr(text, self.where(value)), self.loc(value))
         for name in cell.state:
             if name not in cell.update:
                 raise self.error(
@@ -250,8 +419,10 @@ class _Reader:
                 )
 
         out_node = top["outputs"][1]
-        out_items = [out_node] if isinstance(out_node, yaml.ScalarNode) else self.sequence(
-            out_node, "`outputs`"
+        out_items = (
+            [out_node]
+            if isinstance(out_node, yaml.ScalarNode)
+            else self.sequence(out_node, "`outputs`")
         )
         if not out_items:
             raise self.error("`outputs` must name at least one equation", out_node)
@@ -262,8 +433,10 @@ class _Reader:
             if name not in cell.equations:
                 hint = ""
                 if name in cell.state:
-                    hint = " (a state name means the previous step's value; name the equation " \
-                           "that computes the new one)"
+                    hint = (
+                        " (a state name means the previous step's value; name the equation "
+                        "that computes the new one)"
+                    )
                 raise self.error(
                     f"output `{name}` is not an equation{did_you_mean(name, cell.equations)}{hint}",
                     node,
@@ -284,8 +457,9 @@ def load_file(path: str | Path) -> Cell:
     except FileNotFoundError:
         raise SpecError(f"no such spec file: {path}", None) from None
     except UnicodeDecodeError as exc:
-        raise SpecError(f"the spec is not UTF-8 text ({exc.reason})", Location(str(path), 1, 1)) \
-            from None
+        raise SpecError(
+            f"the spec is not UTF-8 text ({exc.reason})", Location(str(path), 1, 1)
+        ) from None
     except OSError as exc:
         raise SpecError(f"cannot read {path}: {exc.strerror}", None) from None
     return load_text(text, str(path))
