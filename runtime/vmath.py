@@ -18,10 +18,13 @@ does not depend on LLVM's inlining heuristics (which reject e.g. softplus_f64 as
 Divisions go through the ``_div`` intrinsic, so the caller's error model does not matter.
 """
 
+# Explicit selects spell out the NaN behaviour (min/max depend on argument order), and
+# `k == k` is the NaN test:
+# ruff: noqa: FURB136, PLR0124
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from llvmlite import ir
@@ -30,8 +33,14 @@ from numba.extending import intrinsic
 
 __all__ = [
     "UNARY",
-    "exp_f32", "exp_f64", "tanh_f32", "tanh_f64",
-    "sigmoid_f32", "sigmoid_f64", "softplus_f32", "softplus_f64",
+    "exp_f32",
+    "exp_f64",
+    "sigmoid_f32",
+    "sigmoid_f64",
+    "softplus_f32",
+    "softplus_f64",
+    "tanh_f32",
+    "tanh_f64",
 ]
 
 _jit = njit(inline="always", error_model="numpy")
@@ -51,8 +60,11 @@ def _pow2(typingctx, k):
     def codegen(context, builder, sig, args):
         ity = ir.IntType(k.bitwidth)
         # Convert via i32 even for float64: |k| < 2**11 and f64 -> i32 is packed on plain AVX.
-        ki = builder.sext(builder.fptosi(args[0], ir.IntType(32)), ity) if k.bitwidth == 64 \
+        ki = (
+            builder.sext(builder.fptosi(args[0], ir.IntType(32)), ity)
+            if k.bitwidth == 64
             else builder.fptosi(args[0], ity)
+        )
         bits = builder.shl(builder.add(ki, ity(bias)), ity(mant))
         return builder.bitcast(bits, context.get_value_type(k))
 
@@ -68,14 +80,16 @@ def _div(typingctx, a, b):
     return a(a, b), lambda context, builder, sig, args: builder.fdiv(*args)
 
 
-def _build(ft: type, ln2_hi: float, x_lo: float, x_hi: float, exp_deg: int, log_deg: int,
-           tanh_sat: float) -> dict[str, Callable]:
+def _build(
+    ft: type, ln2_hi: float, x_lo: float, x_hi: float, exp_deg: int, log_deg: int, tanh_sat: float
+) -> dict[str, Callable]:
     """Compile exp, tanh, sigmoid and softplus for float type ``ft`` (np.float32/np.float64).
 
     ln2_hi      -- ln 2 rounded so that k*ln2_hi is exact for every k in range (Cody-Waite)
     x_lo, x_hi  -- exp(x_lo) rounds to 0 and exp(x_hi) overflows to inf
     exp_deg     -- Taylor degree for exp(r), |r| <= ln2/2: r**(d+1)/(d+1)! < ulp/10
-    log_deg     -- number of terms of 2*atanh(s) = log((1+s)/(1-s)) after 2s, |s| <= 0.1716
+    log_deg     -- terms of log(1+f) = 2*atanh(s) = 2s + 2s**3/3 + ... after 2s, where
+                   s = f/(2+f), |s| <= 3 - 2*sqrt(2) = 0.1716, z = s*s
     tanh_sat    -- tanh(x) rounds to 1 for x >= tanh_sat
     """
     ZERO, HALF, ONE, TWO = ft(0.0), ft(0.5), ft(1.0), ft(2.0)
@@ -113,6 +127,7 @@ def _build(ft: type, ln2_hi: float, x_lo: float, x_hi: float, exp_deg: int, log_
 
     @_jit
     def exp(x):
+        """e**x: overflow -> inf, underflow -> 0 or subnormal, NaN -> NaN."""
         k, r = reduce(x)
         # 2**k as two factors: each stays a normal number even when exp(x) is subnormal or
         # k = max exponent + 1 (overflow to inf); p*s1 is exact, the last product rounds once.
@@ -121,22 +136,38 @@ def _build(ft: type, ln2_hi: float, x_lo: float, x_hi: float, exp_deg: int, log_
 
     @_jit
     def expm1(x):
-        """exp(x) - 1 for X_LO <= x <= 50 (2**k must stay normal); relative accuracy at 0."""
+        """exp(x) - 1 while 2**round(x/ln2) is a normal number (tanh: 0 <= x <= 39).
+
+        Accurate relative to the result near 0, where exp(x) - 1 would cancel.
+        """
         k, r = reduce(x)
         s = _pow2(k)
         return s * expm1_r(r) + (s - ONE)  # s - 1 is exact while k < mantissa bits
 
     @_jit
     def tanh(x):
+        """(e^2|x| - 1)/(e^2|x| + 1) with the sign of x: relative accuracy near 0, +-1 exactly
+        for |x| >= TANH_SAT, tanh(-0) = -0, NaN -> NaN."""
         a = abs(x)
         a = TANH_SAT if a > TANH_SAT else a  # avoid inf/inf; NaN passes through
         e = expm1(a + a)
-        return np.copysign(_div(e, e + TWO), x)  # (e^2a - 1)/(e^2a + 1); keeps tanh(-0) = -0
+        d = e + TWO
+        d_err = ((TWO if e < TWO else e) - d) + (e if e < TWO else TWO)  # exact (Fast2Sum)
+        q = _div(e, d)
+        # e/(d + d_err) = q*(1 - d_err/d), and 1/d = (1 - q)/2: removes the rounding of d.
+        t = q - q * d_err * ((ONE - q) * HALF)
+        return np.copysign(t, x)  # keeps tanh(-0) = -0 and NaN
 
     @_jit
     def sigmoid(x):
-        e = exp(-abs(x))  # in (0, 1]: no overflow, and tiny results stay accurate
-        return _div(ONE if x >= ZERO else e, ONE + e)
+        """1/(1 + e^-x), exactly 0 and 1 in the limits, accurate for tiny results; NaN -> NaN."""
+        e = exp(-abs(x))  # in [0, 1]: no overflow, and tiny results stay accurate
+        d = ONE + e
+        d_err = (ONE - d) + e  # exact (Fast2Sum)
+        pos = x >= ZERO
+        q = _div(ONE if pos else e, d)  # 1/(1+e^-x), or e^x/(1+e^x) for x < 0; NaN -> NaN
+        # As in tanh, remove the rounding of d: 1/d = q for x >= 0, else 1 - q.
+        return q - q * d_err * (q if pos else ONE - q)
 
     @_jit
     def log1p_01(u):
@@ -155,17 +186,20 @@ def _build(ft: type, ln2_hi: float, x_lo: float, x_hi: float, exp_deg: int, log_
 
     @_jit
     def softplus(x):
-        # log(1 + e^x) = max(x, 0) + log1p(e^-|x|); NaN reaches the log1p term and propagates.
+        """log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow, accurate for x << 0."""
+        # NaN becomes 0 in the max term but reaches the log1p term and propagates.
         return (x if x > ZERO else ZERO) + log1p_01(exp(-abs(x)))
 
     return {"exp": exp, "expm1": expm1, "tanh": tanh, "sigmoid": sigmoid, "softplus": softplus}
 
 
-# float64: k*ln2_hi exact for |k| <= 2**11 (fdlibm's 0x3fe62e42fee00000, 32 trailing zeros);
-# exp(-746) < 2**-1075 rounds to 0, exp(710) > DBL_MAX; 1 - tanh(19.1) < 2**-54.
+# float64: ln2_hi = fdlibm's 0x3fe62e42fee00000 has 32 significant bits, |k| <= 1076 has 11;
+# exp(-746) < 2**-1075 rounds to 0, exp(710) > DBL_MAX; 1 - tanh(19.1) < 2**-54;
+# Taylor tails: 0.347**14/14! = 4e-18 (exp), 0.0294**11/23 = 6e-19 (log).
 _F64 = _build(np.float64, 6.93147180369123816490e-01, -746.0, 710.0, 13, 10, 19.5)
 # float32: ln2_hi = 0x3f317200 has 15 significant bits, |k| <= 150 has 8;
-# exp(-104) < 2**-150 rounds to 0, exp(89) > FLT_MAX; 1 - tanh(9.1) < 2**-25.
+# exp(-104) < 2**-150 rounds to 0, exp(89) > FLT_MAX; 1 - tanh(9.1) < 2**-25;
+# Taylor tails: 0.347**8/8! = 5e-9 (exp), 0.0294**5/11 = 2e-9 (log).
 _F32 = _build(np.float32, 0.693145751953125, -104.0, 89.0, 7, 4, 9.5)
 
 exp_f32, exp_f64 = _F32["exp"], _F64["exp"]
