@@ -13,7 +13,7 @@ from lstmc.passes import pipeline, run_passes
 from lstmc.spec.cell import Cell
 
 TARGETS = ("cpu", "cuda")
-DEFAULT_OPT = 3
+DEFAULT_OPT = 2
 
 
 def equations_text(cell: Cell) -> str:

@@ -14,6 +14,7 @@ from typing import Mapping
 import numpy as np
 
 from lstmc_runtime.errors import KernelArgumentError
+from lstmc_runtime.threads import plan_chunks
 from lstmc_runtime.packing import PackedParams, check_float, pack_weights
 from lstmc_runtime.signature import Signature, size_value
 
@@ -32,6 +33,19 @@ class Kernel:
         self.__doc__ = doc
         self.source: str | None = None  # set by the compiler
         self.ir: str | None = None
+        self.threads: int | None = None  # None: choose from the sizes; 1: never split the batch
+
+    def _work_per_row(self, sizes) -> int:
+        """Multiply-adds of one batch row's step: the size of every packed weight."""
+        total = 0
+        for blocks in self.weights.values():
+            rows = 0
+            for param, cols in blocks:
+                spec = next(p for p in self.signature.params if p.name == param)
+                shape = spec.concrete(sizes)
+                rows += shape[0] * (size_value(cols[1], sizes) if cols else shape[1])
+            total += rows
+        return total
 
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.signature.cell} target={self.target} "
@@ -76,7 +90,8 @@ class Kernel:
                 cur[s.name] = np.zeros((B, n), self.dtype)
         outputs = {name: np.empty((T, B, size_value(size, sizes)), self.dtype)
                    for name, size in self.signature.outputs}
-        final = self._launch(x, cur, packed.arrays, outputs, sizes)
+        final = self._launch(x, cur, packed.arrays, outputs, sizes,
+                             plan_chunks(T, B, self._work_per_row(sizes), self.threads))
         y = next(iter(outputs.values())) if len(outputs) == 1 else outputs
         return y, final
 

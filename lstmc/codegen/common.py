@@ -75,8 +75,14 @@ class Access:
     def scalar_var(self, node: Node) -> str:
         return self.ns.get("s", node.name)
 
-    def element(self, node: Node, t: str, b: str, j: str, in_group=None) -> str:
-        """Expression for element j of `node` in row b at time t."""
+    def element(self, node: Node, t: str, b: str, j: str, in_group=None,
+                row: str | None = None) -> str:
+        """Expression for element j of `node` in batch row b at time t.
+
+        `row` is the row index into state and step buffers when those hold only a chunk of
+        the batch (the CPU target runs chunks of rows on separate threads); default b.
+        """
+        row = b if row is None else row
         if node.op == "const":
             return self.ns.get("k", node.name)
         if in_group is not None and self.sched.group_of.get(node.name) is in_group:
@@ -89,13 +95,13 @@ class Access:
         if base.op == "param":
             return f"{arr}[{idx}]"
         if base.op == "state":
-            return f"{arr}[{b}, {idx}]"
+            return f"{arr}[{row}, {idx}]"
         phase = self.sched.phase[base.name]
         if phase == "once":
             return f"{arr}[{idx}]"
         if phase == "seq":
             return f"{arr}[{t}, {b}, {idx}]"
-        return f"{arr}[{b}, {idx}]"
+        return f"{arr}[{row}, {idx}]"
 
 
 def elementwise_expr(node: Node, operands: list[str], target: str) -> str:

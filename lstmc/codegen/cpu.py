@@ -21,7 +21,8 @@ from lstmc.codegen.common import (
     ir_comment,
     size_expr,
 )
-from lstmc.codegen.module import module_header, module_tail
+from lstmc.codegen.module import lookup, module_header, module_tail
+from lstmc.errors import CodegenError
 from lstmc.codegen.schedule import Item, Schedule, schedule
 from lstmc.ir.graph import Graph, Node
 from lstmc.ir.shapes import Size
@@ -77,10 +78,10 @@ class CpuEmitter:
     def y(self, out_name: str) -> str:
         return self.ns.get("y", out_name)
 
-    def sink_target(self, sink: Node, b: str, j: str) -> str:
+    def sink_target(self, sink: Node, j: str) -> str:
         if sink.op == "output":
-            return f"{self.y(sink.attrs['name'])}[t, {b}, {j}]"
-        return f"{self.nxt(sink.attrs['name'])}[{b}, {j}]"
+            return f"{self.y(sink.attrs['name'])}[t, b, {j}]"
+        return f"{self.nxt(sink.attrs['name'])}[r, {j}]"
 
     # -- the module ----------------------------------------------------------------------------
 
@@ -120,42 +121,84 @@ class CpuEmitter:
         L.lines += module_tail(self, TARGET)
         return "\n".join(L.lines).rstrip("\n") + "\n"
 
-    def sequence_args(self) -> list[str]:
-        args = ["x"]
-        for s in self.states:
-            args += [self.acc.array(s), self.nxt(s.attrs["name"])]
-        args += [w.name for w in self.sched.weights.values()]
+    # -- the two compiled functions -----------------------------------------------------------
+
+    def prologue_values(self) -> list[Node]:
+        """What `_prologue` computes and `_rows` reads: materialized once/seq values and
+        scalars computed from constants."""
+        values = []
+        for phase in ("once", "seq"):
+            for item in self.sched.items[phase]:
+                for n in item.nodes:
+                    if n.name in self.sched.materialized:
+                        values.append(n)
+                    elif not n.shape and n.kind == "elementwise":
+                        values.append(n)
+        return values
+
+    def value_name(self, n: Node) -> str:
+        return self.acc.array(n) if n.shape else self.acc.scalar_var(n)
+
+    def shared_args(self) -> list[str]:
+        args = [w.name for w in self.sched.weights.values()]
         args += [self.ns.get("p", p) for p in self.sched.vector_params]
-        args += [self.y(o.attrs["name"]) for o in self.outputs]
-        args += [self.ns.get("n", s) for s in self.graph.attrs.get("sizes", ())
-                 if s not in self.fixed]
         return args
 
+    def size_args(self) -> list[str]:
+        return [self.ns.get("n", s) for s in self.graph.attrs.get("sizes", ())
+                if s not in self.fixed]
+
+    def prologue_args(self) -> list[str]:
+        return ["x", *self.shared_args(), *self.size_args()]
+
+    def rows_args(self) -> list[str]:
+        args = ["b0", "b1", "x"]
+        for s in self.states:
+            args += [self.acc.array(s), self.nxt(s.attrs["name"])]
+        args += [self.value_name(n) for n in self.prologue_values()]
+        args += self.shared_args()
+        args += [self.y(o.attrs["name"]) for o in self.outputs]
+        return args + self.size_args()
+
+    def emit_fixed_sizes(self, L: _Lines) -> None:
+        for sym, value in self.fixed.items():
+            L.add(f"{self.ns.get('n', sym)} = {value}  # fixed at compile time")
+
     def emit_sequence(self, L: _Lines) -> None:
-        L.add("@njit(cache=True, error_model=\"numpy\", nogil=True)")
-        L.add(f"def _sequence({', '.join(self.sequence_args())}):")
+        L.add('@njit(cache=True, error_model="numpy", nogil=True)')
+        L.add(f"def _prologue({', '.join(self.prologue_args())}):")
         with L.indent():
-            L.add('"""Run the cell over x: [T, B, input]; write outputs; return the final state."""')
+            L.add('"""What does not depend on the state: computed once per call, before the '
+                  'time loop."""')
             L.add("T = x.shape[0]")
             L.add("B = x.shape[1]")
-            for sym, value in self.fixed.items():
-                L.add(f"{self.ns.get('n', sym)} = {value}  # fixed at compile time")
-            L.add()
+            self.emit_fixed_sizes(L)
             L.add("# ---- once: values of params and constants only")
             for item in self.sched.items["once"]:
                 self.emit_item(L, item)
-            L.add()
             L.add("# ---- hoisted: values of the input alone, for all timesteps at once")
             for item in self.sched.items["seq"]:
                 self.emit_item(L, item)
-            L.add()
+            values = [self.value_name(n) for n in self.prologue_values()]
+            L.add("return (" + ", ".join(values) + ("," if len(values) == 1 else "") + ")")
+        L.add()
+        L.add()
+        L.add('@njit(cache=True, error_model="numpy", nogil=True)')
+        L.add(f"def _rows({', '.join(self.rows_args())}):")
+        with L.indent():
+            L.add('"""Run every timestep for batch rows [b0, b1). State arguments are those '
+                  'rows; the')
+            L.add("final state is in the first buffer of each pair if T is even, else the "
+                  'second."""')
+            L.add("T = x.shape[0]")
+            L.add("nb = b1 - b0")
+            self.emit_fixed_sizes(L)
             L.add("# ---- buffers reused by every step")
             for item in self.sched.items["step"]:
                 for n in item.nodes:
                     if n.name in self.sched.materialized:
-                        L.add(f"{self.acc.array(n)} = np.empty((B, {self.size(n.shape[0])}), _F)"
+                        L.add(f"{self.acc.array(n)} = np.empty((nb, {self.size(n.shape[0])}), _F)"
                               f"  # %{n.name}")
-            L.add()
             L.add("# ---- the time loop")
             if self.unroll > 1:
                 L.add(f"t_main = T - T % {self.unroll}")
@@ -169,8 +212,6 @@ class CpuEmitter:
                 L.add("for t in range(T):")
             with L.indent():
                 self.emit_step(L)
-            L.add("return " + ", ".join(self.acc.array(s) for s in self.states)
-                  + ("," if len(self.states) == 1 else ""))
 
     def emit_step(self, L: _Lines) -> None:
         for item in self.sched.items["step"]:
@@ -178,6 +219,53 @@ class CpuEmitter:
         for s in self.states:
             cur, nxt = self.acc.array(s), self.nxt(s.attrs["name"])
             L.add(f"{cur}, {nxt} = {nxt}, {cur}  # the new state becomes the current one")
+
+    def launch_lines(self) -> list[str]:
+        """`_launch`: the run-time glue from checked, packed arguments to the two functions."""
+        ns = self.ns
+
+        def arg(a: str, rows: bool) -> str:
+            if a == "x":
+                return "x"
+            if (key := lookup(ns, "st", a)) is not None:
+                return f"state[{key!r}][b0:b1]"
+            if (key := lookup(ns, "nx", a)) is not None:
+                return f"spare[{key!r}][b0:b1]"
+            if a in {w.name for w in self.sched.weights.values()}:
+                return f"arrays[{a!r}]"
+            if (key := lookup(ns, "p", a)) is not None:
+                return f"arrays[{key!r}]"
+            if (key := lookup(ns, "y", a)) is not None:
+                return f"outputs[{key!r}]"
+            if (key := lookup(ns, "n", a)) is not None:
+                return f"sizes[{key!r}]"
+            raise AssertionError(a)
+
+        pro = [self.value_name(n) for n in self.prologue_values()]
+        lines = [
+            "def _launch(x, state, arrays, outputs, sizes, run_chunks):",
+            '    """Run the prologue, then the time loop on chunks of batch rows (in parallel when',
+            "    `run_chunks` splits the batch), and return the final state. Run-time glue.\"\"\"",
+            "    pro = _prologue(" + ", ".join(arg(a, False) for a in self.prologue_args()) + ")",
+            "    spare = {name: np.empty_like(a) for name, a in state.items()}",
+            "",
+            "    def rows(b0, b1):",
+            "        _rows(",
+        ]
+        for a in self.rows_args():
+            if a in ("b0", "b1"):
+                lines.append(f"            {a},")
+            elif a in pro:
+                lines.append(f"            pro[{pro.index(a)}],")
+            else:
+                lines.append(f"            {arg(a, True)},")
+        lines += [
+            "        )",
+            "",
+            "    run_chunks(rows, x.shape[1])",
+            "    return state if x.shape[0] % 2 == 0 else spare",
+        ]
+        return lines
 
     # -- items ---------------------------------------------------------------------------------
 
@@ -201,10 +289,15 @@ class CpuEmitter:
             L.add("for t in range(T):")
             ctxs.append(L.indent())
             ctxs[-1].__enter__()
-        if phase in ("seq", "step"):
+        if phase == "seq":
             L.add("for b in range(B):")
             ctxs.append(L.indent())
             ctxs[-1].__enter__()
+        if phase == "step":  # rows of this chunk: r indexes state and buffers, b the batch
+            L.add("for r in range(nb):")
+            ctxs.append(L.indent())
+            ctxs[-1].__enter__()
+            L.add("b = b0 + r")
         if extent is not None:
             L.add(f"for j in range({extent}):")
             ctxs.append(L.indent())
@@ -221,6 +314,10 @@ class CpuEmitter:
         if shape:  # step buffers are allocated once, before the time loop
             L.add(f"{self.acc.array(node)} = np.empty({shape}, _F)")
 
+    @staticmethod
+    def row(item: Item) -> str:
+        return "r" if item.phase == "step" else "b"
+
     def emit_group(self, L: _Lines, item: Item) -> None:
         L.add(f"# element-wise group: {', '.join('%' + n.name for n in item.nodes)}")
         for n in item.nodes:
@@ -228,15 +325,16 @@ class CpuEmitter:
                 self.alloc(L, n, item.phase)
         ctxs = self.loops(L, item.phase, self.size(item.extent))
         for n in item.nodes:
-            ops = [self.acc.element(o, "t", "b", "j", item) for o in n.operands]
+            ops = [self.acc.element(o, "t", "b", "j", item, row=self.row(item))
+                   for o in n.operands]
             var = self.acc.scalar_var(n)
             L.add(f"{var} = {elementwise_expr(n, ops, TARGET)}  {ir_comment(n)}")
             if n.name in self.sched.materialized:
-                L.add(f"{self.acc.element(n, 't', 'b', 'j')} = {var}")
+                L.add(f"{self.acc.element(n, 't', 'b', 'j', row=self.row(item))} = {var}")
             if item.phase == "step":
                 for user in self.graph.users(n):
                     if user.kind == "sink":
-                        L.add(f"{self.sink_target(user, 'b', 'j')} = {var}  # {user.op} "
+                        L.add(f"{self.sink_target(user, 'j')} = {var}  # {user.op} "
                               f"{user.attrs['name']}")
         self.close(ctxs)
 
@@ -250,9 +348,12 @@ class CpuEmitter:
         base_phase = "step" if base.op == "state" else ("once" if base.op == "param"
                                                          else self.sched.phase[base.name])
         if base.op == "input":
-            full = "x" if phase == "seq" else "x[t]"
+            full = "x" if phase == "seq" else "x[t, b0:b1]"
         elif base_phase == "seq" and phase == "step":
-            full = f"{arr}[t]"
+            full = f"{arr}[t, b0:b1]"
+        elif base_phase == "once" and phase == "step":
+            raise CodegenError(f"a product of the constant %{base.name} inside the time loop; "
+                               "run the hoist pass")
         else:
             full = arr
         if base is node:
@@ -290,8 +391,8 @@ class CpuEmitter:
             ctxs = self.loops(L, phase, self.size(part.shape[0]))
             idx = "j" if start == Size() else f"{self.size(start)} + j"
             dest = {"once": f"{out}[{idx}]", "seq": f"{out}[t, b, {idx}]"}.get(
-                phase, f"{out}[b, {idx}]")
-            L.add(f"{dest} = {self.acc.element(part, 't', 'b', 'j')}")
+                phase, f"{out}[r, {idx}]")
+            L.add(f"{dest} = {self.acc.element(part, 't', 'b', 'j', row='r')}")
             self.close(ctxs)
             start = start + part.shape[0]
 
@@ -302,7 +403,11 @@ class CpuEmitter:
         L.add(ir_comment(node))
         self.alloc(L, node, phase)
         ctxs = self.loops(L, phase, None)  # one row at a time
-        el = self.acc.element
+        row = "r" if phase == "step" else "b"
+
+        def el(node, t, b, j):
+            return self.acc.element(node, t, b, j, row=row)
+
         L.add("mean = 0.0  # statistics in float64, as the reference does")
         L.add(f"for k in range({n}):")
         L.add(f"    mean += {el(v, 't', 'b', 'k')}")
@@ -336,7 +441,8 @@ class CpuEmitter:
             return  # stored from inside the group's loop
         L.add(ir_comment(sink))
         ctxs = self.loops(L, "step", self.size(sink.shape[0]))
-        L.add(f"{self.sink_target(sink, 'b', 'j')} = {self.acc.element(src, 't', 'b', 'j')}")
+        L.add(f"{self.sink_target(sink, 'j')} = "
+              f"{self.acc.element(src, 't', 'b', 'j', row='r')}")
         self.close(ctxs)
 
     # sources are arguments of _sequence

@@ -48,7 +48,6 @@ def module_tail(emitter, target: str) -> list[str]:
     graph = emitter.graph
     sched = emitter.sched
     sig = signature_of(graph)
-    ns = emitter.ns
     lines = ["", ""]
     lines.append("# The calling convention and the weight layout, as plain data.")
     lines.append(f"SIGNATURE = {sig!r}")
@@ -57,33 +56,7 @@ def module_tail(emitter, target: str) -> list[str]:
     lines.append(f"VECTOR_PARAMS = {list(sched.vector_params)!r}")
     lines.append(f"FIXED_SIZES = {dict(emitter.fixed)!r}")
     lines += ["", ""]
-    lines.append("def _launch(x, state, arrays, outputs, sizes):")
-    lines.append('    """Bind the checked, packed arguments to `_sequence` (run-time glue)."""')
-    call = []
-    for a in emitter.sequence_args():
-        if a == "x":
-            call.append("x")
-        elif (key := _lookup(ns, "st", a)) is not None:
-            call.append(f"state[{key!r}]")
-        elif (key := _lookup(ns, "nx", a)) is not None:
-            call.append(f"np.empty_like(state[{key!r}])")
-        elif a in weights:
-            call.append(f"arrays[{a!r}]")
-        elif (key := _lookup(ns, "p", a)) is not None:
-            call.append(f"arrays[{key!r}]")
-        elif (key := _lookup(ns, "y", a)) is not None:
-            call.append(f"outputs[{key!r}]")
-        elif (key := _lookup(ns, "n", a)) is not None:
-            call.append(f"sizes[{key!r}]")
-        else:
-            raise AssertionError(a)
-    lines.append("    final = _sequence(")
-    for c in call:
-        lines.append(f"        {c},")
-    lines.append("    )")
-    names = [s.attrs["name"] for s in emitter.states]
-    lines.append("    return {" + ", ".join(f"{n!r}: final[{i}]" for i, n in enumerate(names))
-                 + "}")
+    lines += emitter.launch_lines()
     lines += ["", ""]
     kernel_cls = {"cpu": "CpuKernel", "cuda": "CudaKernel"}[target]
     lines.append(f"kernel = {kernel_cls}(SIGNATURE, WEIGHTS, VECTOR_PARAMS, _launch, "
@@ -103,7 +76,8 @@ _MODULE_NAMES = {"np", "njit", "cuda", "math", "kernel", "CpuKernel", "CudaKerne
                  "WEIGHTS", "VECTOR_PARAMS", "FIXED_SIZES"}
 
 
-def _lookup(ns, prefix: str, ident: str):
+def lookup(ns, prefix: str, ident: str):
+    """The spec name behind a generated identifier of a given prefix, or None."""
     for (p, name), value in ns.names.items():
         if p == prefix and value == ident:
             return name

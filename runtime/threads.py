@@ -1,0 +1,70 @@
+"""Splitting a batch across threads.
+
+Rows of a batch never interact, so the CPU kernel runs the whole time loop for chunks of rows
+on separate threads (its compiled functions release the GIL). While chunks run, the BLAS is
+held to one thread each, so the cores are not oversubscribed (the GEMMs of a chunk are then
+single-threaded, which is what they want at these sizes). Small problems stay on the calling
+thread: starting threads costs tens of microseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+# Below this many multiply-adds per call, threads cost more than they save.
+_MIN_WORK = 2_000_000
+_MIN_ROWS = 4
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_controller = None
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _blas_limit():
+    """A context manager holding every BLAS to one thread (no-op without threadpoolctl)."""
+    global _controller
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        import contextlib
+
+        return contextlib.nullcontext()
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=1, user_api="blas")
+
+
+def serial(rows, B: int) -> None:
+    rows(0, B)
+
+
+def plan_chunks(T: int, B: int, work_per_row: int, threads: int | None):
+    """Return the `run_chunks(rows, B)` function for one call."""
+    if threads is None:
+        threads = cpu_count() if T * B * work_per_row >= _MIN_WORK else 1
+    n = max(1, min(threads, B // _MIN_ROWS))
+    if n == 1:
+        return serial
+
+    def run_chunks(rows, B: int) -> None:
+        global _pool
+        with _pool_lock:
+            if _pool is None or _pool._max_workers < n:
+                _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="lstmc")
+        bounds = [B * i // n for i in range(n + 1)]
+        with _blas_limit():
+            futures = [_pool.submit(rows, bounds[i], bounds[i + 1]) for i in range(n - 1)]
+            rows(bounds[-2], bounds[-1])  # the calling thread takes the last chunk
+            for f in futures:
+                f.result()
+
+    return run_chunks
