@@ -32,6 +32,7 @@ class _Lowering:
             | set(cell.constants)
         )
         self.env: dict[str, Node] = {}
+        self.referenced: set[str] = set()  # names some expression mentions (`b: W` uses W)
 
     def node(self, op: str, operands, loc: Location, attrs=None, name=None) -> Node:
         try:
@@ -81,7 +82,7 @@ class _Lowering:
                 )
             self.graph.add("output", [value], {"name": out}, name=f"out_{out}")
         for decl in cell.params.values():
-            if not self.graph.users(self.env[decl.name]):
+            if decl.name not in self.referenced:
                 raise SpecError(f"param `{decl.name}` is declared but never used", decl.loc)
         return self.graph
 
@@ -144,11 +145,18 @@ class _Lowering:
 
     def name(self, e: Name) -> Node:
         if e.id in self.env:
+            self.referenced.add(e.id)
             return self.env[e.id]
         if e.id in ops.SPEC_FUNCTIONS:
             raise SpecError(f"`{e.id}` is a function; call it as {e.id}(...)", e.loc)
         if e.id in self.cell.sizes:
             raise SpecError(f"`{e.id}` is a size symbol, not a value", e.loc)
+        if e.id.lower() in ("inf", "nan", "infinity"):
+            raise SpecError(
+                f"`{e.id}` is not a number a spec can use: numbers are finite decimals "
+                "(2, 0.5, .5, 1e-5)",
+                e.loc,
+            )
         known = list(self.env) + list(self.cell.equations)
         raise SpecError(f"unknown name `{e.id}`{did_you_mean(e.id, known)}", e.loc)
 
@@ -162,7 +170,10 @@ class _Lowering:
                 + (" (write `W @ v`, matrix first)" if len(lhs.shape) == 1 else ""),
                 e.loc,
             )
-        return self.node("matvec", [lhs, self.expr(e.rhs)], e.loc, name=name)
+        rhs = self.expr(e.rhs)
+        if not rhs.shape:
+            raise SpecError("the right side of `@` must be a vector, got a scalar", e.loc)
+        return self.node("matvec", [lhs, rhs], e.loc, name=name)
 
     def call(self, e: Call, name: str | None) -> Node:
         if e.func not in ops.SPEC_FUNCTIONS:

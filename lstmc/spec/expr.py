@@ -185,6 +185,8 @@ class _Parser:
     def expect(self, op: str) -> _Token:
         tok = self.peek()
         if tok.kind != "op" or tok.text != op:
+            if tok.kind in ("name", "num"):
+                raise self.error(f"expected an operator or `{op}` before `{tok.text}`", tok)
             found = "the end of the expression" if tok.kind == "end" else f"`{tok.text}`"
             raise self.error(f"expected `{op}` but found {found}", tok)
         return self.take()
@@ -261,9 +263,7 @@ class _Parser:
             return inner
         if tok.kind == "end":
             raise self.error("the expression ends too early", tok)
-        if tok.kind == "op" and tok.text == ",":
-            raise self.error("unexpected `,` (outside a function call's arguments)", tok)
-        raise self.error(f"unexpected `{tok.text}`", tok)
+        raise self.error(f"expected a name, a number or `(` but found `{tok.text}`", tok)
 
 
 def _too_deep() -> str:
@@ -284,13 +284,13 @@ def _children(e: Expr) -> tuple:
 
 def _check_height(root: Expr) -> None:
     """Reject an expression tree taller than MAX_DEPTH (long `a + b + c + ...` chains nest
-    to the left), at the first operation below that height. Iterative, so any height is safe."""
+    to the left), at the leftmost node below that height. Iterative, so any height is safe."""
     stack = [(root, 1)]
     while stack:
         e, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise SpecError(_too_deep(), e.loc)
-        stack.extend((c, depth + 1) for c in _children(e))
+        stack.extend((c, depth + 1) for c in reversed(_children(e)))  # leftmost first
 
 
 def parse_expr(text: str, where: Callable[[int], Location]) -> Expr:

@@ -18,7 +18,7 @@ from lstmc.spec.cell import PARAM_INITS, Cell, Constant, Decl, Equation
 from lstmc.spec.expr import identifier_problem, parse_expr, parse_number
 
 SECTIONS = {
-    "cell": "the cell's name (an identifier)",
+    "cell": "the cell's name, an identifier",
     "doc": "a docstring",
     "sizes": "a list of size symbols",
     "inputs": "a mapping name -> shape",
@@ -168,6 +168,12 @@ class _Reader:
                 raise self.error(f"`{k}` is defined twice in {what} (first at {first})", key)
             seen[k] = key
         return node.value
+
+    def empty_ok(self, node: yaml.Node) -> yaml.Node:
+        """An empty value (`params:` with nothing under it, or `~`) as an empty mapping."""
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            return yaml.MappingNode("tag:yaml.org,2002:map", [], node.start_mark, node.end_mark)
+        return node
 
     def scalar(self, node: yaml.Node, what: str) -> str:
         if not isinstance(node, yaml.ScalarNode):
@@ -347,15 +353,16 @@ class _Reader:
                     raise self.error(f"`{name}` must be a vector ([size]), got a matrix", value)
                 target[name] = Decl(name, shape, self.loc(key))
         if len(cell.inputs) != 1:
-            raise self.error(
+            extra = list(cell.inputs.values())[1:]
+            raise SpecError(
                 "a cell takes exactly one input vector, `inputs` declares "
                 f"{len(cell.inputs)}; concatenate several inputs into one",
-                top["inputs"][1],
+                extra[0].loc if extra else self.loc(top["inputs"][1]),
             )
         if not cell.state:
             raise self.error("a recurrent cell needs at least one state variable", top["state"][1])
 
-        for key, value in self.mapping(top["params"][1], "`params`"):
+        for key, value in self.mapping(self.empty_ok(top["params"][1]), "`params`"):
             name = define(key, "a param name")
             init = "uniform"
             shape_node = value
@@ -386,7 +393,7 @@ class _Reader:
         self.check_bindable(cell)
 
         if "constants" in top:
-            for key, value in self.mapping(top["constants"][1], "`constants`"):
+            for key, value in self.mapping(self.empty_ok(top["constants"][1]), "`constants`"):
                 name = define(key, "a constant name")
                 text = self.scalar(value, f"the value of constant `{name}`")
                 cell.constants[name] = Constant(
@@ -396,6 +403,8 @@ class _Reader:
         for key, value in self.mapping(top["equations"][1], "`equations`"):
             name = define(key, "an equation name")
             text = self.scalar(value, f"the equation `{name}`")
+            if not text.strip():
+                raise self.error(f"the equation `{name}` is empty", key)
             cell.equations[name] = Equation(
                 name, parse_expr(text, self.where(value)), self.loc(key)
             )
@@ -409,13 +418,15 @@ class _Reader:
                     key,
                 )
             text = self.scalar(value, f"the update of `{name}`")
+            if not text.strip():
+                raise self.error(f"the update of `{name}` is empty", key)
             cell.update[name] = Equation(name, parse_expr(text, self.where(value)), self.loc(value))
         for name in cell.state:
             if name not in cell.update:
                 raise self.error(
                     f"state variable `{name}` has no update; add `{name}: <new value>` "
                     f"under `update:`",
-                    top["update"][1],
+                    top["update"][0],
                 )
 
         out_node = top["outputs"][1]
