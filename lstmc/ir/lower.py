@@ -163,10 +163,10 @@ class _Lowering:
     def matvec(self, e: BinOp, name: str | None) -> Node:
         lhs = self.expr(e.lhs)
         if lhs.op != "param" or len(lhs.shape) != 2:
-            what = f"the {lhs.op} `{lhs.attrs['name']}`" if "name" in lhs.attrs else "an expression"
-            shape = shape_str(lhs.shape) if lhs.shape else "a scalar"
+            kind = f"a vector {shape_str(lhs.shape)}" if lhs.shape else "a scalar"
+            who = f"the {lhs.op} `{lhs.attrs['name']}`, " if "name" in lhs.attrs else ""
             raise SpecError(
-                f"the left side of `@` must be a matrix param; got {what} of shape {shape}"
+                f"the left side of `@` must be a matrix param; got {who}{kind}"
                 + (" (write `W @ v`, matrix first)" if len(lhs.shape) == 1 else ""),
                 e.loc,
             )
