@@ -34,6 +34,8 @@ from pathlib import Path
 
 import click
 
+from lstmc.compiler import DEFAULT_OPT
+
 TARGETS = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
 # What `run` accepts: max |kernel - interpreter| <= TOL * max(1, max |interpreter|), per array.
@@ -173,6 +175,12 @@ class _Cli(click.Group):
                 traceback.print_exc()
             click.echo(_error_line(exc), err=True)
             ctx.exit(EXIT_USAGE)
+        except OSError as exc:  # the file system said no: disk full, permissions, ...
+            if ctx.meta.get("lstmc.verbose"):
+                traceback.print_exc()
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"lstmc: error: {exc.strerror or exc}{where}", err=True)
+            ctx.exit(EXIT_USAGE)
         except KeyboardInterrupt:
             click.echo("lstmc: interrupted", err=True)
             ctx.exit(130)
@@ -251,7 +259,7 @@ def _dtype_option(fn):
     )(fn)
 
 
-def _opt_option(default=3):
+def _opt_option(default=DEFAULT_OPT):
     return click.option(
         "-O",
         "--opt",
@@ -684,7 +692,7 @@ def check_cmd(specs, constants, target):
 @cli.command(
     "show",
     epilog=_example(
-        "lstmc show lstm.yaml                       # the IR after the -O3 pipeline",
+        f"lstmc show lstm.yaml                       # the IR after the -O{DEFAULT_OPT} pipeline",
         "lstmc show lstm.yaml -O0                   # the IR as lowered from the spec",
         "lstmc show lstm.yaml --after fuse-gates    # the IR after each run of one pass",
         "lstmc show lstm.yaml --print-after-all --time-passes",
