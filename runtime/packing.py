@@ -48,7 +48,9 @@ def pack_weights(params: Mapping[str, np.ndarray], sizes: Mapping[str, int], wei
 
 
 def check_float(name: str, a, dtype=None) -> None:
-    kind = getattr(getattr(a, "dtype", None), "kind", None)
+    if not hasattr(a, "dtype") or not hasattr(a, "shape"):
+        raise KernelArgumentError(f"`{name}` must be an array, got {type(a).__name__}")
+    kind = getattr(a.dtype, "kind", None)
     if kind != "f":
         raise KernelArgumentError(
             f"`{name}` must be a float array, got dtype {getattr(a, 'dtype', type(a).__name__)}")

@@ -5,8 +5,13 @@ HYPOTHESIS_PROFILE=dev locally for a slower, randomized search.
 """
 
 import os
+import tempfile
 
 from hypothesis import HealthCheck, settings
+
+# Compiled kernels go to a cache of this test session (inherited by subprocesses), never to the
+# user's ~/.cache/lstmc.
+os.environ.setdefault("LSTMC_CACHE_DIR", tempfile.mkdtemp(prefix="lstmc-test-cache-"))
 
 settings.register_profile(
     "ci",

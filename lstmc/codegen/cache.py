@@ -91,4 +91,8 @@ def load_generated(source: str, key: str, stem: str, use_cache: bool = True) -> 
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(source)
         os.replace(tmp, path)
-    return import_file(path, f"lstmc_generated_{stem}_{key[:16]}")
+    name = f"lstmc_generated_{stem}_{key[:16]}"
+    loaded = sys.modules.get(name)
+    if loaded is not None and getattr(loaded, "__file__", None) == str(path):
+        return loaded  # this process imported it already
+    return import_file(path, name)

@@ -318,6 +318,10 @@ class CpuEmitter:
     def row(item: Item) -> str:
         return "r" if item.phase == "step" else "b"
 
+    @staticmethod
+    def row_of(phase: str) -> str:
+        return "r" if phase == "step" else "b"
+
     def emit_group(self, L: _Lines, item: Item) -> None:
         L.add(f"# element-wise group: {', '.join('%' + n.name for n in item.nodes)}")
         for n in item.nodes:
@@ -351,9 +355,6 @@ class CpuEmitter:
             full = "x" if phase == "seq" else "x[t, b0:b1]"
         elif base_phase == "seq" and phase == "step":
             full = f"{arr}[t, b0:b1]"
-        elif base_phase == "once" and phase == "step":
-            raise CodegenError(f"a product of the constant %{base.name} inside the time loop; "
-                               "run the hoist pass")
         else:
             full = arr
         if base is node:
@@ -372,7 +373,17 @@ class CpuEmitter:
         out = self.acc.array(node)
         v = self.vector_array(vec, phase)
         L.add(ir_comment(node))
-        if phase == "seq":
+        vec_base = self.sched.base(vec)[0]
+        constant = vec_base.op == "param" or (
+            vec_base.op not in ("input", "state") and self.sched.phase[vec_base.name] == "once")
+        if constant and phase != "once":  # W @ (a param vector), not hoisted (-O0, -O1)
+            m = self.size(node.shape[0])
+            L.add(f"row = np.dot({v}, {w})  # the same for every row and step")
+            self.alloc(L, node, phase)
+            ctxs = self.loops(L, phase, m)
+            L.add(f"{self.acc.element(node, 't', 'b', 'j', row=self.row_of(phase))} = row[j]")
+            self.close(ctxs)
+        elif phase == "seq":
             rows = f"T * B, {self.size(vec.shape[0])}"
             L.add(f"{out} = np.dot({v}.reshape({rows}), {w}).reshape("
                   f"T, B, {self.size(node.shape[0])})")

@@ -262,8 +262,13 @@ op("param_cols", "structural", 1, _param_cols,
    "a block of a matrix param's columns, attrs: start, size (splits W @ concat(a, b))")
 op("slice", "structural", 1, _slice, lambda args, attrs, ctx: _slice_rows(args[0], attrs, ctx),
    {t: STRUCTURAL for t in TARGETS}, "elements [start, start+size) of a vector")
-op("concat", "structural", None, _concat,
-   lambda args, attrs, ctx: np.concatenate(args, axis=-1), {t: STRUCTURAL for t in TARGETS},
+def _concat_interp(args, attrs, ctx):
+    # A param vector ([n]) joined with per-row values ([B, n]) repeats for every row.
+    lead = max((np.shape(a)[:-1] for a in args), key=len)
+    return np.concatenate([np.broadcast_to(a, lead + np.shape(a)[-1:]) for a in args], axis=-1)
+
+
+op("concat", "structural", None, _concat, _concat_interp, {t: STRUCTURAL for t in TARGETS},
    "vectors joined end to end", "concat")
 op("layer_norm", "structural", 3, _layer_norm, _layer_norm_interp,
    {t: STRUCTURAL for t in TARGETS},

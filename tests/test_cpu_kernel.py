@@ -1,0 +1,298 @@
+"""The compiled CPU kernel against the reference interpreter, PyTorch and bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
+from strategies import cell_and_data
+
+import lstmc
+from lstmc import KernelArgumentError
+
+# Tolerances, by dtype.
+# float64: kernel and interpreter differ only by rounding (vmath is within 2 ulp of libm, BLAS
+# sums in another order): ~1e-15 relative for O(1) values; a layer_norm of a nearly constant
+# vector amplifies that by up to 1/sqrt(eps) = 316. 1e-10 leaves wide margin.
+F64_TOL = 1e-10
+# float32: eps32 = 1.2e-7. A dot product of length n <= 128 carries ~sqrt(n) ~ 11 ulp of
+# rounding, a step chains ~10 ops, and over T <= 50 steps of a contracting recurrence the error
+# grows like sqrt(T) ~ 7: 1.2e-7 * 11 * 10 * 7 ~ 1e-4 relative to the values' scale.
+F32_TOL = 1e-4
+# A layer_norm divides by sqrt(var + 1e-5): for nearly constant vectors it magnifies input
+# error by up to 1/sqrt(1e-5) ~ 316.
+LN_GAIN = 316.0
+
+
+def tolerance(dtype: str, cell) -> float:
+    tol = F64_TOL if dtype == "float64" else F32_TOL
+    if "layer_norm" in cell.source:
+        tol *= LN_GAIN
+    return tol
+
+
+def assert_close(got, want, tol):
+    """|got - want| <= tol * max(1, |want|) element-wise; NaN where the reference has NaN."""
+    got = np.asarray(got, dtype=np.float64)
+    scale = np.maximum(1.0, np.abs(want))
+    err = np.abs(got - want) / scale
+    both_nan = np.isnan(got) & np.isnan(want)
+    bad = ~both_nan & ~(err <= tol)
+    assert not bad.any(), f"max scaled error {np.nanmax(np.where(both_nan, 0, err)):.3g} > {tol}"
+
+
+def check_against_interpreter(cell, kernel, x, params, state, tol):
+    y, final = kernel(x, params, state)
+    y_ref, final_ref = lstmc.interpret(cell, x, params, state)
+    if isinstance(y_ref, dict):
+        for k in y_ref:
+            assert_close(y[k], y_ref[k], tol)
+    else:
+        assert_close(y, y_ref, tol)
+    for k in final_ref:
+        assert_close(final[k], final_ref[k], tol)
+
+
+def random_data(kernel, sizes, T, B, seed, dtype):
+    rng = np.random.default_rng(seed)
+    params = kernel.init_params(seed=seed, **sizes)
+    x = rng.standard_normal((T, B, sizes["input"])).astype(dtype)
+    state = {s.name: rng.standard_normal((B, s.concrete(sizes)[0])).astype(dtype)
+             for s in kernel.signature.state}
+    return x, params, state
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", lstmc.cells.names())
+def test_shipped_cells(name, dtype):
+    cell = lstmc.builtin(name)
+    kernel = lstmc.compile(cell, dtype=dtype)
+    sig = kernel.signature
+    sizes = {s: 5 + 3 * i for i, s in enumerate(sig.sizes)}
+    if "proj" in sizes:
+        sizes["proj"] = 4
+    for T, B, threads in ((9, 3, 1), (4, 9, 2), (0, 2, 1)):
+        kernel.threads = threads  # the batch split across threads gives the same numbers
+        x, params, state = random_data(kernel, sizes, T, B, 7, dtype)
+        check_against_interpreter(cell, kernel, x, params, state, tolerance(dtype, cell))
+        check_against_interpreter(cell, kernel, x, params, None, tolerance(dtype, cell))
+    kernel.threads = None
+
+
+@pytest.mark.parametrize("opt", [0, 1, 3])
+@pytest.mark.parametrize("name", ["lstm", "gru_cho", "layernorm_lstm", "mgu"])
+def test_opt_levels(name, opt):
+    cell = lstmc.builtin(name)
+    kernel = lstmc.compile(cell, dtype="float64", opt=opt)
+    sizes = {s: 4 + i for i, s in enumerate(kernel.signature.sizes)}
+    x, params, state = random_data(kernel, sizes, 7, 3, 1, "float64")
+    check_against_interpreter(cell, kernel, x, params, state, F64_TOL)
+
+
+# Each example compiles a kernel (seconds): no shrinking, which would compile hundreds.
+@settings(max_examples=10, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(case=cell_and_data(), opt=st.sampled_from([0, 1, 2, 3]),
+       dtype=st.sampled_from(["float32", "float64"]))
+def test_random_cells(case, opt, dtype):
+    cell = case.cell()
+    kernel = lstmc.compile(cell, dtype=dtype, opt=opt)
+    x = case.x().astype(dtype)
+    state = {k: v.astype(dtype) for k, v in case.state().items()}
+    check_against_interpreter(cell, kernel, x, case.params(), state, tolerance(dtype, cell))
+
+
+def test_fixed_sizes_and_unrolling():
+    cell = lstmc.builtin("lstm")
+    kernel = lstmc.compile(cell, dtype="float64", opt=3, unroll=3,
+                           sizes={"input": 3, "hidden": 5})
+    assert "n_hidden = 5  # fixed at compile time" in kernel.source
+    assert "unrolled x3" in kernel.source
+    for T in (0, 1, 3, 7):
+        x, params, state = random_data(kernel, {"input": 3, "hidden": 5}, T, 2, T, "float64")
+        check_against_interpreter(cell, kernel, x, params, state, F64_TOL)
+    x, params, state = random_data(kernel, {"input": 3, "hidden": 6}, 2, 2, 0, "float64")
+    with pytest.raises(KernelArgumentError, match="hidden"):
+        kernel(x, params)
+
+
+def test_matches_pytorch_lstm_and_gru_in_float32():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    T, B, I, H = 20, 4, 6, 8
+    x = torch.randn(T, B, I)
+    lstm = torch.nn.LSTM(I, H)
+    W, U = lstm.weight_ih_l0.detach().numpy(), lstm.weight_hh_l0.detach().numpy()
+    b = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().numpy()
+    params = {}
+    for k, g in enumerate("ifgo"):
+        rows = slice(k * H, (k + 1) * H)
+        params |= {f"W_{g}": W[rows], f"U_{g}": U[rows], f"b_{g}": b[rows]}
+    y, state = lstmc.compile(lstmc.builtin("lstm"))(x.numpy(), params)
+    with torch.no_grad():
+        y_t, (h_t, c_t) = lstm(x)
+    # float32 on both sides; tolerance as F32_TOL (both round differently, neither is exact)
+    assert np.abs(y - y_t.numpy()).max() < F32_TOL
+    assert np.abs(state["c"] - c_t[0].numpy()).max() < F32_TOL
+
+    gru = torch.nn.GRU(I, H)
+    Wg, Ug = gru.weight_ih_l0.detach().numpy(), gru.weight_hh_l0.detach().numpy()
+    bi, bh = gru.bias_ih_l0.detach().numpy(), gru.bias_hh_l0.detach().numpy()
+    kernel = lstmc.compile(lstmc.builtin("gru"))
+    names = [p.name for p in kernel.signature.params]
+    params = {}
+    for k, g in enumerate("rzn"):
+        rows = slice(k * H, (k + 1) * H)
+        params |= {f"W_i{g}": Wg[rows], f"W_h{g}": Ug[rows], f"b_i{g}": bi[rows],
+                   f"b_h{g}": bh[rows]}
+    assert set(params) == set(names)
+    y, _ = kernel(x.numpy(), params)
+    with torch.no_grad():
+        y_t, _ = gru(x)
+    assert np.abs(y - y_t.numpy()).max() < F32_TOL
+
+
+def test_state_continues_a_sequence_and_inputs_are_not_modified():
+    kernel = lstmc.compile(lstmc.builtin("gru"), dtype="float64")
+    x, params, state = random_data(kernel, {"input": 3, "hidden": 4}, 10, 2, 3, "float64")
+    kept = {k: v.copy() for k, v in state.items()}
+    x_kept = x.copy()
+    y_all, s_all = kernel(x, params, state)
+    y1, s1 = kernel(x[:6], params, state)
+    y2, s2 = kernel(x[6:], params, s1)
+    np.testing.assert_allclose(np.concatenate([y1, y2]), y_all, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(s2["h"], s_all["h"], rtol=0, atol=1e-14)
+    for k in state:
+        np.testing.assert_array_equal(state[k], kept[k])
+    np.testing.assert_array_equal(x, x_kept)
+
+
+def test_packed_params_give_the_same_result():
+    kernel = lstmc.compile(lstmc.builtin("lstm"), dtype="float64")
+    x, params, state = random_data(kernel, {"input": 3, "hidden": 4}, 5, 2, 0, "float64")
+    packed = kernel.pack(params)
+    np.testing.assert_array_equal(kernel(x, packed, state)[0], kernel(x, params, state)[0])
+    other = lstmc.compile(lstmc.builtin("gru"), dtype="float64")
+    with pytest.raises(KernelArgumentError, match="packed by another kernel"):
+        other(x, packed)
+
+
+def test_nan_in_nan_out_and_large_inputs_saturate():
+    for dtype in ("float32", "float64"):
+        kernel = lstmc.compile(lstmc.builtin("lstm"), dtype=dtype)
+        x, params, _ = random_data(kernel, {"input": 3, "hidden": 4}, 4, 3, 0, dtype)
+        x[1, 0, 0] = np.nan
+        y, state = kernel(x, params)
+        assert np.isnan(y[1:, 0]).all() and not np.isnan(y[:, 1:]).any()
+        assert not np.isnan(y[0]).any()
+        big = np.full_like(x, 1e30)  # pre-activations near ±1e30: every gate saturates
+        y, _ = kernel(big, params)
+        assert np.isfinite(y).all() and (np.abs(y) <= 1).all()
+
+
+def _args_error(kernel, x, params, state=None) -> str:
+    with pytest.raises(KernelArgumentError) as info:
+        kernel(x, params, state)
+    return str(info.value)
+
+
+def test_argument_errors_name_argument_and_shapes():
+    kernel = lstmc.compile(lstmc.builtin("lstm"), dtype="float32")
+    x, params, state = random_data(kernel, {"input": 3, "hidden": 4}, 5, 2, 0, "float32")
+    assert "x must be [T, B, input]" in _args_error(kernel, x[0], params)
+    msg = _args_error(kernel, x.astype(np.float64), params)
+    assert "float64" in msg and "float32" in msg
+    assert "missing param `U_o`" in _args_error(kernel, x, {k: v for k, v in params.items()
+                                                             if k != "U_o"})
+    assert "unexpected param `W_z`" in _args_error(kernel, x, {**params, "W_z": params["W_i"]})
+    msg = _args_error(kernel, x, {**params, "U_i": np.zeros((4, 5), np.float32)})
+    assert "U_i" in msg and "(4, 5)" in msg and "[hidden, hidden]" in msg
+    msg = _args_error(kernel, x[:, :, :2], params)
+    assert "x" in msg and "input" in msg
+    msg = _args_error(kernel, x, params, {"h": np.zeros((3, 4), np.float32)})
+    assert "state `h`" in msg and "(3, 4)" in msg and "B=2" in msg
+    assert "unexpected state `q`" in _args_error(kernel, x, params, {"q": state["h"]})
+    assert "must be an array" in _args_error(kernel, [[1.0]], params)
+    assert "float array" in _args_error(kernel, x.astype(np.int32), params)
+
+
+def test_generated_source_is_readable_and_carries_the_ir():
+    kernel = lstmc.compile(lstmc.builtin("lstm"))
+    src = kernel.source
+    assert src.startswith("# Generated by lstmc")
+    assert "# %packed_h = packed_matvec %h, %U_i, %U_f, %U_g, %U_o : [4*hidden]" in src
+    assert "i: sigmoid(W_i @ x + U_i @ h + b_i)" in src  # the equations in the docstring
+    compile(src, "<generated>", "exec")  # valid Python
+    import ast
+
+    imported = {a.name.split(".")[0] for node in ast.walk(ast.parse(src))
+                if isinstance(node, (ast.Import, ast.ImportFrom))
+                for a in (node.names if isinstance(node, ast.Import) else [node])
+                for a in ([a] if isinstance(node, ast.Import) else [type("M", (), {
+                    "name": node.module})])}
+    assert imported <= {"numpy", "numba", "lstmc_runtime"}
+
+
+def test_names_that_shadow_python_and_generated_code_are_harmless():
+    spec = textwrap.dedent("""\
+        cell: np
+        sizes: [input, hidden]
+        inputs: {x: [input]}
+        state: {T: [hidden], range: [hidden]}
+        params: {W: [hidden, input], B: [hidden]}
+        equations:
+          b: tanh(W @ x + B)
+          t: b * T + range
+          kernel: sigmoid(t)
+        update: {T: kernel, range: b}
+        outputs: [kernel, t]
+        """)
+    cell = lstmc.loads(spec, "np.yaml")
+    kernel = lstmc.compile(cell, dtype="float64")
+    x, params, state = random_data(kernel, {"input": 2, "hidden": 3}, 4, 2, 0, "float64")
+    check_against_interpreter(cell, kernel, x, params, state, F64_TOL)
+
+
+def _run_python(code: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_second_process_loads_from_the_cache(tmp_path):
+    env = {**os.environ, "LSTMC_CACHE_DIR": str(tmp_path)}
+    code = textwrap.dedent("""\
+        import numpy as np, lstmc
+        k = lstmc.compile(lstmc.builtin("rnn_tanh"), dtype="float64")
+        p = k.init_params(input=2, hidden=3)
+        k(np.zeros((2, 1, 2)), p)
+        m = k.module
+        print(m._rows.stats.cache_hits, m._rows.stats.cache_misses)
+        """)
+    first = _run_python(code, env)
+    assert first.returncode == 0, first.stderr
+    second = _run_python(code, env)
+    assert second.returncode == 0, second.stderr
+    hits = second.stdout.split()
+    assert hits[0] != "Counter()", f"no cache hit in the second process: {second.stdout}"
+
+
+def test_two_processes_compiling_at_once_both_succeed(tmp_path):
+    env = {**os.environ, "LSTMC_CACHE_DIR": str(tmp_path)}
+    code = textwrap.dedent("""\
+        import numpy as np, lstmc
+        k = lstmc.compile(lstmc.builtin("gru"), dtype="float64")
+        y, _ = k(np.ones((3, 2, 4)), k.init_params(input=4, hidden=5, seed=1))
+        print(float(y.sum()))
+        """)
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    assert outs[0][0] == outs[1][0]
+    leftovers = [p for p in tmp_path.rglob(".tmp-*")]
+    assert not leftovers

@@ -1,0 +1,214 @@
+"""Every pass preserves meaning (the interpreter is the oracle), keeps the IR verified and
+printable, and does the structural job it promises."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from strategies import cell_and_data
+
+import lstmc
+from lstmc.errors import PassError
+from lstmc.interp.interpreter import run_graph
+from lstmc.ir.graph import Graph
+from lstmc.ir.parser import parse_graph
+from lstmc.ir.printer import print_graph
+from lstmc.ir.verify import verify
+from lstmc.passes import PASSES, pipeline, run_passes
+from lstmc.passes.manager import PassResult, register
+
+# The interpreter runs in float64. Passes only re-associate nothing and fold in float64, so
+# results agree to rounding: a few ulps of O(1) values, amplified at most ~316x by a
+# layer_norm of a nearly constant vector (1/sqrt(eps) with eps = 1e-5).
+TOL = 1e-11
+
+
+def _run(graph: Graph, case):
+    outs, state = run_graph(graph, case.x(), case.params(), case.state())
+    return outs, state
+
+
+def _assert_same(a, b):
+    for (ya, sa), (yb, sb) in ((a, b),):
+        for k in ya:
+            np.testing.assert_allclose(ya[k], yb[k], rtol=TOL, atol=TOL, equal_nan=True)
+        for k in sa:
+            np.testing.assert_allclose(sa[k], sb[k], rtol=TOL, atol=TOL, equal_nan=True)
+
+
+def _roundtrip(graph: Graph) -> None:
+    text = print_graph(graph)
+    assert print_graph(parse_graph(text)) == text
+
+
+@pytest.mark.parametrize("name", sorted(PASSES))
+@settings(max_examples=15)
+@given(case=cell_and_data())
+def test_each_pass_preserves_meaning(name, case):
+    graph = case.graph()
+    # Run the pass on the raw graph and on the graph the pipeline prepares for it, so passes
+    # that only fire after others (fuse-gates after split-concat, hoist after fusion) are hit.
+    prepared, _ = run_passes(graph, pipeline(2)[: pipeline(2).index(name)]
+                             if name in pipeline(2) else [])
+    before = _run(graph, case)
+    for start in (graph, prepared):
+        after, records = run_passes(start, [name])
+        verify(after)
+        _roundtrip(after)
+        _assert_same(before, _run(after, case))
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+@settings(max_examples=15)
+@given(case=cell_and_data())
+def test_pipelines_preserve_meaning(level, case):
+    graph = case.graph()
+    optimized, records = run_passes(graph, pipeline(level), keep_text=True)
+    for r in records:  # the IR after every pass round-trips through the parser
+        assert print_graph(parse_graph(r.text)) == r.text
+    _assert_same(_run(graph, case), _run(optimized, case))
+
+
+def _products_by_operand(graph: Graph) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for n in graph.nodes():
+        if n.op == "matvec" and graph.users(n):
+            out.setdefault(n.operands[1].name, []).append(n)
+        if n.op == "packed_matvec":
+            out.setdefault(n.operands[0].name, []).append(n)
+    return out
+
+
+@pytest.mark.parametrize("name", lstmc.cells.names())
+def test_one_stacked_product_per_operand(name):
+    graph, _ = run_passes(lstmc.to_ir(lstmc.builtin(name)), pipeline(2))
+    for operand, products in _products_by_operand(graph).items():
+        assert len(products) == 1, f"{name}: {len(products)} products of %{operand}"
+    for n in graph.nodes():  # every product of the input alone is hoisted out of the loop
+        if n.op in ("matvec", "packed_matvec") and graph.users(n):
+            vec = n.operands[-1] if n.op == "matvec" else n.operands[0]
+            if vec.op == "input":
+                assert n.attrs.get("hoisted") == "seq", f"{name}: %{n.name} not hoisted"
+
+
+def test_lstm_is_two_stacked_gemms_and_one_loop_nest():
+    graph, _ = run_passes(lstmc.to_ir(lstmc.builtin("lstm")), pipeline(2))
+    packed = {n.operands[0].name: n for n in graph.find("packed_matvec")}
+    assert set(packed) == {"x", "h"}
+    assert [w.name for w in packed["x"].operands[1:]] == ["W_i", "W_f", "W_g", "W_o"]
+    assert [w.name for w in packed["h"].operands[1:]] == ["U_i", "U_f", "U_g", "U_o"]
+    assert str(packed["h"].shape[0]) == "4*hidden"
+    assert packed["x"].attrs["hoisted"] == "seq" and "hoisted" not in packed["h"].attrs
+    groups = {n.attrs["group"] for n in graph.nodes() if n.kind == "elementwise"}
+    assert len(groups) == 1  # every element-wise op of a step in one loop nest
+
+
+def test_gru_cho_keeps_the_reset_product_apart():
+    graph, _ = run_passes(lstmc.to_ir(lstmc.builtin("gru_cho")), pipeline(2))
+    by_operand = _products_by_operand(graph)
+    (h_product,) = by_operand["h"]
+    weights = [w.name for w in h_product.operands[1:]]
+    assert "U_n" not in weights  # U_n multiplies r * h, not h
+    others = [ps for op, ps in by_operand.items() if op not in ("h", "x")]
+    assert len(others) == 1 and others[0][0].operands[0].name == "U_n"
+
+
+def test_split_concat_lets_the_input_half_be_hoisted():
+    graph, _ = run_passes(lstmc.to_ir(lstmc.builtin("mgu")), pipeline(2))
+    assert not any(n.op == "matvec" and n.operands[1].op == "concat" and graph.users(n)
+                   for n in graph.nodes())
+    x_products = _products_by_operand(graph)["x"]
+    assert x_products[0].attrs["hoisted"] == "seq"
+    assert all(w.op == "param_cols" for w in x_products[0].operands[1:])
+
+
+# -- golden rewrites: IR text in, IR text out ---------------------------------------------------
+
+_HEADER = """cell t
+sizes n
+%x = input {name="x"} : [n]
+%h = state {name="h"} : [n]
+"""
+
+
+def _optimize_text(text: str, names: list[str]) -> str:
+    graph, _ = run_passes(parse_graph(text), names)
+    return print_graph(graph)
+
+
+def test_simplify_and_fold_golden():
+    src = _HEADER + """%one = const {value=1.0} : []
+%two = const {value=2.0} : []
+%three = add %one, %two : []
+%s = sigmoid %h : [n]
+%a = sub %one, %s : [n]
+%b = mul %a, %one : [n]
+%c = mul %b, %three : [n]
+%d = identity %c : [n]
+%upd = update %d {name="h"} : [n]
+%out = output %x {name="x"} : [n]
+"""
+    # Nodes print in topological order, ties broken by creation order.
+    expected = _HEADER + """%out = output %x {name="x"} : [n]
+%k = const {value=3.0} : []
+%neg = neg %h : [n]
+%a_s = sigmoid %neg : [n]
+%c = mul %a_s, %k : [n]
+%upd = update %c {name="h"} : [n]
+"""
+    assert _optimize_text(src, pipeline(1)) == expected
+
+
+def test_cse_golden():
+    src = _HEADER + """%a = tanh %h : [n]
+%b = tanh %h : [n]
+%c = add %a, %b : [n]
+%upd = update %c {name="h"} : [n]
+%out = output %c {name="c"} : [n]
+"""
+    expected = _HEADER + """%a = tanh %h : [n]
+%c = add %a, %a : [n]
+%upd = update %c {name="h"} : [n]
+%out = output %c {name="c"} : [n]
+"""
+    assert _optimize_text(src, ["cse", "dce"]) == expected
+
+
+def test_x_times_zero_is_not_simplified():  # 0 * NaN is NaN, 0 * inf is NaN
+    src = _HEADER + """%z = const {value=0.0} : []
+%m = mul %h, %z : [n]
+%upd = update %m {name="h"} : [n]
+%out = output %m {name="m"} : [n]
+"""
+    assert "mul %h, %z" in _optimize_text(src, pipeline(1))
+
+
+# -- the manager ---------------------------------------------------------------------------------
+
+
+def test_unknown_pass_is_named():
+    with pytest.raises(PassError, match="unknown pass.*no-such-pass"):
+        run_passes(lstmc.to_ir(lstmc.builtin("lstm")), ["cse", "no-such-pass"])
+
+
+def test_a_pass_that_breaks_the_ir_is_named_with_those_before_it():
+    @register("test-breaker")
+    def breaker(graph: Graph) -> PassResult:
+        node = graph.find("sigmoid")[0]
+        node.shape = ()  # a wrong shape: the verifier must catch it
+        return PassResult(graph, True)
+
+    try:
+        with pytest.raises(PassError) as info:
+            run_passes(lstmc.to_ir(lstmc.builtin("lstm")), ["cse", "test-breaker"])
+        message = str(info.value)
+        assert "test-breaker" in message and "after: cse" in message and "<-- here" in message
+    finally:
+        del PASSES["test-breaker"]
+
+
+def test_levels_grow():
+    assert pipeline(0) == []
+    assert set(pipeline(1)) < set(pipeline(2)) < set(pipeline(3))
+    assert "unroll" in pipeline(3) and "unroll" not in pipeline(2)
