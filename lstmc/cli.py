@@ -535,8 +535,10 @@ def _check_module_name(module: str, from_option: bool) -> None:
             f"{how} `{module}` is not a valid module name: use a letter or _ "
             "followed by letters, digits or _, not a Python keyword"
         )
-    if module in ("numpy", "numba", "lstmc_runtime", *BLOCKED_IN_ARTIFACTS):
-        raise LstmcError(f"{how} `{module}` would shadow the package of that name")
+    if module in ("numpy", "numba", "lstmc_runtime", "scipy", *BLOCKED_IN_ARTIFACTS) or (
+        module in getattr(sys, "stdlib_module_names", ())
+    ):
+        raise LstmcError(f"{how} `{module}` would shadow the Python module of that name")
 
 
 # -- the verbs ---------------------------------------------------------------------------------
@@ -935,10 +937,22 @@ def _as_dict(y, names) -> dict:
 @_spec_argument
 @_target_option()
 @click.option(
-    "--T", "T", type=click.IntRange(min=1), default=50, show_default=True, help="Timesteps."
+    "--T",
+    "T",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=50,
+    show_default=True,
+    help="Timesteps.",
 )
 @click.option(
-    "--B", "B", type=click.IntRange(min=1), default=4, show_default=True, help="Batch size."
+    "--B",
+    "B",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=4,
+    show_default=True,
+    help="Batch size.",
 )
 @_size_option("A size of the random data, e.g. --size hidden=32 (repeatable; unset sizes are 16).")
 @_dtype_option
@@ -1084,7 +1098,7 @@ class _Contender:
     sync: Callable | None = None
 
 
-def _torch_contender(cell, kernel, params, state, x, target) -> _Contender:
+def _torch_contender(cell, kernel, params, state, x, target, threads=None) -> _Contender:
     """The PyTorch module equivalent to `cell`, with the kernel's weights, on the same data."""
     entry = TORCH_EQUIVALENTS.get(cell.name)
     if entry is None:
@@ -1118,7 +1132,10 @@ def _torch_contender(cell, kernel, params, state, x, target) -> _Contender:
             warnings.simplefilter("ignore", UserWarning)  # "not supported with oneDNN" etc.
             return module(xt, s0)[0].detach().cpu().numpy()
 
-    threads = f"{torch.get_num_threads()} threads" if device == "cpu" else "cuda"
+    if threads is not None:
+        torch.set_num_threads(threads)
+    n = torch.get_num_threads()
+    threads = f"{n} thread{'s' * (n != 1)}" if device == "cpu" else "cuda"
     sync = torch.cuda.synchronize if device == "cuda" else None
     return _Contender(f"torch {desc} ({threads})", call, sync)
 
@@ -1133,10 +1150,22 @@ def _torch_contender(cell, kernel, params, state, x, target) -> _Contender:
 @_spec_argument
 @_target_option()
 @click.option(
-    "--T", "T", type=click.IntRange(min=1), default=100, show_default=True, help="Timesteps."
+    "--T",
+    "T",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=100,
+    show_default=True,
+    help="Timesteps.",
 )
 @click.option(
-    "--B", "B", type=click.IntRange(min=1), default=16, show_default=True, help="Batch size."
+    "--B",
+    "B",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=16,
+    show_default=True,
+    help="Batch size.",
 )
 @_size_option(
     "A size, e.g. --size hidden=512 (repeatable; unset sizes are 256, and lstmp's "
@@ -1154,8 +1183,16 @@ def _torch_contender(cell, kernel, params, state, x, target) -> _Contender:
     help="Timed calls of each; the median is reported.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="CPU threads for both: torch.set_num_threads, the kernel's batch split, the BLAS "
+    "(default: each library's own choice).",
+)
 @_verbosity
-def bench_cmd(spec, target, T, B, sizes, dtype, opt, unroll, constants, repeat, seed):
+def bench_cmd(spec, target, T, B, sizes, dtype, opt, unroll, constants, repeat, seed, threads):
     """Time SPEC's kernel against the equivalent PyTorch module.
 
     lstm, lstmp, gru, rnn_tanh and rnn_relu have one (nn.LSTM, nn.LSTM(proj_size), nn.GRU,
@@ -1172,6 +1209,12 @@ def bench_cmd(spec, target, T, B, sizes, dtype, opt, unroll, constants, repeat, 
     if cell.name == "lstmp" and "proj" not in given:
         sizes["proj"] = max(1, sizes["hidden"] // 2)  # torch needs proj_size < hidden_size
     kernel = _compile_kernel(cell, target, dtype, opt, unroll, constants)
+    if threads is not None:
+        kernel.threads = threads
+        with contextlib.suppress(ImportError):
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=threads, user_api="blas")
     x, params, state = _random_inputs(kernel, sizes, T, B, seed, dtype)
     packed = kernel.pack(params)
     ours = _Contender("lstmc kernel", lambda: kernel(x, packed, state)[0])
@@ -1185,7 +1228,7 @@ def bench_cmd(spec, target, T, B, sizes, dtype, opt, unroll, constants, repeat, 
     with _progress(f"compiling {cell.name} ({target}, {dtype}) with Numba"):
         y = ours.call()
         y = np.asarray(y if isinstance(y, np.ndarray) else y.copy_to_host(), np.float64)
-    theirs = _torch_contender(cell, kernel, params, state, x, target)
+    theirs = _torch_contender(cell, kernel, params, state, x, target, threads)
     note = ""
     if theirs.call is not None:
         err = float(np.max(np.abs(theirs.call().astype(np.float64) - y)))  # also a warm-up
