@@ -160,6 +160,9 @@ def _error_line(exc: BaseException) -> str:
     return f"lstmc: error: {text}"
 
 
+_CUDA_UNAVAILABLE = ("CudaSupportError", "CudaDriverError")
+
+
 class _Cli(click.Group):
     """The verb group; turns lstmc's errors into one message and exit status 2."""
 
@@ -185,6 +188,17 @@ class _Cli(click.Group):
             click.echo("lstmc: interrupted", err=True)
             ctx.exit(130)
         except Exception as exc:  # noqa: BLE001 (a bug: one line, unless --verbose)
+            if type(exc).__name__ in _CUDA_UNAVAILABLE:  # numba.cuda's, without importing it
+                if ctx.meta.get("lstmc.verbose"):
+                    traceback.print_exc()
+                first = (str(exc).strip().splitlines() or [""])[0].strip().rstrip(":")
+                click.echo(
+                    f"lstmc: error: CUDA is not usable here ({type(exc).__name__}: {first}); "
+                    "use --target cpu, or set NUMBA_ENABLE_CUDASIM=1 for Numba's (slow) "
+                    "simulator",
+                    err=True,
+                )
+                ctx.exit(EXIT_USAGE)
             if ctx.meta.get("lstmc.verbose"):
                 traceback.print_exc()
                 hint = ""
@@ -682,8 +696,9 @@ def check_cmd(specs, constants, target):
             failed += 1
             continue
         outs = ", ".join(cell.output_names)
+        n = len(cell.equations)
         _say(
-            f"ok: {cell.name} ({len(cell.equations)} equations; state "
+            f"ok: {cell.name} ({n} equation{'s' * (n != 1)}; state "
             f"{', '.join(cell.state)}; {len(cell.params)} params; outputs {outs}; sizes "
             f"{', '.join(cell.sizes)})"
         )
