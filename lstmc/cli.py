@@ -513,11 +513,11 @@ def _install(out_dir: Path, filename: str, text: str) -> bool:
         raise LstmcError(f"{out_dir} exists and is not a directory")
     parent = out_dir.absolute().parent
     created = []
-    for folder in reversed([parent, *parent.parents]):
-        if not folder.exists():
-            folder.mkdir()
-            created.append(folder)
     try:
+        for folder in reversed([parent, *parent.parents]):
+            if not folder.exists():
+                folder.mkdir()
+                created.append(folder)
         tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out_dir.name}.lstmc-"))
         try:
             _write_synced(tmp / filename, data)
