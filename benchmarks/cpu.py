@@ -1,0 +1,367 @@
+"""CPU benchmark: lstmc's compiled kernels side by side with PyTorch, in one process.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cpu.py [--quick]
+
+(a) lstm / gru against torch.nn.LSTM / nn.GRU inference, float32, T=100, over H x B;
+(b) peephole_lstm, cifg_lstm, layernorm_lstm against the compiled plain LSTM and against the
+    same cell written as an eager PyTorch loop;
+(c) the machine's float32 GEMM throughput (torch and NumPy's BLAS) and the share of it the
+    compiled LSTM reaches at H=512, B=64;
+(d) cold compile and warm (cached) load time per cell, each in a fresh process.
+Both sides use the same number of threads. Results go to benchmarks/RESULTS.md (the table
+between the CPU markers) and benchmarks/cpu_ratios.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_info
+
+import lstmc
+from lstmc_runtime.threads import cpu_count
+
+HERE = Path(__file__).parent
+T = 100
+
+
+def best_time(fn, repeat: int = 7, min_time: float = 0.2) -> float:
+    """Best per-call time over `repeat` rounds, each long enough to be measurable."""
+    fn()
+    start = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-6)
+    inner = max(1, int(min_time / once / repeat))
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        best = min(best, (time.perf_counter() - start) / inner)
+    return best
+
+
+def torch_params_lstm(m: torch.nn.LSTM, H: int) -> dict:
+    W, U = m.weight_ih_l0.detach().numpy(), m.weight_hh_l0.detach().numpy()
+    b = (m.bias_ih_l0 + m.bias_hh_l0).detach().numpy()
+    out = {}
+    for k, g in enumerate("ifgo"):
+        rows = slice(k * H, (k + 1) * H)
+        out |= {f"W_{g}": W[rows], f"U_{g}": U[rows], f"b_{g}": b[rows]}
+    return out
+
+
+def torch_params_gru(m: torch.nn.GRU, H: int) -> dict:
+    W, U = m.weight_ih_l0.detach().numpy(), m.weight_hh_l0.detach().numpy()
+    bi, bh = m.bias_ih_l0.detach().numpy(), m.bias_hh_l0.detach().numpy()
+    out = {}
+    for k, g in enumerate("rzn"):
+        rows = slice(k * H, (k + 1) * H)
+        out |= {f"W_i{g}": W[rows], f"W_h{g}": U[rows], f"b_i{g}": bi[rows], f"b_h{g}": bh[rows]}
+    return out
+
+
+def grid(hs, bs) -> list[dict]:
+    rows = []
+    kernels = {name: lstmc.compile(lstmc.builtin(name)) for name in ("lstm", "gru")}
+    for name, module_cls, convert in (("lstm", torch.nn.LSTM, torch_params_lstm),
+                                      ("gru", torch.nn.GRU, torch_params_gru)):
+        for H in hs:
+            for B in bs:
+                torch.manual_seed(0)
+                m = module_cls(H, H).eval()
+                x = torch.randn(T, B, H)
+                packed = kernels[name].pack(convert(m, H))
+                xn = x.numpy()
+                with torch.inference_mode():
+                    t_torch = best_time(lambda: m(x))
+                    y_torch = m(x)[0].numpy()
+                t_ours = best_time(lambda: kernels[name](xn, packed))
+                y_ours = kernels[name](xn, packed)[0]
+                rows.append(dict(cell=name, H=H, B=B, torch_ms=t_torch * 1e3,
+                                 lstmc_ms=t_ours * 1e3, speedup=t_torch / t_ours,
+                                 max_abs_diff=float(np.abs(y_ours - y_torch).max())))
+                print(f"{name:5s} H={H:4d} B={B:3d}  torch {t_torch * 1e3:9.3f} ms  "
+                      f"lstmc {t_ours * 1e3:9.3f} ms  speedup {t_torch / t_ours:5.2f}x  "
+                      f"|diff| {rows[-1]['max_abs_diff']:.1e}", flush=True)
+    return rows
+
+
+# -- (b) variants --------------------------------------------------------------------------------
+
+
+def eager_step(name: str, p: dict):
+    """The cell as researchers write it today: a Python loop of torch ops per step."""
+    t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in p.items()}
+    ln = torch.nn.functional.layer_norm
+
+    def lstm_like(x, h, c):
+        if name == "peephole_lstm":
+            i = torch.sigmoid(x @ t["W_i"].T + h @ t["U_i"].T + t["p_i"] * c + t["b_i"])
+            f = torch.sigmoid(x @ t["W_f"].T + h @ t["U_f"].T + t["p_f"] * c + t["b_f"])
+            g = torch.tanh(x @ t["W_g"].T + h @ t["U_g"].T + t["b_g"])
+            c2 = f * c + i * g
+            o = torch.sigmoid(x @ t["W_o"].T + h @ t["U_o"].T + t["p_o"] * c2 + t["b_o"])
+            return o * torch.tanh(c2), c2
+        raise KeyError(name)
+
+    if name == "peephole_lstm":
+        return lstm_like
+    if name == "cifg_lstm":
+        def cifg(x, h, c):
+            hx = torch.cat([h, x], dim=1)
+            f = torch.sigmoid(hx @ t["W_f"].T + t["b_f"])
+            g = torch.tanh(hx @ t["W_g"].T + t["b_g"])
+            o = torch.sigmoid(hx @ t["W_o"].T + t["b_o"])
+            c2 = f * c + (1 - f) * g
+            return o * torch.tanh(c2), c2
+        return cifg
+    if name == "layernorm_lstm":
+        def lnlstm(x, h, c):
+            gates = []
+            for g in "ifgo":
+                n = t[f"W_{g}"].shape[0]
+                a = ln(x @ t[f"W_{g}"].T, (n,), t[f"gamma_x{g}"], t[f"beta_x{g}"])
+                a = a + ln(h @ t[f"U_{g}"].T, (n,), t[f"gamma_h{g}"], t[f"beta_h{g}"])
+                gates.append(a + t[f"b_{g}"])
+            i, f, o = (torch.sigmoid(gates[k]) for k in (0, 1, 3))
+            c2 = f * c + i * torch.tanh(gates[2])
+            n = c2.shape[1]
+            return o * torch.tanh(ln(c2, (n,), t["gamma_c"], t["beta_c"])), c2
+        return lnlstm
+    raise KeyError(name)
+
+
+def variants(hs, B: int) -> list[dict]:
+    rows = []
+    plain = lstmc.compile(lstmc.builtin("lstm"))
+    for name in ("peephole_lstm", "cifg_lstm", "layernorm_lstm"):
+        kernel = lstmc.compile(lstmc.builtin(name))
+        for H in hs:
+            params = kernel.init_params(input=H, hidden=H, seed=0)
+            _check_param_names(name, kernel)
+            x = np.random.default_rng(0).standard_normal((T, B, H)).astype(np.float32)
+            packed = kernel.pack(params)
+            t_ours = best_time(lambda: kernel(x, packed))
+            pk_plain = plain.pack(plain.init_params(input=H, hidden=H, seed=0))
+            t_plain = best_time(lambda: plain(x, pk_plain))
+            step = eager_step(name, params)
+            xt = torch.from_numpy(x)
+
+            def eager():
+                h = torch.zeros(B, H)
+                c = torch.zeros(B, H)
+                ys = []
+                for s in range(T):
+                    h, c = step(xt[s], h, c)
+                    ys.append(h)
+                return torch.stack(ys)
+
+            with torch.inference_mode():
+                t_eager = best_time(eager, repeat=3)
+                y_eager = eager().numpy()
+            y_ours = kernel(x, packed)[0]
+            rows.append(dict(cell=name, H=H, B=B, lstmc_ms=t_ours * 1e3,
+                             plain_lstm_ms=t_plain * 1e3, eager_ms=t_eager * 1e3,
+                             vs_plain=t_ours / t_plain, vs_eager=t_eager / t_ours,
+                             max_abs_diff=float(np.abs(y_ours - y_eager).max())))
+            print(f"{name:15s} H={H:4d} B={B:3d}  lstmc {t_ours * 1e3:8.3f} ms  plain lstm "
+                  f"{t_plain * 1e3:8.3f} ms ({t_ours / t_plain:4.2f}x)  eager torch "
+                  f"{t_eager * 1e3:8.2f} ms ({t_eager / t_ours:5.1f}x faster)  "
+                  f"|diff| {rows[-1]['max_abs_diff']:.1e}", flush=True)
+    return rows
+
+
+def _check_param_names(name, kernel):
+    names = {p.name for p in kernel.signature.params}
+    assert names, name
+
+
+# -- (c) GEMM throughput ---------------------------------------------------------------------------
+
+
+def gemm_throughput() -> dict:
+    out = {}
+    for n in (1024, 2048):
+        a = torch.randn(n, n)
+        b = torch.randn(n, n)
+        t = best_time(lambda: torch.mm(a, b), repeat=5)
+        out[f"torch_mm_{n}"] = 2 * n**3 / t / 1e9
+        an, bn = a.numpy(), b.numpy()
+        t = best_time(lambda: an @ bn, repeat=5)
+        out[f"numpy_mm_{n}"] = 2 * n**3 / t / 1e9
+    return out
+
+
+def lstm_flops(T: int, B: int, I: int, H: int) -> float:
+    return 2.0 * T * B * 4 * H * (I + H)
+
+
+# -- (d) compile and load times ------------------------------------------------------------------
+
+_TIMING_CODE = textwrap.dedent("""\
+    import json, sys, time
+    import numpy as np
+    import lstmc
+    name = sys.argv[1]
+    start = time.perf_counter()
+    kernel = lstmc.compile(lstmc.builtin(name))
+    sizes = {s: 8 for s in kernel.signature.sizes}
+    params = kernel.init_params(**sizes)
+    kernel(np.zeros((2, 1, sizes["input"]), np.float32), params)
+    print(json.dumps(time.perf_counter() - start))
+    """)
+
+
+def compile_times(names) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "LSTMC_CACHE_DIR": cache}
+        for name in names:
+            times = []
+            for _ in range(2):  # cold (empty cache), then warm (cached)
+                out = subprocess.run([sys.executable, "-c", _TIMING_CODE, name], env=env,
+                                     capture_output=True, text=True, check=True)
+                times.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            rows.append(dict(cell=name, cold_s=times[0], warm_s=times[1]))
+            print(f"{name:15s} cold compile {times[0]:6.2f} s   warm load {times[1]:5.2f} s",
+                  flush=True)
+    return rows
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def blas_report() -> str:
+    lines = []
+    for info in threadpool_info():
+        lines.append(f"{info['internal_api']} {info.get('version', '')} "
+                     f"{info.get('architecture', '')} threads={info['num_threads']} "
+                     f"({Path(info['filepath']).name})")
+    cfg = torch.__config__.show()
+    isa = [ln.strip() for ln in cfg.splitlines() if "CPU capability" in ln or "BLAS_INFO" in ln
+           or "MKLDNN" in ln.upper()[:30]]
+    lines.append("torch: " + "; ".join(isa[:4]))
+    lines.append(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+    return "\n".join(lines)
+
+
+def write_results(grid_rows, var_rows, gemm, util, compile_rows, blas: str, threads: int):
+    date = datetime.date.today().isoformat()
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
+                     if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        model = cpu
+    md = [f"<!-- CPU results: written by benchmarks/cpu.py on {date} -->",
+          f"## CPU ({date}, {model}, {threads} threads, T={T}, float32)", "",
+          "Command: `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cpu.py`", "",
+          "GEMM libraries each side ran:", "", "```", blas, "```", "",
+          "### (a) lstmc vs torch.nn.LSTM / nn.GRU (speedup = torch time / lstmc time)", "",
+          "| cell | H | B | torch ms | lstmc ms | speedup | max abs diff |",
+          "|---|---|---|---|---|---|---|"]
+    for r in grid_rows:
+        md.append(f"| {r['cell']} | {r['H']} | {r['B']} | {r['torch_ms']:.3f} | "
+                  f"{r['lstmc_ms']:.3f} | {r['speedup']:.2f}x | {r['max_abs_diff']:.1e} |")
+    md += ["", "### (b) variants vs the compiled plain LSTM and an eager PyTorch loop", "",
+           "| cell | H | B | lstmc ms | plain LSTM ms | time vs plain | eager torch ms | "
+           "speedup vs eager |", "|---|---|---|---|---|---|---|---|"]
+    for r in var_rows:
+        md.append(f"| {r['cell']} | {r['H']} | {r['B']} | {r['lstmc_ms']:.3f} | "
+                  f"{r['plain_lstm_ms']:.3f} | {r['vs_plain']:.2f}x | {r['eager_ms']:.2f} | "
+                  f"{r['vs_eager']:.1f}x |")
+    md += ["", "### (c) GEMM throughput (GFLOP/s, float32)", "",
+           "| measure | GFLOP/s |", "|---|---|"]
+    for k, v in gemm.items():
+        md.append(f"| {k} | {v:.1f} |")
+    for k, v in util.items():
+        md.append(f"| {k} | {v:.1f} |" if "gflops" in k else f"| {k} | {v:.0%} |")
+    md += ["", "### (d) compile time (fresh process, empty cache) and warm load (cached)", "",
+           "| cell | cold s | warm s |", "|---|---|---|"]
+    for r in compile_rows:
+        md.append(f"| {r['cell']} | {r['cold_s']:.2f} | {r['warm_s']:.2f} |")
+    md += ["", "![speedup per size](cpu_ratios.png)", "", "<!-- end CPU results -->"]
+    section = "\n".join(md)
+    path = HERE / "RESULTS.md"
+    old = path.read_text() if path.exists() else "# Benchmark results\n\n"
+    start, end = "<!-- CPU results", "<!-- end CPU results -->"
+    if start in old:
+        i = old.index(start)
+        j = old.index(end) + len(end)
+        new = old[:i] + section + old[j:]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(new)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+        for ax, cell in zip(axes, ("lstm", "gru")):
+            rows = [r for r in grid_rows if r["cell"] == cell]
+            hs = sorted({r["H"] for r in rows})
+            bs = sorted({r["B"] for r in rows})
+            width = 0.8 / len(bs)
+            for k, B in enumerate(bs):
+                vals = [next(r["speedup"] for r in rows if r["H"] == H and r["B"] == B)
+                        for H in hs]
+                ax.bar(np.arange(len(hs)) + k * width, vals, width, label=f"B={B}")
+            ax.axhline(1.0, color="k", lw=0.8)
+            ax.set_xticks(np.arange(len(hs)) + width * (len(bs) - 1) / 2, [f"H={h}" for h in hs])
+            ax.set_title(f"{cell}: torch time / lstmc time (T={T}, float32)")
+            ax.legend()
+        axes[0].set_ylabel("speedup over PyTorch (>1: lstmc faster)")
+        fig.tight_layout()
+        fig.savefig(HERE / "cpu_ratios.png", dpi=100)
+    except ImportError:
+        print("matplotlib missing: no chart written")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a smaller grid, for a smoke run")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    args = ap.parse_args()
+    threads = cpu_count()
+    torch.set_num_threads(threads)
+    hs, bs = ((32, 128), (1, 16)) if args.quick else ((32, 128, 512), (1, 16, 64))
+    blas = blas_report()
+    print(blas, flush=True)
+    grid_rows = grid(hs, bs)
+    var_rows = variants((64, 128) if args.quick else (64, 128, 256), B=16)
+    gemm = gemm_throughput()
+    util = {}
+    big = [r for r in grid_rows if r["cell"] == "lstm" and r["H"] == max(hs) and r["B"] == max(bs)]
+    if big:
+        r = big[0]
+        achieved = lstm_flops(T, r["B"], r["H"], r["H"]) / (r["lstmc_ms"] / 1e3) / 1e9
+        torch_rate = lstm_flops(T, r["B"], r["H"], r["H"]) / (r["torch_ms"] / 1e3) / 1e9
+        peak = max(v for k, v in gemm.items())
+        util = {f"lstmc LSTM H={r['H']} B={r['B']} gflops": achieved,
+                f"torch LSTM H={r['H']} B={r['B']} gflops": torch_rate,
+                "lstmc share of the best GEMM rate": achieved / peak}
+        for k, v in util.items():
+            print(f"{k}: {v:.2f}", flush=True)
+    compile_rows = compile_times(lstmc.cells.names())
+    if not args.no_write:
+        write_results(grid_rows, var_rows, gemm, util, compile_rows, blas, threads)
+        print(f"wrote {HERE / 'RESULTS.md'} and {HERE / 'cpu_ratios.png'}")
+
+
+if __name__ == "__main__":
+    main()
