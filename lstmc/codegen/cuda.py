@@ -150,7 +150,9 @@ class CudaEmitter:
     # -- small helpers -------------------------------------------------------------------------
 
     def size(self, s: Size) -> str:
-        return size_expr(s, self.fixed, self.ns)
+        """A size as an expression that is safe as an operand anywhere (`(3 * n_input)`)."""
+        text = size_expr(s, self.fixed, self.ns)
+        return f"({text})" if " " in text and not text.startswith("(") else text
 
     def nxt(self, state_name: str) -> str:
         return self.ns.get("nx", state_name)
