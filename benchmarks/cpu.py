@@ -189,6 +189,29 @@ def _check_param_names(name, kernel):
     assert names, name
 
 
+# -- (e) what each step bought ------------------------------------------------------------------
+
+
+def ablation(H: int = 256, B: int = 16) -> list[dict]:
+    """The LSTM at one size under each optimization level, and without the batch split."""
+    rows = []
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, B, H)).astype(np.float32)
+    for label, opt, threads in (("-O0 (naive: a product per gate, a loop per op)", 0, None),
+                                ("-O1 (+ fold, simplify, CSE, DCE)", 1, None),
+                                ("-O2 one thread (+ gate fusion, hoisting, loop fusion)", 2, 1),
+                                ("-O2 (+ batch split across threads)", 2, None),
+                                ("-O3 (+ time loop unrolled x2)", 3, None)):
+        kernel = lstmc.compile(lstmc.builtin("lstm"), opt=opt)
+        kernel.threads = threads
+        packed = kernel.pack(kernel.init_params(input=H, hidden=H))
+        t = best_time(lambda: kernel(x, packed), repeat=5)
+        kernel.threads = None
+        rows.append(dict(step=label, H=H, B=B, ms=t * 1e3))
+        print(f"{label:55s} H={H} B={B}: {t * 1e3:8.3f} ms", flush=True)
+    return rows
+
+
 # -- (c) GEMM throughput ---------------------------------------------------------------------------
 
 
@@ -258,7 +281,8 @@ def blas_report() -> str:
     return "\n".join(lines)
 
 
-def write_results(grid_rows, var_rows, gemm, util, compile_rows, blas: str, threads: int):
+def write_results(grid_rows, var_rows, gemm, util, compile_rows, blas: str, threads: int,
+                  ablation_rows=()):
     date = datetime.date.today().isoformat()
     cpu = platform.processor() or platform.machine()
     try:
@@ -293,6 +317,11 @@ def write_results(grid_rows, var_rows, gemm, util, compile_rows, blas: str, thre
            "| cell | cold s | warm s |", "|---|---|---|"]
     for r in compile_rows:
         md.append(f"| {r['cell']} | {r['cold_s']:.2f} | {r['warm_s']:.2f} |")
+    if ablation_rows:
+        md += ["", "### (e) what each step bought (lstm, float32)", "",
+               "| configuration | H | B | ms |", "|---|---|---|---|"]
+        for r in ablation_rows:
+            md.append(f"| {r['step']} | {r['H']} | {r['B']} | {r['ms']:.3f} |")
     md += ["", "![speedup per size](cpu_ratios.png)", "", "<!-- end CPU results -->"]
     section = "\n".join(md)
     path = HERE / "RESULTS.md"
@@ -357,9 +386,11 @@ def main() -> None:
                 "lstmc share of the best GEMM rate": achieved / peak}
         for k, v in util.items():
             print(f"{k}: {v:.2f}", flush=True)
+    ablation_rows = ablation(128 if args.quick else 256, 16)
     compile_rows = compile_times(lstmc.cells.names())
     if not args.no_write:
-        write_results(grid_rows, var_rows, gemm, util, compile_rows, blas, threads)
+        write_results(grid_rows, var_rows, gemm, util, compile_rows, blas, threads,
+                      ablation_rows)
         print(f"wrote {HERE / 'RESULTS.md'} and {HERE / 'cpu_ratios.png'}")
 
 

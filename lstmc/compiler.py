@@ -44,7 +44,8 @@ def optimize(cell: Cell | Graph, opt: int = DEFAULT_OPT, unroll: int | None = No
 def generate_source(cell: Cell, target: str = "cpu", dtype: str = "float32",
                     opt: int = DEFAULT_OPT, unroll: int | None = None,
                     sizes: Mapping[str, int] | None = None,
-                    constants: Mapping[str, float] | None = None) -> tuple[str, Graph, list]:
+                    constants: Mapping[str, float] | None = None,
+                    name: str | None = None) -> tuple[str, Graph, list]:
     """Generate a module's source. Returns (source, optimized graph, pass records)."""
     if target not in TARGETS:
         raise LstmcError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
@@ -69,6 +70,7 @@ def generate_source(cell: Cell, target: str = "cpu", dtype: str = "float32",
         "fixed": fixed,
         "doc": cell.doc,
         "equations": equations_text(cell),
+        "name": name or cell.name,
     }
     if target == "cpu":
         from lstmc.codegen.cpu import generate

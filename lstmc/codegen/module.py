@@ -62,11 +62,20 @@ def module_tail(emitter, target: str) -> list[str]:
     lines.append(f"kernel = {kernel_cls}(SIGNATURE, WEIGHTS, VECTOR_PARAMS, _launch, "
                  f"dtype=np.{emitter.dtype}, fixed_sizes=FIXED_SIZES, doc=__doc__)")
     cell = graph.attrs.get("cell", "cell")
-    fn = cell if cell not in _MODULE_NAMES and not cell.startswith("_") else f"run_{cell}"
-    lines += ["", ""]
-    lines.append(f"def {fn}(x, params, state=None):")
-    lines.append(f'    """Run `{cell}` over x: [T, B, input]; returns (y, state). See the module '
-                 'docstring."""')
+    name = emitter.info.get("name") or cell
+    fn = name if name not in _MODULE_NAMES and not name.startswith("_") else f"run_{name}"
+    lines += ["", "", "from lstmc_runtime.packing import PackedParams  # noqa: E402  (for the type hints)",
+              "", ""]
+    lines.append(f"def {fn}(")
+    lines.append("    x: np.ndarray,")
+    lines.append("    params: dict[str, np.ndarray] | PackedParams,")
+    lines.append("    state: dict[str, np.ndarray] | None = None,")
+    lines.append(") -> tuple[np.ndarray | dict[str, np.ndarray], dict[str, np.ndarray]]:")
+    lines.append(f'    """Run `{cell}` over x: [T, B, {_input_size(sig)}]; returns (y, state).')
+    lines.append("")
+    lines.append("    params: the dict of params (shapes in the module docstring) or")
+    lines.append("    `kernel.pack(params)`; state: {name: [B, n]} (zeros where missing).")
+    lines.append('    """')
     lines.append("    return kernel(x, params, state)")
     return lines
 
@@ -74,6 +83,10 @@ def module_tail(emitter, target: str) -> list[str]:
 # Names the generated module defines itself; a cell named like one gets `run_<cell>`.
 _MODULE_NAMES = {"np", "njit", "cuda", "math", "kernel", "CpuKernel", "CudaKernel", "SIGNATURE",
                  "WEIGHTS", "VECTOR_PARAMS", "FIXED_SIZES"}
+
+
+def _input_size(sig) -> str:
+    return sig.input.text()[1:-1]
 
 
 def lookup(ns, prefix: str, ident: str):
