@@ -25,6 +25,7 @@ from a randn state with the default init (U(+-1/sqrt(hidden))) nothing overflows
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import NamedTuple
@@ -79,6 +80,32 @@ STATE_MAG = 10.0  # |state| stays below this over T <= 5 steps from a randn star
 INPUT_MAG = 6.0
 
 
+@functools.cache
+def _ints(lo: int, hi: int) -> st.SearchStrategy[int]:
+    return st.integers(lo, hi)
+
+
+# Draw through a few cached integer strategies: building a new strategy object for every
+# choice (st.sampled_from(...) each time) costs more than the rest of the generation.
+def _between(draw, lo: int, hi: int) -> int:
+    return draw(_ints(lo, hi))
+
+
+def _choose(draw, options):
+    """One of `options`; shrinks towards the first."""
+    options = options if isinstance(options, (list, tuple, str)) else list(options)
+    return options[draw(_ints(0, len(options) - 1))]
+
+
+def _shuffled(draw, items) -> list:
+    """A random permutation of `items`; shrinks towards the given order."""
+    items = list(items)
+    for i in range(len(items) - 1, 0, -1):
+        j = i - draw(_ints(0, i))
+        items[i], items[j] = items[j], items[i]
+    return items
+
+
 class _E(NamedTuple):
     """A generated expression: its text, its outermost precedence and a bound on |value|."""
 
@@ -102,7 +129,7 @@ class _Gen:
     def __init__(self, draw):
         self.draw = draw
         self.taken: set[str] = set()
-        self.spaced = draw(st.booleans())
+        self.spaced = _between(draw, 0, 1) == 1
         self.params: dict[str, str] = {}  # name -> YAML value text
         self.constants: dict[str, tuple[str, float]] = {}
         self.equations: dict[str, str] = {}  # in generation (dependency) order
@@ -115,10 +142,11 @@ class _Gen:
     # -- small helpers ---------------------------------------------------------------------
 
     def pick(self, options):
-        return self.draw(st.sampled_from(options))
+        return _choose(self.draw, options)
 
     def chance(self, p: float) -> bool:
-        return self.draw(st.integers(0, 99)) < p * 100
+        # True at the top of the range, so that shrinking (towards 0) turns options off.
+        return _between(self.draw, 0, 99) >= 100 - p * 100
 
     def fresh(self, kind: str) -> str:
         pool = _POOLS[kind]
@@ -159,7 +187,7 @@ class _Gen:
         return name
 
     def size_text(self, key: tuple) -> str:
-        parts = list(self.draw(st.permutations(key))) if len(key) > 1 else list(key)
+        parts = _shuffled(self.draw, key) if len(key) > 1 else list(key)
         return self.op("+").join(parts)
 
     def shape_text(self, *keys: tuple) -> str:
@@ -318,17 +346,17 @@ class _Gen:
     def build(self) -> None:
         draw = self.draw
         self.cell = self.fresh("cell")
-        extra = [self.fresh("size") for _ in range(draw(st.integers(0, 2)))]
-        self.sizes = draw(st.permutations(["input", "hidden", *extra]))
+        extra = [self.fresh("size") for _ in range(_between(draw, 0, 2))]
+        self.sizes = _shuffled(draw, ["input", "hidden", *extra])
         self.input = self.fresh("input")
         self.vectors[("input",)] = [(self.input, INPUT_MAG)]
         self.state: dict[str, tuple] = {}
-        for i in range(draw(st.integers(1, 3))):
+        for i in range(_between(draw, 1, 3)):
             size = "hidden" if i == 0 else self.pick(["hidden", "hidden", "input", *extra])
             name = self.fresh("state")
             self.state[name] = (size,)
             self.vectors.setdefault((size,), []).append((name, STATE_MAG))
-        for _ in range(draw(st.integers(0, 2))):
+        for _ in range(_between(draw, 0, 2)):
             self.constants[self.fresh("constant")] = self.pick(_CONSTANT_TEXTS)
         if self.chance(0.2):
             s = self.scalar()
@@ -340,8 +368,8 @@ class _Gen:
         # Sizes no state has get an equation first, so products can use them (and bind them).
         unbound = [s for s in extra if (s,) not in self.state.values()]
         for s in unbound:
-            self.define("equation", self.bounded((s,), draw(st.integers(0, 2))), (s,))
-        for _ in range(draw(st.integers(0, 2))):
+            self.define("equation", self.bounded((s,), _between(draw, 0, 2)), (s,))
+        for _ in range(_between(draw, 0, 2)):
             key = (self.pick(["hidden", "input", *extra]),)
             if self.chance(0.15):  # an alias or a concat as an equation of its own
                 name, mag = self.pick(sorted(x for v in self.vectors.values() for x in v))
@@ -352,7 +380,7 @@ class _Gen:
                 self.define("equation", _E(f"concat({a.text}, {b.text})", ATOM, max(a.mag, b.mag)),
                             _key("hidden", "input"))  # fmt: skip
             else:
-                self.define("equation", self.vec(key, draw(st.integers(1, 3))), key,
+                self.define("equation", self.vec(key, _between(draw, 1, 3)), key,
                             gate=False)  # fmt: skip
         for name, key in self.state.items():
             self.update[name] = self.state_update(name, key)
@@ -361,7 +389,7 @@ class _Gen:
     def state_update(self, state: str, key: tuple) -> str:
         """A bounded or gated new value for `state`, as an equation name (or inline)."""
         kind = self.pick(["squash", "gru", "lstm", "inline"])
-        depth = self.draw(st.integers(1, 3))
+        depth = _between(self.draw, 1, 3)
         if kind == "inline":
             return self.squash(self.vec(key, depth), key).text
         if kind == "squash":
@@ -431,7 +459,7 @@ class _Gen:
             return f"{ind}{name}: {text}{self.comment()}"
         if style in ("'", '"'):
             return f"{ind}{name}: {style}{text}{style}{self.comment()}"
-        cut = set(self.draw(st.lists(st.sampled_from(breaks), min_size=1, max_size=3)))
+        cut = {self.pick(breaks) for _ in range(_between(self.draw, 1, 3))}
         lines, cur = [], [words[0]]
         for i, w in enumerate(words[1:], 1):
             if i in cut:
@@ -447,7 +475,7 @@ class _Gen:
         return f"{ind}{name}: {header}\n" + "\n".join(more + ln for ln in lines)
 
     def text(self) -> str:
-        order = self.draw(st.permutations(list(self.equations)))
+        order = _shuffled(self.draw, list(self.equations))
         sections = {"cell": f"cell: {self.cell}"}
         if self.chance(0.3):
             sections["doc"] = self.pick([
@@ -460,7 +488,7 @@ class _Gen:
         sections["state"] = self.mapping(
             "state", {n: self.shape_text(k) for n, k in self.state.items()}
         )
-        param_order = self.draw(st.permutations(sorted(self.params)))
+        param_order = _shuffled(self.draw, sorted(self.params))
         if param_order:
             sections["params"] = self.mapping("params", {n: self.params[n] for n in param_order})
         else:
@@ -479,7 +507,7 @@ class _Gen:
         sections["outputs"] = self.sequence("outputs", self.outputs, scalar_ok=True)
         keys = list(sections)
         if self.chance(0.2):
-            keys = list(self.draw(st.permutations(keys)))
+            keys = list(_shuffled(self.draw, keys))
         return "\n".join(sections[k] for k in keys) + "\n"
 
 
@@ -494,12 +522,25 @@ def cell_specs(draw) -> str:
 # -- data -------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=512)
+def load_cached(text: str) -> Cell:
+    """`lstmc.loads(text, "case.yaml")`, cached: strategies and tests load the same text many
+    times (above all while hypothesis shrinks), and the pure-Python YAML loader is the slow
+    part. Don't mutate the result."""
+    return lstmc.loads(text, "case.yaml")
+
+
+@functools.lru_cache(maxsize=512)
+def _text_signature(text: str) -> Signature:
+    return signature_of(lstmc.to_ir(load_cached(text)))
+
+
 def signature(obj) -> Signature:
     """The calling convention of a spec text, Cell, Graph or Signature."""
     if isinstance(obj, Signature):
         return obj
     if isinstance(obj, str):
-        obj = lstmc.loads(obj)
+        return _text_signature(obj)
     if isinstance(obj, Cell):
         obj = lstmc.to_ir(obj)
     if isinstance(obj, Graph):
@@ -539,13 +580,15 @@ class CellCase(NamedTuple):
     seed: int
 
     def cell(self) -> Cell:
-        return lstmc.loads(self.text, "case.yaml")
+        """The loaded spec (cached per text: don't mutate it)."""
+        return load_cached(self.text)
 
     def graph(self) -> Graph:
+        """A fresh unoptimized IR graph (yours to change)."""
         return lstmc.to_ir(self.cell())
 
     def signature(self) -> Signature:
-        return signature(self.graph())
+        return signature(self.text)
 
     def params(self) -> dict:
         return random_params(self.signature(), self.sizes, self.seed)
@@ -562,10 +605,10 @@ def cell_and_data(draw, max_size: int = 6, max_T: int = 5, max_B: int = 3) -> Ce
     """A `CellCase`: a `cell_specs()` text, each size in 1..6, T in 0..5, B in 1..3, a seed."""
     text = draw(cell_specs())
     sig = signature(text)
-    sizes = {s: draw(st.integers(1, max_size), label=f"size {s}") for s in sig.sizes}
-    T = draw(st.integers(0, max_T))
-    B = draw(st.integers(1, max_B))
-    seed = draw(st.integers(0, 2**32 - 1))
+    sizes = {s: _between(draw, 1, max_size) for s in sig.sizes}
+    T = _between(draw, 0, max_T)
+    B = _between(draw, 1, max_B)
+    seed = _between(draw, 0, 2**32 - 1)
     return CellCase(text, sizes, T, B, seed)
 
 
@@ -615,14 +658,14 @@ def _replace_match(draw, text: str, pattern: re.Pattern, replacements) -> str | 
     matches = list(pattern.finditer(text))
     if not matches:
         return None
-    m = draw(st.sampled_from(matches))
-    new = draw(st.sampled_from(replacements)) if not callable(replacements) else replacements(m)
+    m = _choose(draw, matches)
+    new = _choose(draw, replacements) if not callable(replacements) else replacements(m)
     return text[: m.start()] + new + text[m.end() :]
 
 
 def _misspell(draw, word: str) -> str:
-    i = draw(st.integers(0, len(word)))
-    kind = draw(st.sampled_from(["drop", "swap", "insert", "case", "double"]))
+    i = _between(draw, 0, len(word))
+    kind = _choose(draw, ["drop", "swap", "insert", "case", "double"])
     if kind == "drop" and len(word) > 1:
         return word[: max(i - 1, 0)] + word[max(i, 1) :]
     if kind == "swap" and len(word) > 1:
@@ -632,32 +675,32 @@ def _misspell(draw, word: str) -> str:
         return word.swapcase()
     if kind == "double":
         return word + word[-1]
-    return word[:i] + draw(st.sampled_from("aezx_1")) + word[i:]
+    return word[:i] + _choose(draw, "aezx_1") + word[i:]
 
 
 def _mutate(draw, text: str) -> str:
     lines = text.split("\n")
     n = len(lines)
-    kind = draw(st.sampled_from([
+    kind = _choose(draw, [
         "delete_line", "duplicate_line", "misspell", "indent", "shape", "function", "number",
         "garbage", "delete_section", "rename", "collection", "swap_matvec", "cycle", "update",
         "yaml", "truncate", "empty", "unknown_section", "swap_lines", "dup_across", "operator",
-    ]))  # fmt: skip
-    line = draw(st.integers(0, n - 1))
+    ])  # fmt: skip
+    line = _between(draw, 0, n - 1)
     out = None
     if kind == "delete_line":
         out = "\n".join(lines[:line] + lines[line + 1 :])
     elif kind == "duplicate_line":
         out = "\n".join(lines[: line + 1] + lines[line:])
     elif kind == "swap_lines":
-        other = draw(st.integers(0, n - 1))
+        other = _between(draw, 0, n - 1)
         lines[line], lines[other] = lines[other], lines[line]
         out = "\n".join(lines)
     elif kind == "misspell":
         out = _replace_match(draw, text, _NAME, lambda m: _misspell(draw, m.group(0)))
     elif kind == "indent":
         body = lines[line].lstrip(" ")
-        lines[line] = draw(st.sampled_from(["", " ", "   ", "\t", "  \t", "      "])) + body
+        lines[line] = _choose(draw, ["", " ", "   ", "\t", "  \t", "      "]) + body
         out = "\n".join(lines)
     elif kind == "shape":
         out = _replace_match(draw, text, re.compile(r"\[[^\[\]\n]*\]"), _BAD_SHAPES)
@@ -667,42 +710,42 @@ def _mutate(draw, text: str) -> str:
         out = _replace_match(draw, text, _NUMBER, _BAD_NUMBERS)
         if out is None:  # no number yet: scale an equation by a bad one
             out = re.sub(r"(\n\s+\w+: )", lambda m: m.group(1) + draw(
-                st.sampled_from(_BAD_NUMBERS)) + " * ", text, count=1)  # fmt: skip
+                _BAD_NUMBERS) + " * ", text, count=1)  # fmt: skip
     elif kind in ("garbage", "yaml", "operator"):
         pool = {"garbage": _GARBAGE, "yaml": _YAML_TRICKS, "operator": _OPERATORS}[kind]
-        pos = draw(st.integers(0, len(text)))
-        out = text[:pos] + draw(st.sampled_from(pool)) + text[pos:]
+        pos = _between(draw, 0, len(text))
+        out = text[:pos] + _choose(draw, pool) + text[pos:]
     elif kind == "delete_section":
-        section = draw(st.sampled_from(_SECTIONS))
+        section = _choose(draw, _SECTIONS)
         out = re.sub(rf"(?ms)^{section}:.*?(?=^\S|\Z)", "", text, count=1)
     elif kind == "rename":
         out = _replace_match(draw, text, re.compile(r"(?m)(?<=^  )\w+(?=:)|(?<=^cell: )\w+"),
                              _BAD_NAMES)  # fmt: skip
     elif kind == "collection":
-        section = draw(st.sampled_from(_SECTIONS))
-        value = draw(st.sampled_from(["[h]", "{input: 1}", "{a: b}", "3", "[a, b]", "", "~", "x"]))
+        section = _choose(draw, _SECTIONS)
+        value = _choose(draw, ["[h]", "{input: 1}", "{a: b}", "3", "[a, b]", "", "~", "x"])
         out = re.sub(rf"(?ms)^{section}:.*?(?=^\S|\Z)", f"{section}: {value}\n", text, count=1)
     elif kind == "swap_matvec":
         out = _replace_match(draw, text, re.compile(r"(\w+) ?@ ?(\w+)"),
                              lambda m: f"{m.group(2)} @ {m.group(1)}")  # fmt: skip
     elif kind == "cycle":
         names = re.findall(r"(?m)^  (\w+): ", text)
-        a, b = draw(st.sampled_from(names or ["a"])), draw(st.sampled_from(names or ["b"]))
+        a, b = _choose(draw, names or ["a"]), _choose(draw, names or ["b"])
         out = text.replace("\nupdate:", f"\n  zz_{a}: {b} + zz_{a}\n  {a}_: {b}\nupdate:", 1)
     elif kind == "update":
-        extra = draw(st.sampled_from(["nothere: x", "x: x", "h: 1", "h: W @ x", "h:", "c: h"]))
+        extra = _choose(draw, ["nothere: x", "x: x", "h: 1", "h: W @ x", "h:", "c: h"])
         out = text.replace("\nupdate:\n", f"\nupdate:\n  {extra}\n", 1)
     elif kind == "truncate":
-        out = text[: draw(st.integers(0, len(text)))]
+        out = text[: _between(draw, 0, len(text))]
     elif kind == "empty":
         out = _replace_match(draw, text, re.compile(r"(?m)(?<=: ).+$"), ["", "~", "''", "null"])
     elif kind == "unknown_section":
-        extra = draw(st.sampled_from(["equation:\n  a: x\n", "extra: 1\n", "Cell: x\n", "_: 1\n"]))
+        extra = _choose(draw, ["equation:\n  a: x\n", "extra: 1\n", "Cell: x\n", "_: 1\n"])
         out = text + extra
     elif kind == "dup_across":
         names = re.findall(r"(?m)^  (\w+): ", text)
         if names:
-            out = text.replace("\nparams:\n", f"\nparams:\n  {draw(st.sampled_from(names))}: "
+            out = text.replace("\nparams:\n", f"\nparams:\n  {_choose(draw, names)}: "
                                "[hidden]\n", 1)  # fmt: skip
     return text if out is None else out
 
@@ -714,10 +757,10 @@ def near_valid_specs(draw) -> str:
     functions, bad numbers, garbage characters, YAML tags and tricks, missing sections,
     non-identifier names, lists where mappings go, cycles, bad updates, truncation. The result
     may still be valid."""
-    if draw(st.integers(0, 3)) == 0:
-        text = shipped_path(draw(st.sampled_from(shipped_names()))).read_text()
+    if _between(draw, 0, 3) == 0:
+        text = shipped_path(_choose(draw, shipped_names())).read_text()
     else:
         text = draw(cell_specs())
-    for _ in range(draw(st.integers(1, 3))):
+    for _ in range(_between(draw, 1, 3)):
         text = _mutate(draw, text)
     return text
