@@ -203,8 +203,8 @@ def _make_gemm(dtype):
         M = A.shape[0]
         K = A.shape[1]
         N = W.shape[0]
-        sa = cuda.shared.array((BK, BM), NT)
-        sw = cuda.shared.array((BK, BN), NT)
+        # Dynamic shared memory only: the simulator hands static shared arrays out racily.
+        sh = cuda.shared.array(0, NT)  # A tile [BK, BM], then W tile [BK, BN]
         acc = cuda.local.array((TM, TN), NT)
         fa = cuda.local.array(TM, NT)
         fw = cuda.local.array(TN, NT)
@@ -223,19 +223,19 @@ def _make_gemm(dtype):
                 c = e - r * BK
                 m = m0 + r
                 k = k0 + c
-                sa[c, r] = A[m, k] if (m < M and k < K) else ZERO
+                sh[c * BM + r] = A[m, k] if (m < M and k < K) else ZERO
             for e in range(tid, BN * BK, nthr):
                 r = e // BK
                 c = e - r * BK
                 n = n0 + r
                 k = k0 + c
-                sw[c, r] = W[n, k] if (n < N and k < K) else ZERO
+                sh[BK * BM + c * BN + r] = W[n, k] if (n < N and k < K) else ZERO
             cuda.syncthreads()
             for c in range(BK):
                 for p in range(TM):
-                    fa[p] = sa[c, ty * TM + p]
+                    fa[p] = sh[c * BM + ty * TM + p]
                 for q in range(TN):
-                    fw[q] = sw[c, tx * TN + q]
+                    fw[q] = sh[BK * BM + c * BN + tx * TN + q]
                 for p in range(TM):
                     for q in range(TN):
                         acc[p, q] += fa[p] * fw[q]
@@ -444,31 +444,34 @@ class Run:
             min(rows, 65535 * 1024), NORM_THREADS, self.stream, NORM_THREADS * 8, *args
         )
 
-    def fused(self, name, B, E, *args):
-        """A step's products and element-wise work: the register-tiled fused kernel."""
+    def fused(self, name, B, E, cols, *args):
+        """A step's products and element-wise work: the register-tiled fused kernel, with
+        shared memory for an operand tile and `cols` weight tiles."""
         if B <= 0 or E <= 0:
             return
-        BM, BN, _, TM, TN = STEP_TILE
+        BM, BN, BK, TM, TN = STEP_TILE
+        shared = (BK * BM + cols * BK * BN) * self.dtype.itemsize
         grid = (-(-E // BN), -(-B // BM))
         if grid[1] > 65535:
             raise KernelArgumentError(
                 f"batch {B} exceeds the stepwise kernel's limit of {65535 * BM} rows; split "
                 f"the batch"
             )
-        self._launcher(name)(grid, (BN // TN, BM // TM), self.stream, 0, *args)
+        self._launcher(name)(grid, (BN // TN, BM // TM), self.stream, shared, *args)
 
     def gemm(self, A, W, C):
         """C = A @ W.T for the hoisted products (A: [M, K] any layout, W: [N, K])."""
         M, N = C.shape
         if M <= 0 or N <= 0:
             return
-        BM, BN, _, TM, TN = GEMM_TILE
+        BM, BN, BK, TM, TN = GEMM_TILE
         grid = (-(-M // BM), -(-N // BN))
         if grid[1] > 65535:
             raise KernelArgumentError(
                 f"a hoisted product with {N} outputs exceeds the limit of {65535 * BN}"
             )
-        gemm_kernel(self.dtype)[grid, (BN // TN, BM // TM), self.stream or 0](A, W, C)
+        shared = (BK * BM + BK * BN) * self.dtype.itemsize
+        gemm_kernel(self.dtype)[grid, (BN // TN, BM // TM), self.stream or 0, shared](A, W, C)
 
     def persistent(self, name, phases, T, B, *args) -> bool:
         """Run the whole sequence in one cooperative launch if this call should (the variant
@@ -508,14 +511,19 @@ def persistent_config(kernel, name, phases, B, dtype):
     itemsize = np.dtype(dtype).itemsize
     launcher = kernel._launcher(name)
     need = persistent_shared_bytes(phases, 1, 0, itemsize)
-    if SIMULATOR:
-        shared = persistent_shared_bytes(phases, 1, nthr, itemsize)
-        if shared > limits.shared_per_block:
+    if SIMULATOR or kernel.blocks:
+        nblk = kernel.blocks or 1
+        shared = persistent_shared_bytes(phases, nblk, nthr, itemsize)
+        if shared > limits.shared_per_block_optin or not launcher.allow_shared(shared):
             return (
-                f"the recurrent weights need {shared} bytes of shared memory, more than "
-                f"the {limits.shared_per_block} of the simulator's single block"
+                f"the recurrent weights need {shared} bytes of shared memory in each of "
+                f"{nblk} block(s), more than the {limits.shared_per_block_optin} of "
+                f"{limits.name}"
             )
-        return 1, nthr, shared
+        fits = launcher.max_cooperative_blocks(nthr, shared) if not SIMULATOR else nblk
+        if fits < nblk:
+            return f"only {fits} blocks of {shared} bytes of shared memory are co-resident"
+        return nblk, nthr, shared
     cap = limits.shared_per_block_optin
     best_reason = None
     for per_sm in range(1, 33):
@@ -634,26 +642,33 @@ def _launch_config_copy(n: int) -> tuple:
     return max(1, min(-(-n // threads), 65535)), threads
 
 
+def _as_2d(a):
+    """A C-contiguous array as [rows, last dimension] (the simulator's shapes take no -1)."""
+    shape = tuple(a.shape)
+    return a.reshape(int(np.prod(shape[:-1], dtype=np.int64)), shape[len(shape) - 1])
+
+
 def device_copy(src, dst, stream) -> None:
     """dst[...] = src[...] on the device, for 2- or 3-D arrays of the same shape."""
-    s = src.reshape(-1, src.shape[-1]) if src.is_c_contiguous() else None
-    if s is None:
-        if src.ndim == 3:  # strided 3-D: one 2-D copy per leading index
-            for i in range(src.shape[0]):
-                device_copy(src[i], dst[i], stream)
-            return
-        s = src
-    d = dst.reshape(-1, dst.shape[-1])
-    if d.size == 0:
+    if dst.size == 0:
         return
+    if src.is_c_contiguous():
+        s = _as_2d(src)
+    elif src.ndim == 3:  # strided 3-D: one 2-D copy per leading index
+        for i in range(src.shape[0]):
+            device_copy(src[i], dst[i], stream)
+        return
+    else:
+        s = src
+    d = _as_2d(dst)
     grid, threads = _launch_config_copy(d.size)
     copy_2d[grid, threads, stream or 0](s, d)
 
 
 def device_fill(dst, value, stream) -> None:
-    d = dst.reshape(-1, dst.shape[-1])
-    if d.size == 0:
+    if dst.size == 0:
         return
+    d = _as_2d(dst)
     grid, threads = _launch_config_copy(d.size)
     fill_2d[grid, threads, stream or 0](d, dst.dtype.type(value))
 
@@ -691,6 +706,7 @@ class CudaKernel(Kernel):
     ):
         super().__init__(signature, weights, vector_params, launch, dtype, fixed_sizes, doc)
         self.variant = "auto"
+        self.blocks: int | None = None  # the persistent grid; None: from the device
         self.last_variant: str | None = None  # what the last call ran
         self._launchers: dict = {}
 
@@ -704,13 +720,19 @@ class CudaKernel(Kernel):
             self._launchers[name] = Launcher(g[name], g["_KERNELS"][name], self.dtype)
         return self._launchers[name]
 
-    def with_options(self, variant: str | None = None) -> CudaKernel:
+    def with_options(self, variant: str | None = None, blocks: int | None = None) -> CudaKernel:
         """A kernel sharing this one's compiled code with other options (packed params made
-        for one work for both)."""
+        for one work for both). `blocks` fixes the persistent kernel's grid (tuning and tests;
+        under the simulator more than one block is only exact for single-phase cells at T=1,
+        where no block waits for another's results)."""
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         if variant is not None:
             new.variant = _check_variant(variant)
+        if blocks is not None:
+            if not isinstance(blocks, int) or blocks < 1:
+                raise KernelArgumentError(f"blocks must be a positive integer, got {blocks!r}")
+            new.blocks = blocks
         return new
 
     def pack(self, params: Mapping) -> PackedParams:

@@ -669,8 +669,9 @@ class CudaEmitter:
             list(self.scalars)
             + comments
             + [
-                "vs = cuda.shared.array((_BK, _BM), _NT)",
-                f"ws = cuda.shared.array(({kmax}, _BK, _BN), _NT)",
+                f"# shared: the operand tile [_BK, _BM], then {kmax} weight tile(s) [_BK, _BN]",
+                "sh = cuda.shared.array(0, _NT)",
+                "ws = _BK * _BM",
                 f"acc = cuda.local.array(({K}, _TM, _TN), _NT)",
                 "tx = cuda.threadIdx.x",
                 "ty = cuda.threadIdx.y",
@@ -697,7 +698,7 @@ class CudaEmitter:
                 "        b = b0 + r",
                 "        i = i0 + c",
                 (
-                    f"        vs[c, r] = {self.acc.element(src.vec, 't', 'b', 'i')} "
+                    f"        sh[c * _BM + r] = {self.acc.element(src.vec, 't', 'b', 'i')} "
                     f"if (b < B and i < {n}) else _ZERO"
                 ),
                 "    for e in range(tid, _BN * _BK, nthr):",
@@ -709,17 +710,22 @@ class CudaEmitter:
             ]
             for m, (p, off) in enumerate(src.cols):
                 row = "j" if off == Size() else f"{self.size(off)} + j"
-                body.append(f"        ws[{m}, c, r] = {self.weight(p)}[{row}, i] if ok else _ZERO")
+                body.append(
+                    f"        sh[ws + ({m} * _BK + c) * _BN + r] = {self.weight(p)}[{row}, i] "
+                    "if ok else _ZERO"
+                )
             body += [
                 "    cuda.syncthreads()",
                 "    for c in range(_BK):",
                 "        for p in range(_TM):",
-                "            vv = vs[c, ty * _TM + p]",
+                "            vv = sh[c * _BM + ty * _TM + p]",
                 "            for q in range(_TN):",
                 "                col = tx * _TN + q",
             ]
             for m in range(len(src.cols)):
-                body.append(f"                acc[{k + m}, p, q] += vv * ws[{m}, c, col]")
+                body.append(
+                    f"                acc[{k + m}, p, q] += vv * sh[ws + ({m} * _BK + c) * _BN + col]"
+                )
             body.append("    cuda.syncthreads()")
             k += len(src.cols)
         body += [
@@ -755,7 +761,8 @@ class CudaEmitter:
                     self.tiled_body(launch),
                 )
                 calls.append(
-                    f"run.fused({name!r}, B, {self.size(launch.extent)}, {', '.join(args)})"
+                    f"run.fused({name!r}, B, {self.size(launch.extent)}, "
+                    f"{max(len(s.cols) for s in launch.sources)}, {', '.join(args)})"
                 )
             elif launch.kind == "fused":
                 self.acc.dots = {}
