@@ -132,6 +132,7 @@ class _Gen:
         self.spaced = _between(draw, 0, 1) == 1
         self.params: dict[str, str] = {}  # name -> YAML value text
         self.constants: dict[str, tuple[str, float]] = {}
+        self.used_constants: set[str] = set()
         self.equations: dict[str, str] = {}  # in generation (dependency) order
         self.vectors: dict[tuple, list[tuple[str, float]]] = {}  # size key -> [(name, mag)]
         self.gates: dict[tuple, list[str]] = {}  # size key -> names valued in [0, 1]
@@ -172,7 +173,9 @@ class _Gen:
         options = ["number"] * 3 + ["constant"] * bool(self.constants) + ["eq"] * bool(self.scalars)
         kind = self.pick(options)
         if kind == "constant":
-            name = self.pick(sorted(self.constants))
+            unused = [c for c in self.constants if c not in self.used_constants]
+            name = self.pick(unused or sorted(self.constants))
+            self.used_constants.add(name)
             return _E(name, ATOM, abs(self.constants[name][1]))
         if kind == "eq":
             name, mag = self.pick(self.scalars)
@@ -384,6 +387,14 @@ class _Gen:
                             gate=False)  # fmt: skip
         for name, key in self.state.items():
             self.update[name] = self.state_update(name, key)
+        for const in self.constants:  # every constant gets used (as an output, maybe)
+            if const not in self.used_constants:
+                key = (self.pick(["hidden", "input", *extra]),)
+                e = self.bounded(key, 1)
+                c = _E(const, ATOM, abs(self.constants[const][1]))
+                self.define("equation", _E(f"{const}{self.op('*')}{_at(e, UNARY)}", PRODUCT,
+                                           c.mag * e.mag), key)  # fmt: skip
+                self.used_constants.add(const)
         self.choose_outputs()
 
     def state_update(self, state: str, key: tuple) -> str:
@@ -750,6 +761,11 @@ def _mutate(draw, text: str) -> str:
     return text if out is None else out
 
 
+@functools.cache
+def _shipped_texts() -> tuple[str, ...]:
+    return tuple(shipped_path(name).read_text() for name in shipped_names())
+
+
 @st.composite
 def near_valid_specs(draw) -> str:
     """A valid spec (generated or shipped) with one to three random mutations: deleted,
@@ -758,7 +774,7 @@ def near_valid_specs(draw) -> str:
     non-identifier names, lists where mappings go, cycles, bad updates, truncation. The result
     may still be valid."""
     if _between(draw, 0, 3) == 0:
-        text = shipped_path(_choose(draw, shipped_names())).read_text()
+        text = _choose(draw, _shipped_texts())
     else:
         text = draw(cell_specs())
     for _ in range(_between(draw, 1, 3)):

@@ -4,7 +4,8 @@ Every check that needs the meaning of an expression happens here, reported at th
 file:line:col: unknown names (with the nearest defined one), shapes (through each op's own shape
 rule), `@` only between a matrix param and a vector, cycles among equations, updates of the
 wrong size, unused params. Sources (input, state, params, constants) become nodes named as in the
-spec; each equation's node takes the equation's name.
+spec; each equation's node takes the equation's name. Equations are lowered each after the ones
+it uses (found without recursion, so chains of any length work; parse depth is bounded).
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """Read a YAML spec into a `Cell`, keeping a file:line:col on every piece.
 
-The YAML is composed into nodes (never constructed into Python objects by the YAML library, so
-no tag can instantiate anything), then walked here. Expressions go to the restricted parser in
-`expr.py`. Name resolution and shape checks happen when the cell is lowered to IR.
+The YAML is composed into nodes (never constructed into Python objects by the YAML library),
+then walked here; any YAML tag (`!!python/object/apply:...`, `!foo`) is refused outright, so
+nothing in a spec can even name a constructor. Expressions go to the restricted parser in
+`expr.py`, with a map from each character of a scalar's value back to its line and column in
+the file, whatever the scalar's style (plain, quoted with escapes, folded over lines, `|`/`>`
+blocks). Name resolution and shape checks happen when the cell is lowered to IR.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def _advance(text: str, mark: yaml.Mark, index: int) -> tuple[int, int]:
         ch = text[i]
         if ch in _BREAKS and not (ch == "\r" and text[i + 1 : i + 2] == "\n"):
             line, col = line + 1, 0
-        elif ch != "\ufeff" or i != 0:
+        elif ch != "\ufeff":  # PyYAML does not count a byte order mark as a column
             col += 1
     return line, col
 
