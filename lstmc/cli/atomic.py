@@ -1,0 +1,115 @@
+"""Atomic writes: a file replaced in one rename, a missing directory appearing complete or not
+at all. On any failure, or an interrupt, what was there before is left exactly as it was."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def replace_file(target: Path, data: bytes, outside: bool = True) -> None:
+    """Replace `target` in one rename. With `outside`, the temporary file goes in the parent of
+    the target's directory, so that the directory never holds a partial or stray file; where
+    that is not possible (a read-only parent, another file system), beside the target."""
+    folder = target.parent
+    places = [folder.resolve().parent, folder] if outside else [folder]
+    failure: OSError | None = None
+    for place in places:
+        try:
+            fd, tmp = tempfile.mkstemp(dir=place, prefix=f".{target.name}.lstmc-")
+        except OSError as exc:
+            failure = exc
+            continue
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, target)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError) and place is not places[-1]:
+                failure = exc
+                continue
+            raise
+        _fsync_dir(folder)
+        return
+    raise failure
+
+
+def install(out_dir: Path, filename: str, text: str) -> bool:
+    """Put `text` at out_dir/filename, atomically. Returns False if an identical file was there
+    already (left alone: Numba's cache beside it stays valid).
+
+    A missing DIR is built as a hidden sibling and renamed into place, so it appears complete
+    or not at all; missing parents are created, and removed again if the write fails."""
+    from lstmc.errors import LstmcError
+
+    data = text.encode("utf-8")
+    target = out_dir / filename
+    if out_dir.is_dir():
+        if target.is_dir() or (target.exists() and not target.is_file()):
+            raise LstmcError(f"{target} exists and is not a file")
+        if target.is_file():
+            with contextlib.suppress(OSError):
+                if target.read_bytes() == data:
+                    return False
+        replace_file(target, data)
+        return True
+    if out_dir.exists():
+        raise LstmcError(f"{out_dir} exists and is not a directory")
+    parent = out_dir.absolute().parent
+    created = []
+    try:
+        for folder in reversed([parent, *parent.parents]):
+            if not folder.exists():
+                folder.mkdir()
+                created.append(folder)
+        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out_dir.name}.lstmc-"))
+        try:
+            _write_synced(tmp / filename, data)
+            os.chmod(tmp, 0o777 & ~_umask())
+            os.rename(tmp, out_dir)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not out_dir.is_dir():  # not just another process creating DIR meanwhile
+                raise
+            replace_file(target, data)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _fsync_dir(parent)
+    except BaseException:
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    return True
