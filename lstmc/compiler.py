@@ -54,12 +54,12 @@ def generate_source(cell: Cell, target: str = "cpu", dtype: str = "float32",
     if not isinstance(opt, int) or not 0 <= opt <= 3:
         raise LstmcError(f"opt must be 0, 1, 2 or 3, got {opt!r}")
     fixed = dict(sizes or {})
-    for name, value in fixed.items():
-        if name not in cell.sizes:
-            raise LstmcError(f"unknown size {name!r} in sizes; {cell.name} has "
+    for size, value in fixed.items():
+        if size not in cell.sizes:
+            raise LstmcError(f"unknown size {size!r} in sizes; {cell.name} has "
                              f"{', '.join(cell.sizes)}")
         if not isinstance(value, (int, np.integer)) or value <= 0:
-            raise LstmcError(f"size {name} must be a positive integer, got {value!r}")
+            raise LstmcError(f"size {size} must be a positive integer, got {value!r}")
     graph, records = optimize(cell, opt, unroll, constants)
     from lstmc.codegen.common import spec_hash
 

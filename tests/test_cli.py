@@ -149,13 +149,14 @@ ARTIFACT_SCRIPT = textwrap.dedent("""
     "cell_name, dtype, options, module, function, constants, tol",
     [
         ("lstm", "float64", [], "lstm", "lstm", {}, 1e-10),
-        # fixed size, constant override and a module name of one's own
+        # fixed size, constant override and a module name of one's own (which also names the
+        # module's entry function)
         (
             "cifg_lstm",
             "float32",
             ["--size", "hidden=8", "--const", "forget_bias=1.0", "--name", "cifg8", "-O2"],
             "cifg8",
-            "cifg_lstm",
+            "cifg8",
             {"forget_bias": 1.0},
             1e-4,
         ),

@@ -52,13 +52,13 @@ def find_cell(spec: str):
     return lstmc.load(path)
 
 
-def generate(cell, target, dtype, opt, unroll, sizes, constants):
+def generate(cell, target, dtype, opt, unroll, sizes, constants, name=None):
     """`generate_source`, with a missing code generator reported as an error, not a bug."""
     from lstmc.compiler import generate_source
     from lstmc.errors import LstmcError
 
     try:
-        return generate_source(cell, target, dtype, opt, unroll, sizes or None, constants)
+        return generate_source(cell, target, dtype, opt, unroll, sizes or None, constants, name)
     except ModuleNotFoundError as exc:
         if (exc.name or "").startswith("lstmc.codegen"):
             raise LstmcError(

@@ -136,7 +136,7 @@ def compile_cmd(spec, target, out_dir, dtype, opt, unroll, sizes, constants, nam
 
     The module imports only numpy, numba and lstmc_runtime. It defines `kernel` (call it as
     `y, state = kernel(x, params, state=None)`; `kernel.init_params(...)`, `kernel.pack(...)`)
-    and a function named after the cell. The write is atomic: on any failure DIR is left
+    and a function named after the module (`--name`, default the cell). The write is atomic: on any failure DIR is left
     exactly as it was. Numba caches the machine code in DIR/__pycache__ on first use.
     """
     cell = load_cell(spec)
@@ -144,7 +144,8 @@ def compile_cmd(spec, target, out_dir, dtype, opt, unroll, sizes, constants, nam
     _check_module_name(module, name is not None)
     what = f"{cell.name} ({target}, {dtype}, -O{opt})"
     with progress(f"generating {what}"):
-        source, _graph, _records = generate(cell, target, dtype, opt, unroll, sizes, constants)
+        source, _graph, _records = generate(cell, target, dtype, opt, unroll, sizes, constants,
+                                            module)
     if check:
         with progress(f"checking that {module}.py imports on its own"):
             _check_artifact(source, module)
