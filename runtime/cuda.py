@@ -526,8 +526,13 @@ def persistent_config(kernel, name, phases, B, dtype):
         return nblk, nthr, shared
     cap = limits.shared_per_block_optin
     best_reason = None
-    for per_sm in range(1, 33):
-        nblk = limits.sm_count * per_sm
+    # Fewest blocks first (a grid-wide sync costs more with more blocks); more blocks need
+    # less shared memory each. Blocks beyond the widest phase's units would own no units.
+    units = max((e for e, _ in phases), default=0)
+    candidates = sorted(
+        {min(limits.sm_count * k, units) if units else limits.sm_count * k for k in range(1, 33)}
+    )
+    for nblk in candidates:
         shared = persistent_shared_bytes(phases, nblk, nthr, itemsize)
         if shared > cap:
             continue
@@ -541,12 +546,12 @@ def persistent_config(kernel, name, phases, B, dtype):
         best_reason = (
             f"{nblk} blocks of {shared} bytes of shared memory are not co-resident ({fits} fit)"
         )
-        if fits < limits.sm_count:
-            break
     total = limits.sm_count * cap
-    return best_reason or (
+    return (
         f"the recurrent weights ({need / 2**20:.1f} MiB) do not fit in the shared memory of "
-        f"{limits.name} ({limits.sm_count} SMs x {cap // 1024} KiB = {total / 2**20:.1f} MiB)"
+        f"{limits.name} ({limits.sm_count} SMs x {cap // 1024} KiB = {total / 2**20:.1f} MiB"
+        + (f"; {best_reason}" if best_reason else "")
+        + ")"
     )
 
 

@@ -259,3 +259,54 @@ def test_device_math_is_built_once_per_dtype():
     ptx_check.py: no float64 instruction in a float32 kernel)."""
     assert rt.device_math(np.float32) is rt.device_math("float32")
     assert rt.device_math(np.float64) is not rt.device_math(np.float32)
+
+
+# -- the persistent grid, on a modelled device ---------------------------------------------------
+
+
+class _FakeLauncher:
+    """Occupancy of a device whose SMs hold `smem` bytes of shared memory and 8 blocks."""
+
+    def __init__(self, limits, optin=True, smem=228 * 1024):
+        self.limits, self.optin, self.smem = limits, optin, smem
+
+    def allow_shared(self, nbytes):
+        return self.optin or nbytes <= self.limits.shared_per_block
+
+    def max_cooperative_blocks(self, nthreads, shared):
+        return self.limits.sm_count * min(8, self.smem // max(shared, 1))
+
+
+class _FakeKernel:
+    blocks = None
+
+    def __init__(self, launcher):
+        self.launcher = launcher
+
+    def _launcher(self, name):
+        return self.launcher
+
+
+H100 = rt.DeviceLimits("H100 (model)", 132, 1024, 48 * 1024, 227 * 1024, True, (9, 0))
+
+
+@pytest.mark.parametrize(
+    ("hidden", "dtype", "optin", "expect"),
+    [
+        (1024, "float32", True, (132, 256 * 8 + 8 * 4 * 1024 * 4)),  # 8 units x 4 gates / block
+        (128, "float32", True, (128, 256 * 8 + 4 * 128 * 4)),  # no block without units
+        (512, "float32", False, (132, 256 * 8 + 4 * 4 * 512 * 4)),  # 48 KiB without opt-in
+        (1024, "float64", True, "do not fit"),  # 32 MiB > 132 x 227 KiB
+    ],
+)
+def test_persistent_grid_from_the_device(monkeypatch, hidden, dtype, optin, expect):
+    monkeypatch.setattr(rt, "SIMULATOR", False)
+    monkeypatch.setattr(rt, "PERSIST_THREADS", 256)
+    monkeypatch.setattr(rt, "device_limits", lambda: H100)
+    kernel = _FakeKernel(_FakeLauncher(H100, optin))
+    config = rt.persistent_config(kernel, "_persistent", [(hidden, 4 * hidden)], 1, dtype)
+    if isinstance(expect, str):
+        assert isinstance(config, str) and expect in config and "H100" in config
+    else:
+        nblk, nthr, shared = config
+        assert (nblk, shared) == expect and nthr == 256
