@@ -454,8 +454,9 @@ class Run:
         grid = (-(-E // BN), -(-B // BM))
         if grid[1] > 65535:
             raise KernelArgumentError(
-                f"batch {B} exceeds the stepwise kernel's limit of {65535 * BM} rows; split "
-                f"the batch"
+                f"batch {B} exceeds the stepwise kernel's limit of {65535 * BM} rows; the "
+                f"persistent variant (variant='persistent') has no batch limit where the "
+                f"weights fit in shared memory; else split the batch"
             )
         self._launcher(name)(grid, (BN // TN, BM // TM), self.stream, shared, *args)
 
