@@ -47,12 +47,26 @@ def serial(rows, B: int) -> None:
     rows(0, B)
 
 
+# A step's products smaller than this (multiply-adds) run on one BLAS thread: OpenBLAS would
+# split them across threads that then wait for each other every step, which costs more than
+# it saves, and collapses when another process keeps a core busy.
+_SMALL_STEP = 4_000_000
+
+
+def serial_one_blas_thread(rows, B: int) -> None:
+    with _blas_limit():
+        rows(0, B)
+
+
 def plan_chunks(T: int, B: int, work_per_row: int, threads: int | None):
     """Return the `run_chunks(rows, B)` function for one call."""
     if threads is None:
         threads = cpu_count() if T * B * work_per_row >= _MIN_WORK else 1
     n = max(1, min(threads, B // _MIN_ROWS))
     if n == 1:
+        step = B * work_per_row
+        if T * step >= _MIN_WORK // 2 and step < _SMALL_STEP:
+            return serial_one_blas_thread  # holding the BLAS costs ~12 us: only when it pays
         return serial
 
     def run_chunks(rows, B: int) -> None:
