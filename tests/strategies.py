@@ -133,6 +133,7 @@ class _Gen:
         self.params: dict[str, str] = {}  # name -> YAML value text
         self.constants: dict[str, tuple[str, float]] = {}
         self.used_constants: set[str] = set()
+        self.bare: set[str] = set()  # sizes some param has as a whole dimension
         self.equations: dict[str, str] = {}  # in generation (dependency) order
         self.vectors: dict[tuple, list[tuple[str, float]]] = {}  # size key -> [(name, mag)]
         self.gates: dict[tuple, list[str]] = {}  # size key -> names valued in [0, 1]
@@ -187,6 +188,7 @@ class _Gen:
         if init is None and self.chance(0.1):
             init = "uniform"
         self.params[name] = f"{{shape: {shape}, init: {init}}}" if init else shape
+        self.bare |= set(re.findall(r"[\[,]\s*(\w+)\s*(?=[,\]])", shape))
         return name
 
     def size_text(self, key: tuple) -> str:
@@ -395,6 +397,11 @@ class _Gen:
                 self.define("equation", _E(f"{const}{self.op('*')}{_at(e, UNARY)}", PRODUCT,
                                            c.mag * e.mag), key)  # fmt: skip
                 self.used_constants.add(const)
+        for size in self.sizes:  # bind every size from x and the params alone (state optional)
+            if size != "input" and size not in self.bare:
+                key = (size,)
+                b = self.add_param("vector", self.shape_text(key))
+                self.define("equation", self.squash(_E(b, ATOM, 1.0), key), key)
         self.choose_outputs()
 
     def state_update(self, state: str, key: tuple) -> str:
@@ -720,8 +727,8 @@ def _mutate(draw, text: str) -> str:
     elif kind == "number":
         out = _replace_match(draw, text, _NUMBER, _BAD_NUMBERS)
         if out is None:  # no number yet: scale an equation by a bad one
-            out = re.sub(r"(\n\s+\w+: )", lambda m: m.group(1) + draw(
-                _BAD_NUMBERS) + " * ", text, count=1)  # fmt: skip
+            bad = _choose(draw, _BAD_NUMBERS)
+            out = re.sub(r"(\n\s+\w+: )", lambda m: m.group(1) + bad + " * ", text, count=1)
     elif kind in ("garbage", "yaml", "operator"):
         pool = {"garbage": _GARBAGE, "yaml": _YAML_TRICKS, "operator": _OPERATORS}[kind]
         pos = _between(draw, 0, len(text))

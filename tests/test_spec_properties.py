@@ -56,7 +56,9 @@ def test_near_valid_specs_load_or_fail_at_a_location(text):
     verify(graph)
     sig = signature(graph)
     sizes = {s: 2 for s in sig.sizes}
-    lstmc.interpret(graph, np.ones((2, 1, *sig.input.concrete(sizes))), sig.init_params(sizes))
+    state = {s.name: np.ones((1, *s.concrete(sizes))) for s in sig.state}
+    x = np.ones((2, 1, *sig.input.concrete(sizes)))
+    lstmc.interpret(graph, x, sig.init_params(sizes), state)
 
 
 @given(cell_and_data())
@@ -77,6 +79,8 @@ def test_generated_cells_load_lower_verify_and_run(case):
     for spec in sig.state:
         assert state[spec.name].shape == (case.B, *spec.concrete(case.sizes))
         assert np.isfinite(state[spec.name]).all()
+    # Every size binds from x and the params alone, so the state may be left out.
+    assert sig.bind(case.x(), case.params()) == case.sizes
 
 
 @settings(max_examples=60)
