@@ -97,3 +97,44 @@ def test_generated_cells_round_trip_and_reload(text):
     # Every param is used, every size can be bound, outputs are equations.
     assert set(cell.output_names) <= set(cell.equations)
     assert {p.attrs["name"] for p in graph.find("param")} == set(cell.params)
+
+
+def check_locations(cell) -> int:
+    """Every node of every expression is located exactly at its text; returns how many."""
+    from lstmc.spec.expr import NUMBER_RE, BinOp, Call, Name, Neg, Num
+
+    text = cell.source
+    count = 0
+    stack = [eq.expr for eq in [*cell.equations.values(), *cell.update.values()]]
+    while stack:
+        e = stack.pop()
+        i = index_of(text, e.loc.line, e.loc.col)
+        where = f"{e.loc}: {text[i : i + 20]!r} for {e}"
+        if isinstance(e, Name):
+            assert text[i : i + len(e.id)] == e.id, where
+        elif isinstance(e, Call):
+            assert text[i : i + len(e.func)] == e.func, where
+            stack.extend(e.args)
+        elif isinstance(e, Num):
+            m = NUMBER_RE.match(text, i)
+            assert m and float(m[0]) == e.value, where
+        elif isinstance(e, Neg):
+            assert text[i] == "-", where
+            stack.append(e.operand)
+        elif isinstance(e, BinOp):
+            assert text[i] == e.op, where
+            stack += [e.lhs, e.rhs]
+        count += 1
+    return count
+
+
+@given(cell_specs())
+def test_every_expression_node_is_located_at_its_text(text):
+    assert check_locations(lstmc.loads(text, "gen.yaml")) > 0
+
+
+def test_shipped_cells_expression_locations():
+    from lstmc.cells import names
+
+    for name in names():
+        assert check_locations(lstmc.builtin(name)) > 0
