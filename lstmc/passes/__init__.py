@@ -7,6 +7,7 @@ from lstmc.passes import (  # noqa: F401  (imported to register)
     fuse_elementwise,
     fuse_gates,
     hoist,
+    reassociate,
     simplify,
     split_concat,
     unroll,

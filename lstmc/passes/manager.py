@@ -47,7 +47,8 @@ def pipeline(level: int, unroll: int | None = None) -> list[str]:
         return []
     names = list(CLEANUP)
     if level >= 2:
-        names += ["split-concat-matvec", *CLEANUP, "fuse-gates", "dce", "hoist", "fuse-elementwise"]
+        names += ["split-concat-matvec", *CLEANUP, "fuse-gates", "reassociate", "dce", "hoist",
+                  "fuse-elementwise"]
     if level >= 3 or unroll:
         names += ["unroll"]
     return names
