@@ -6,7 +6,7 @@ from typing import Mapping
 
 import numpy as np
 
-from lstmc.errors import CodegenError, LstmcError
+from lstmc.errors import LstmcError
 from lstmc.ir.graph import Graph
 from lstmc.ir.printer import print_graph
 from lstmc.passes import pipeline, run_passes
@@ -76,10 +76,7 @@ def generate_source(cell: Cell, target: str = "cpu", dtype: str = "float32",
         from lstmc.codegen.cpu import generate
     else:
         from lstmc.codegen.cuda import generate
-    try:
-        source = generate(graph, dtype, fixed, info)
-    except CodegenError:
-        raise
+    source = generate(graph, dtype, fixed, info)
     return source, graph, records
 
 
@@ -99,6 +96,13 @@ def compile(cell: Cell, target: str = "cpu", dtype: str = "float32", opt: int = 
     key = cache_key({"source": source, "options": options})
     module = load_generated(source, key, cell.name, use_cache=cache)
     kernel = module.kernel
+    if options:  # target options: the CUDA kernel variant ("auto", "stepwise", "persistent")
+        known = {"variant", "blocks"} if target == "cuda" else set()
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise LstmcError(f"unknown option(s) {', '.join(unknown)} for target {target!r}"
+                             + (f"; known: {', '.join(sorted(known))}" if known else ""))
+        kernel = kernel.with_options(**options)
     kernel.source = source
     kernel.graph = graph
     kernel.ir = print_graph(graph)

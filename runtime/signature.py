@@ -168,7 +168,7 @@ class Signature:
     def init_params(self, sizes: Mapping[str, int], seed: int = 0,
                     dtype=np.float64) -> dict[str, np.ndarray]:
         missing = [s for s in self.sizes if s not in sizes]
-        if missing and x_shape is not None:
+        if missing:
             raise KernelArgumentError(
                 f"init_params needs every size: missing {', '.join(missing)} "
                 f"(call it as init_params({', '.join(f'{s}=...' for s in self.sizes)}))")

@@ -218,6 +218,10 @@ def test_argument_errors_name_argument_and_shapes():
     assert "state `h`" in msg and "(3, 4)" in msg and "B=2" in msg
     assert "unexpected state `q`" in _args_error(kernel, x, params, {"q": state["h"]})
     assert "must be an array" in _args_error(kernel, [[1.0]], params)
+    with pytest.raises(KernelArgumentError, match="init_params needs every size: missing hidden"):
+        kernel.init_params(input=3)
+    with pytest.raises(KernelArgumentError, match="unknown size"):
+        kernel.init_params(input=3, hidden=4, hiden=4)
     assert "float array" in _args_error(kernel, x.astype(np.int32), params)
 
 

@@ -22,7 +22,6 @@ from lstmc.codegen.common import (
     size_expr,
 )
 from lstmc.codegen.module import lookup, module_header, module_tail
-from lstmc.errors import CodegenError
 from lstmc.codegen.schedule import Item, Schedule, schedule
 from lstmc.ir.graph import Graph, Node
 from lstmc.ir.shapes import Size
