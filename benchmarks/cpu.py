@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lstmc_runtime.threads import cpu_count
 from threadpoolctl import threadpool_info
 
 import lstmc
-from lstmc_runtime.threads import cpu_count
 
 HERE = Path(__file__).parent
 T = 100
@@ -76,8 +76,10 @@ def torch_params_gru(m: torch.nn.GRU, H: int) -> dict:
 def grid(hs, bs) -> list[dict]:
     rows = []
     kernels = {name: lstmc.compile(lstmc.builtin(name)) for name in ("lstm", "gru")}
-    for name, module_cls, convert in (("lstm", torch.nn.LSTM, torch_params_lstm),
-                                      ("gru", torch.nn.GRU, torch_params_gru)):
+    for name, module_cls, convert in (
+        ("lstm", torch.nn.LSTM, torch_params_lstm),
+        ("gru", torch.nn.GRU, torch_params_gru),
+    ):
         for H in hs:
             for B in bs:
                 torch.manual_seed(0)
@@ -90,12 +92,23 @@ def grid(hs, bs) -> list[dict]:
                     y_torch = m(x)[0].numpy()
                 t_ours = best_time(lambda: kernels[name](xn, packed))
                 y_ours = kernels[name](xn, packed)[0]
-                rows.append(dict(cell=name, H=H, B=B, torch_ms=t_torch * 1e3,
-                                 lstmc_ms=t_ours * 1e3, speedup=t_torch / t_ours,
-                                 max_abs_diff=float(np.abs(y_ours - y_torch).max())))
-                print(f"{name:5s} H={H:4d} B={B:3d}  torch {t_torch * 1e3:9.3f} ms  "
-                      f"lstmc {t_ours * 1e3:9.3f} ms  speedup {t_torch / t_ours:5.2f}x  "
-                      f"|diff| {rows[-1]['max_abs_diff']:.1e}", flush=True)
+                rows.append(
+                    dict(
+                        cell=name,
+                        H=H,
+                        B=B,
+                        torch_ms=t_torch * 1e3,
+                        lstmc_ms=t_ours * 1e3,
+                        speedup=t_torch / t_ours,
+                        max_abs_diff=float(np.abs(y_ours - y_torch).max()),
+                    )
+                )
+                print(
+                    f"{name:5s} H={H:4d} B={B:3d}  torch {t_torch * 1e3:9.3f} ms  "
+                    f"lstmc {t_ours * 1e3:9.3f} ms  speedup {t_torch / t_ours:5.2f}x  "
+                    f"|diff| {rows[-1]['max_abs_diff']:.1e}",
+                    flush=True,
+                )
     return rows
 
 
@@ -120,6 +133,7 @@ def eager_step(name: str, p: dict):
     if name == "peephole_lstm":
         return lstm_like
     if name == "cifg_lstm":
+
         def cifg(x, h, c):
             hx = torch.cat([h, x], dim=1)
             f = torch.sigmoid(hx @ t["W_f"].T + t["b_f"])
@@ -127,8 +141,10 @@ def eager_step(name: str, p: dict):
             o = torch.sigmoid(hx @ t["W_o"].T + t["b_o"])
             c2 = f * c + (1 - f) * g
             return o * torch.tanh(c2), c2
+
         return cifg
     if name == "layernorm_lstm":
+
         def lnlstm(x, h, c):
             gates = []
             for g in "ifgo":
@@ -140,6 +156,7 @@ def eager_step(name: str, p: dict):
             c2 = f * c + i * torch.tanh(gates[2])
             n = c2.shape[1]
             return o * torch.tanh(ln(c2, (n,), t["gamma_c"], t["beta_c"])), c2
+
         return lnlstm
     raise KeyError(name)
 
@@ -173,14 +190,26 @@ def variants(hs, B: int) -> list[dict]:
                 t_eager = best_time(eager, repeat=3)
                 y_eager = eager().numpy()
             y_ours = kernel(x, packed)[0]
-            rows.append(dict(cell=name, H=H, B=B, lstmc_ms=t_ours * 1e3,
-                             plain_lstm_ms=t_plain * 1e3, eager_ms=t_eager * 1e3,
-                             vs_plain=t_ours / t_plain, vs_eager=t_eager / t_ours,
-                             max_abs_diff=float(np.abs(y_ours - y_eager).max())))
-            print(f"{name:15s} H={H:4d} B={B:3d}  lstmc {t_ours * 1e3:8.3f} ms  plain lstm "
-                  f"{t_plain * 1e3:8.3f} ms ({t_ours / t_plain:4.2f}x)  eager torch "
-                  f"{t_eager * 1e3:8.2f} ms ({t_eager / t_ours:5.1f}x faster)  "
-                  f"|diff| {rows[-1]['max_abs_diff']:.1e}", flush=True)
+            rows.append(
+                dict(
+                    cell=name,
+                    H=H,
+                    B=B,
+                    lstmc_ms=t_ours * 1e3,
+                    plain_lstm_ms=t_plain * 1e3,
+                    eager_ms=t_eager * 1e3,
+                    vs_plain=t_ours / t_plain,
+                    vs_eager=t_eager / t_ours,
+                    max_abs_diff=float(np.abs(y_ours - y_eager).max()),
+                )
+            )
+            print(
+                f"{name:15s} H={H:4d} B={B:3d}  lstmc {t_ours * 1e3:8.3f} ms  plain lstm "
+                f"{t_plain * 1e3:8.3f} ms ({t_ours / t_plain:4.2f}x)  eager torch "
+                f"{t_eager * 1e3:8.2f} ms ({t_eager / t_ours:5.1f}x faster)  "
+                f"|diff| {rows[-1]['max_abs_diff']:.1e}",
+                flush=True,
+            )
     return rows
 
 
@@ -197,11 +226,13 @@ def ablation(H: int = 256, B: int = 16) -> list[dict]:
     rows = []
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, H)).astype(np.float32)
-    for label, opt, threads in (("-O0 (naive: a product per gate, a loop per op)", 0, None),
-                                ("-O1 (+ fold, simplify, CSE, DCE)", 1, None),
-                                ("-O2 one thread (+ gate fusion, hoisting, loop fusion)", 2, 1),
-                                ("-O2 (+ batch split across threads)", 2, None),
-                                ("-O3 (+ time loop unrolled x2)", 3, None)):
+    for label, opt, threads in (
+        ("-O0 (naive: a product per gate, a loop per op)", 0, None),
+        ("-O1 (+ fold, simplify, CSE, DCE)", 1, None),
+        ("-O2 one thread (+ gate fusion, hoisting, loop fusion)", 2, 1),
+        ("-O2 (+ batch split across threads)", 2, None),
+        ("-O3 (+ time loop unrolled x2)", 3, None),
+    ):
         kernel = lstmc.compile(lstmc.builtin("lstm"), opt=opt)
         kernel.threads = threads
         packed = kernel.pack(kernel.init_params(input=H, hidden=H))
@@ -255,12 +286,19 @@ def compile_times(names) -> list[dict]:
         for name in names:
             times = []
             for _ in range(2):  # cold (empty cache), then warm (cached)
-                out = subprocess.run([sys.executable, "-c", _TIMING_CODE, name], env=env,
-                                     capture_output=True, text=True, check=True)
+                out = subprocess.run(
+                    [sys.executable, "-c", _TIMING_CODE, name],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 times.append(json.loads(out.stdout.strip().splitlines()[-1]))
             rows.append(dict(cell=name, cold_s=times[0], warm_s=times[1]))
-            print(f"{name:15s} cold compile {times[0]:6.2f} s   warm load {times[1]:5.2f} s",
-                  flush=True)
+            print(
+                f"{name:15s} cold compile {times[0]:6.2f} s   warm load {times[1]:5.2f} s",
+                flush=True,
+            )
     return rows
 
 
@@ -270,56 +308,99 @@ def compile_times(names) -> list[dict]:
 def blas_report() -> str:
     lines = []
     for info in threadpool_info():
-        lines.append(f"{info['internal_api']} {info.get('version', '')} "
-                     f"{info.get('architecture', '')} threads={info['num_threads']} "
-                     f"({Path(info['filepath']).name})")
+        lines.append(
+            f"{info['internal_api']} {info.get('version', '')} "
+            f"{info.get('architecture', '')} threads={info['num_threads']} "
+            f"({Path(info['filepath']).name})"
+        )
     cfg = torch.__config__.show()
-    isa = [ln.strip() for ln in cfg.splitlines() if "CPU capability" in ln or "BLAS_INFO" in ln
-           or "MKLDNN" in ln.upper()[:30]]
+    isa = [
+        ln.strip()
+        for ln in cfg.splitlines()
+        if "CPU capability" in ln or "BLAS_INFO" in ln or "MKLDNN" in ln.upper()[:30]
+    ]
     lines.append("torch: " + "; ".join(isa[:4]))
     lines.append(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     return "\n".join(lines)
 
 
-def write_results(grid_rows, var_rows, gemm, util, compile_rows, blas: str, threads: int,
-                  ablation_rows=()):
+def write_results(
+    grid_rows, var_rows, gemm, util, compile_rows, blas: str, threads: int, ablation_rows=()
+):
     date = datetime.date.today().isoformat()
     cpu = platform.processor() or platform.machine()
     try:
-        model = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                     if ln.startswith("model name"))
+        model = next(
+            ln.split(":", 1)[1].strip()
+            for ln in open("/proc/cpuinfo")
+            if ln.startswith("model name")
+        )
     except (OSError, StopIteration):
         model = cpu
-    md = [f"<!-- CPU results: written by benchmarks/cpu.py on {date} -->",
-          f"## CPU ({date}, {model}, {threads} threads, T={T}, float32)", "",
-          "Command: `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cpu.py`", "",
-          "GEMM libraries each side ran:", "", "```", blas, "```", "",
-          "### (a) lstmc vs torch.nn.LSTM / nn.GRU (speedup = torch time / lstmc time)", "",
-          "| cell | H | B | torch ms | lstmc ms | speedup | max abs diff |",
-          "|---|---|---|---|---|---|---|"]
+    md = [
+        f"<!-- CPU results: written by benchmarks/cpu.py on {date} -->",
+        f"## CPU ({date}, {model}, {threads} threads, T={T}, float32)",
+        "",
+        "Command: `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cpu.py`",
+        "",
+        "GEMM libraries each side ran:",
+        "",
+        "```",
+        blas,
+        "```",
+        "",
+        "### (a) lstmc vs torch.nn.LSTM / nn.GRU (speedup = torch time / lstmc time)",
+        "",
+        "| cell | H | B | torch ms | lstmc ms | speedup | max abs diff |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in grid_rows:
-        md.append(f"| {r['cell']} | {r['H']} | {r['B']} | {r['torch_ms']:.3f} | "
-                  f"{r['lstmc_ms']:.3f} | {r['speedup']:.2f}x | {r['max_abs_diff']:.1e} |")
-    md += ["", "### (b) variants vs the compiled plain LSTM and an eager PyTorch loop", "",
-           "| cell | H | B | lstmc ms | plain LSTM ms | time vs plain | eager torch ms | "
-           "speedup vs eager |", "|---|---|---|---|---|---|---|---|"]
+        md.append(
+            f"| {r['cell']} | {r['H']} | {r['B']} | {r['torch_ms']:.3f} | "
+            f"{r['lstmc_ms']:.3f} | {r['speedup']:.2f}x | {r['max_abs_diff']:.1e} |"
+        )
+    md += [
+        "",
+        "### (b) variants vs the compiled plain LSTM and an eager PyTorch loop",
+        "",
+        "| cell | H | B | lstmc ms | plain LSTM ms | time vs plain | eager torch ms | "
+        "speedup vs eager |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in var_rows:
-        md.append(f"| {r['cell']} | {r['H']} | {r['B']} | {r['lstmc_ms']:.3f} | "
-                  f"{r['plain_lstm_ms']:.3f} | {r['vs_plain']:.2f}x | {r['eager_ms']:.2f} | "
-                  f"{r['vs_eager']:.1f}x |")
-    md += ["", "### (c) GEMM throughput (GFLOP/s, float32)", "",
-           "| measure | GFLOP/s |", "|---|---|"]
+        md.append(
+            f"| {r['cell']} | {r['H']} | {r['B']} | {r['lstmc_ms']:.3f} | "
+            f"{r['plain_lstm_ms']:.3f} | {r['vs_plain']:.2f}x | {r['eager_ms']:.2f} | "
+            f"{r['vs_eager']:.1f}x |"
+        )
+    md += [
+        "",
+        "### (c) GEMM throughput (GFLOP/s, float32)",
+        "",
+        "| measure | GFLOP/s |",
+        "|---|---|",
+    ]
     for k, v in gemm.items():
         md.append(f"| {k} | {v:.1f} |")
     for k, v in util.items():
         md.append(f"| {k} | {v:.1f} |" if "gflops" in k else f"| {k} | {v:.0%} |")
-    md += ["", "### (d) compile time (fresh process, empty cache) and warm load (cached)", "",
-           "| cell | cold s | warm s |", "|---|---|---|"]
+    md += [
+        "",
+        "### (d) compile time (fresh process, empty cache) and warm load (cached)",
+        "",
+        "| cell | cold s | warm s |",
+        "|---|---|---|",
+    ]
     for r in compile_rows:
         md.append(f"| {r['cell']} | {r['cold_s']:.2f} | {r['warm_s']:.2f} |")
     if ablation_rows:
-        md += ["", "### (e) what each step bought (lstm, float32)", "",
-               "| configuration | H | B | ms |", "|---|---|---|---|"]
+        md += [
+            "",
+            "### (e) what each step bought (lstm, float32)",
+            "",
+            "| configuration | H | B | ms |",
+            "|---|---|---|---|",
+        ]
         for r in ablation_rows:
             md.append(f"| {r['step']} | {r['H']} | {r['B']} | {r['ms']:.3f} |")
     md += ["", "![speedup per size](cpu_ratios.png)", "", "<!-- end CPU results -->"]
@@ -347,8 +428,7 @@ def write_results(grid_rows, var_rows, gemm, util, compile_rows, blas: str, thre
             bs = sorted({r["B"] for r in rows})
             width = 0.8 / len(bs)
             for k, B in enumerate(bs):
-                vals = [next(r["speedup"] for r in rows if r["H"] == H and r["B"] == B)
-                        for H in hs]
+                vals = [next(r["speedup"] for r in rows if r["H"] == H and r["B"] == B) for H in hs]
                 ax.bar(np.arange(len(hs)) + k * width, vals, width, label=f"B={B}")
             ax.axhline(1.0, color="k", lw=0.8)
             ax.set_xticks(np.arange(len(hs)) + width * (len(bs) - 1) / 2, [f"H={h}" for h in hs])
@@ -381,16 +461,17 @@ def main() -> None:
         achieved = lstm_flops(T, r["B"], r["H"], r["H"]) / (r["lstmc_ms"] / 1e3) / 1e9
         torch_rate = lstm_flops(T, r["B"], r["H"], r["H"]) / (r["torch_ms"] / 1e3) / 1e9
         peak = max(v for k, v in gemm.items())
-        util = {f"lstmc LSTM H={r['H']} B={r['B']} gflops": achieved,
-                f"torch LSTM H={r['H']} B={r['B']} gflops": torch_rate,
-                "lstmc share of the best GEMM rate": achieved / peak}
+        util = {
+            f"lstmc LSTM H={r['H']} B={r['B']} gflops": achieved,
+            f"torch LSTM H={r['H']} B={r['B']} gflops": torch_rate,
+            "lstmc share of the best GEMM rate": achieved / peak,
+        }
         for k, v in util.items():
             print(f"{k}: {v:.2f}", flush=True)
     ablation_rows = ablation(128 if args.quick else 256, 16)
     compile_rows = compile_times(lstmc.cells.names())
     if not args.no_write:
-        write_results(grid_rows, var_rows, gemm, util, compile_rows, blas, threads,
-                      ablation_rows)
+        write_results(grid_rows, var_rows, gemm, util, compile_rows, blas, threads, ablation_rows)
         print(f"wrote {HERE / 'RESULTS.md'} and {HERE / 'cpu_ratios.png'}")
 
 

@@ -1,10 +1,10 @@
 """lstmc: a compiler for recurrent neural-network cells.
 
-    cell = lstmc.load("lstm.yaml")            # or lstmc.builtin("gru")
-    kernel = lstmc.compile(cell, target="cpu")
-    params = kernel.init_params(input=32, hidden=64, seed=0)
-    y, state = kernel(x, params)
-    y_ref, state_ref = lstmc.interpret(cell, x, params)
+cell = lstmc.load("lstm.yaml")            # or lstmc.builtin("gru")
+kernel = lstmc.compile(cell, target="cpu")
+params = kernel.init_params(input=32, hidden=64, seed=0)
+y, state = kernel(x, params)
+y_ref, state_ref = lstmc.interpret(cell, x, params)
 """
 
 from lstmc.api import builtin, interpret, load, loads, to_ir
@@ -21,6 +21,17 @@ from lstmc.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "load", "loads", "builtin", "interpret", "to_ir", "compile", "LstmcError", "SpecError", "VerifyError",
-    "PassError", "CodegenError", "KernelArgumentError", "__version__",
+    "load",
+    "loads",
+    "builtin",
+    "interpret",
+    "to_ir",
+    "compile",
+    "LstmcError",
+    "SpecError",
+    "VerifyError",
+    "PassError",
+    "CodegenError",
+    "KernelArgumentError",
+    "__version__",
 ]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -31,7 +31,9 @@ def builtin(name: str) -> Cell:
     if name not in _cells.names():
         raise SpecError(
             f"no shipped cell `{name}`{did_you_mean(name, _cells.names())}; shipped: "
-            + ", ".join(_cells.names()), None)
+            + ", ".join(_cells.names()),
+            None,
+        )
     return load_file(_cells.path(name))
 
 
@@ -40,8 +42,13 @@ def to_ir(cell: Cell, constants: Mapping[str, float] | None = None) -> Graph:
     return lower(cell.with_constants(dict(constants or {})))
 
 
-def interpret(cell: Cell | Graph, x, params: Mapping, state: Mapping | None = None,
-              constants: Mapping[str, float] | None = None):
+def interpret(
+    cell: Cell | Graph,
+    x,
+    params: Mapping,
+    state: Mapping | None = None,
+    constants: Mapping[str, float] | None = None,
+):
     """Run the reference interpreter (float64) over `x: [T, B, input]`.
 
     Returns `(y, state)`: y is `[T, B, n]` when the cell has one output, else a dict keyed by

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -30,22 +30,34 @@ def equations_text(cell: Cell) -> str:
     return "\n".join(lines)
 
 
-def optimize(cell: Cell | Graph, opt: int = DEFAULT_OPT, unroll: int | None = None,
-             constants: Mapping | None = None, verify_each: bool = True, keep_text=False):
+def optimize(
+    cell: Cell | Graph,
+    opt: int = DEFAULT_OPT,
+    unroll: int | None = None,
+    constants: Mapping | None = None,
+    verify_each: bool = True,
+    keep_text=False,
+):
     """The optimized graph and the pass records."""
     from lstmc.api import to_ir
 
     graph = cell if isinstance(cell, Graph) else to_ir(cell, constants)
     options = {"unroll": unroll} if unroll else None
-    return run_passes(graph, pipeline(opt, unroll), verify_each=verify_each,
-                      keep_text=keep_text, options=options)
+    return run_passes(
+        graph, pipeline(opt, unroll), verify_each=verify_each, keep_text=keep_text, options=options
+    )
 
 
-def generate_source(cell: Cell, target: str = "cpu", dtype: str = "float32",
-                    opt: int = DEFAULT_OPT, unroll: int | None = None,
-                    sizes: Mapping[str, int] | None = None,
-                    constants: Mapping[str, float] | None = None,
-                    name: str | None = None) -> tuple[str, Graph, list]:
+def generate_source(
+    cell: Cell,
+    target: str = "cpu",
+    dtype: str = "float32",
+    opt: int = DEFAULT_OPT,
+    unroll: int | None = None,
+    sizes: Mapping[str, int] | None = None,
+    constants: Mapping[str, float] | None = None,
+    name: str | None = None,
+) -> tuple[str, Graph, list]:
     """Generate a module's source. Returns (source, optimized graph, pass records)."""
     if target not in TARGETS:
         raise LstmcError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
@@ -56,8 +68,9 @@ def generate_source(cell: Cell, target: str = "cpu", dtype: str = "float32",
     fixed = dict(sizes or {})
     for size, value in fixed.items():
         if size not in cell.sizes:
-            raise LstmcError(f"unknown size {size!r} in sizes; {cell.name} has "
-                             f"{', '.join(cell.sizes)}")
+            raise LstmcError(
+                f"unknown size {size!r} in sizes; {cell.name} has {', '.join(cell.sizes)}"
+            )
         if not isinstance(value, (int, np.integer)) or value <= 0:
             raise LstmcError(f"size {size} must be a positive integer, got {value!r}")
     graph, records = optimize(cell, opt, unroll, constants)
@@ -80,9 +93,17 @@ def generate_source(cell: Cell, target: str = "cpu", dtype: str = "float32",
     return source, graph, records
 
 
-def compile(cell: Cell, target: str = "cpu", dtype: str = "float32", opt: int = DEFAULT_OPT,
-            unroll: int | None = None, sizes: Mapping[str, int] | None = None,
-            constants: Mapping[str, float] | None = None, cache: bool = True, **options):
+def compile(
+    cell: Cell,
+    target: str = "cpu",
+    dtype: str = "float32",
+    opt: int = DEFAULT_OPT,
+    unroll: int | None = None,
+    sizes: Mapping[str, int] | None = None,
+    constants: Mapping[str, float] | None = None,
+    cache: bool = True,
+    **options,
+):
     """Compile a cell into a kernel: `y, state = kernel(x, params, state=None)`.
 
     target: "cpu" or "cuda"; dtype: "float32" (default, as PyTorch) or "float64"; opt: 0-3;
@@ -100,8 +121,10 @@ def compile(cell: Cell, target: str = "cpu", dtype: str = "float32", opt: int = 
         known = {"variant", "blocks"} if target == "cuda" else set()
         unknown = sorted(set(options) - known)
         if unknown:
-            raise LstmcError(f"unknown option(s) {', '.join(unknown)} for target {target!r}"
-                             + (f"; known: {', '.join(sorted(known))}" if known else ""))
+            raise LstmcError(
+                f"unknown option(s) {', '.join(unknown)} for target {target!r}"
+                + (f"; known: {', '.join(sorted(known))}" if known else "")
+            )
         kernel = kernel.with_options(**options)
     kernel.source = source
     kernel.graph = graph

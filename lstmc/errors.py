@@ -1,11 +1,11 @@
 """The error hierarchy. Every error lstmc raises on purpose derives from LstmcError.
 
-    LstmcError
-    ├── SpecError            a spec is wrong; carries file:line:col
-    ├── VerifyError          an IR graph breaks an invariant; prints the IR, failing node marked
-    ├── PassError            a pass failed or broke the graph; names the pass and the ones before
-    ├── CodegenError         code generation could not handle a graph
-    └── KernelArgumentError  a kernel was called with bad arguments; names argument and shapes
+LstmcError
+├── SpecError            a spec is wrong; carries file:line:col
+├── VerifyError          an IR graph breaks an invariant; prints the IR, failing node marked
+├── PassError            a pass failed or broke the graph; names the pass and the ones before
+├── CodegenError         code generation could not handle a graph
+└── KernelArgumentError  a kernel was called with bad arguments; names argument and shapes
 """
 
 from __future__ import annotations
@@ -16,8 +16,14 @@ from dataclasses import dataclass
 from lstmc_runtime.errors import KernelArgumentError, LstmcError
 
 __all__ = [
-    "Location", "LstmcError", "SpecError", "VerifyError", "PassError", "CodegenError",
-    "KernelArgumentError", "did_you_mean",
+    "Location",
+    "LstmcError",
+    "SpecError",
+    "VerifyError",
+    "PassError",
+    "CodegenError",
+    "KernelArgumentError",
+    "did_you_mean",
 ]
 
 

@@ -9,21 +9,28 @@ entries start at zero. The caller's arrays are never written to.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
-
 from lstmc_runtime.errors import KernelArgumentError
-from lstmc_runtime.threads import plan_chunks
 from lstmc_runtime.packing import PackedParams, check_float, pack_weights
 from lstmc_runtime.signature import Signature, size_value
+from lstmc_runtime.threads import plan_chunks
 
 
 class Kernel:
     target = "base"
 
-    def __init__(self, signature: Signature, weights: dict, vector_params: list, launch,
-                 dtype=np.float32, fixed_sizes: dict | None = None, doc: str | None = None):
+    def __init__(
+        self,
+        signature: Signature,
+        weights: dict,
+        vector_params: list,
+        launch,
+        dtype=np.float32,
+        fixed_sizes: dict | None = None,
+        doc: str | None = None,
+    ):
         self.signature = signature
         self.weights = weights
         self.vector_params = list(vector_params)
@@ -48,8 +55,9 @@ class Kernel:
         return total
 
     def __repr__(self) -> str:
-        return (f"<{type(self).__name__} {self.signature.cell} target={self.target} "
-                f"dtype={self.dtype}>")
+        return (
+            f"<{type(self).__name__} {self.signature.cell} target={self.target} dtype={self.dtype}>"
+        )
 
     @property
     def output_names(self) -> list[str]:
@@ -67,15 +75,22 @@ class Kernel:
         sizes = self.signature.bind_params(params, fixed=self.fixed_sizes)
         for name, a in params.items():
             check_float(f"param `{name}`", a)
-        arrays = pack_weights({k: np.asarray(v) for k, v in params.items()}, sizes,
-                              self.weights, self.vector_params, self.dtype)
+        arrays = pack_weights(
+            {k: np.asarray(v) for k, v in params.items()},
+            sizes,
+            self.weights,
+            self.vector_params,
+            self.dtype,
+        )
         return PackedParams(arrays, sizes, self.dtype, id(self.weights))
 
     def __call__(self, x, params, state: Mapping | None = None):
         packed = params if isinstance(params, PackedParams) else self.pack(params)
         if packed._owner != id(self.weights) or packed.dtype != self.dtype:
-            raise KernelArgumentError("these packed params were packed by another kernel; "
-                                      "pack them with this kernel's .pack()")
+            raise KernelArgumentError(
+                "these packed params were packed by another kernel; "
+                "pack them with this kernel's .pack()"
+            )
         check_float("x", x, self.dtype)
         sizes = self.signature.bind(x, None, state, fixed=packed.sizes)
         x = np.ascontiguousarray(x)
@@ -88,10 +103,18 @@ class Kernel:
                 cur[s.name] = np.array(state[s.name], dtype=self.dtype, order="C")  # a copy
             else:
                 cur[s.name] = np.zeros((B, n), self.dtype)
-        outputs = {name: np.empty((T, B, size_value(size, sizes)), self.dtype)
-                   for name, size in self.signature.outputs}
-        final = self._launch(x, cur, packed.arrays, outputs, sizes,
-                             plan_chunks(T, B, self._work_per_row(sizes), self.threads))
+        outputs = {
+            name: np.empty((T, B, size_value(size, sizes)), self.dtype)
+            for name, size in self.signature.outputs
+        }
+        final = self._launch(
+            x,
+            cur,
+            packed.arrays,
+            outputs,
+            sizes,
+            plan_chunks(T, B, self._work_per_row(sizes), self.threads),
+        )
         y = next(iter(outputs.values())) if len(outputs) == 1 else outputs
         return y, final
 

@@ -8,10 +8,9 @@ kernel's product of a `[B, in]` batch is one GEMM with no copy.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
-
 from lstmc_runtime.errors import KernelArgumentError
 from lstmc_runtime.signature import size_value
 
@@ -30,8 +29,14 @@ class PackedParams:
         return f"<PackedParams {self.dtype} sizes={self.sizes}>"
 
 
-def pack_weights(params: Mapping[str, np.ndarray], sizes: Mapping[str, int], weights: dict,
-                 vector_params: list[str], dtype, xp=np) -> dict:
+def pack_weights(
+    params: Mapping[str, np.ndarray],
+    sizes: Mapping[str, int],
+    weights: dict,
+    vector_params: list[str],
+    dtype,
+    xp=np,
+) -> dict:
     arrays = {}
     for name, blocks in weights.items():
         rows = []
@@ -39,7 +44,7 @@ def pack_weights(params: Mapping[str, np.ndarray], sizes: Mapping[str, int], wei
             w = params[param]
             if cols is not None:
                 start = size_value(cols[0], sizes)
-                w = w[:, start:start + size_value(cols[1], sizes)]
+                w = w[:, start : start + size_value(cols[1], sizes)]
             rows.append(w)
         arrays[name] = xp.ascontiguousarray(xp.concatenate(rows, axis=0).T.astype(dtype))
     for name in vector_params:
@@ -53,9 +58,11 @@ def check_float(name: str, a, dtype=None) -> None:
     kind = getattr(a.dtype, "kind", None)
     if kind != "f":
         raise KernelArgumentError(
-            f"`{name}` must be a float array, got dtype {getattr(a, 'dtype', type(a).__name__)}")
+            f"`{name}` must be a float array, got dtype {getattr(a, 'dtype', type(a).__name__)}"
+        )
     if dtype is not None and np.dtype(a.dtype) != np.dtype(dtype):
         raise KernelArgumentError(
             f"`{name}` has dtype {a.dtype} but the kernel was compiled for {np.dtype(dtype)}; "
             f"convert it (`.astype(np.{np.dtype(dtype)})`) or compile with "
-            f"dtype='{np.dtype(a.dtype)}'")
+            f"dtype='{np.dtype(a.dtype)}'"
+        )

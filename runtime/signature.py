@@ -7,11 +7,10 @@ plain data: `(((symbol, coef), ...), const)`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
-
 from lstmc_runtime.errors import KernelArgumentError
 
 SizeData = tuple  # ((symbol, coef), ...), const
@@ -61,13 +60,19 @@ class Signature:
 
     # -- binding ---------------------------------------------------------------------------
 
-    def bind_params(self, params: Mapping, fixed: Mapping[str, int] | None = None
-                    ) -> dict[str, int]:
+    def bind_params(
+        self, params: Mapping, fixed: Mapping[str, int] | None = None
+    ) -> dict[str, int]:
         """Bind the sizes from the params alone (for packing) and check their shapes."""
         return self.bind(None, params, None, fixed)
 
-    def bind(self, x, params: Mapping | None, state: Mapping | None = None,
-             fixed: Mapping[str, int] | None = None) -> dict[str, int]:
+    def bind(
+        self,
+        x,
+        params: Mapping | None,
+        state: Mapping | None = None,
+        fixed: Mapping[str, int] | None = None,
+    ) -> dict[str, int]:
         """Bind every size symbol from the arrays and check every shape.
 
         `x=None` checks params alone; `params=None` checks x and state against `fixed` sizes
@@ -78,45 +83,52 @@ class Signature:
         if x_shape is not None and len(x_shape) != 3:
             raise KernelArgumentError(
                 f"x must be [T, B, {size_text(self.input.shape[0])}] (time, batch, features); "
-                f"got shape {x_shape}")
+                f"got shape {x_shape}"
+            )
         if params is not None:
             if not isinstance(params, Mapping):
                 raise KernelArgumentError(
-                    f"params must be a dict {{name: array}}, got {type(params).__name__}")
+                    f"params must be a dict {{name: array}}, got {type(params).__name__}"
+                )
             declared = {p.name for p in self.params}
             for name in params:
                 if name not in declared:
                     raise KernelArgumentError(
                         f"unexpected param `{name}`; {self.cell} takes "
-                        f"{', '.join(sorted(declared))}")
+                        f"{', '.join(sorted(declared))}"
+                    )
             for p in self.params:
                 if p.name not in params:
                     raise KernelArgumentError(f"missing param `{p.name}` (expected {p.text()})")
         state = state or {}
         if not isinstance(state, Mapping):
             raise KernelArgumentError(
-                f"state must be a dict {{name: [B, n] array}}, got {type(state).__name__}")
+                f"state must be a dict {{name: [B, n] array}}, got {type(state).__name__}"
+            )
         state_names = {s.name for s in self.state}
         for name in state:
             if name not in state_names:
                 raise KernelArgumentError(
                     f"unexpected state `{name}`; {self.cell}'s state is "
-                    f"{', '.join(sorted(state_names))}")
+                    f"{', '.join(sorted(state_names))}"
+                )
 
         sizes: dict[str, int] = dict(fixed or {})
         origin: dict[str, str] = {k: "the compiled size" for k in sizes}
         B = x_shape[1] if x_shape is not None else None
         arrays = [("x", x_shape[2:], self.input)] if x_shape is not None else []
         if params is not None:
-            arrays += [(f"param `{p.name}`", _shape_of(params[p.name], p.name), p)
-                       for p in self.params]
+            arrays += [
+                (f"param `{p.name}`", _shape_of(params[p.name], p.name), p) for p in self.params
+            ]
         for s in self.state:
             if s.name in state and B is not None:
                 shape = _shape_of(state[s.name], s.name)
                 if len(shape) != 2 or shape[0] != B:
                     raise KernelArgumentError(
                         f"state `{s.name}` must be [B, {size_text(s.shape[0])}] with B={B} "
-                        f"(from x); got shape {shape}")
+                        f"(from x); got shape {shape}"
+                    )
                 arrays.append((f"state `{s.name}`", shape[1:], s))
         for where, shape, spec in arrays:  # first pass: single-symbol dimensions bind sizes
             if len(shape) != len(spec.shape):
@@ -146,11 +158,14 @@ class Signature:
         for where, shape, spec in arrays:  # second pass: every dimension must agree
             want = spec.concrete(sizes)
             if tuple(shape) != want:
-                bound = ", ".join(f"{s}={sizes[s]} (from {origin[s]})" for s in sorted(
-                    {sym for size in spec.shape for sym, _ in size[0]}))
+                bound = ", ".join(
+                    f"{s}={sizes[s]} (from {origin[s]})"
+                    for s in sorted({sym for size in spec.shape for sym, _ in size[0]})
+                )
                 raise KernelArgumentError(
                     f"{where} has shape {tuple(shape)} but expected {spec.text()} = {want} "
-                    f"with {bound}")
+                    f"with {bound}"
+                )
         for s, v in sizes.items():
             if v <= 0:
                 raise KernelArgumentError(f"size {s} must be positive, got {v}")
@@ -165,17 +180,20 @@ class Signature:
             return sizes["hidden"]
         return size_value(self.state[0].shape[0], sizes)
 
-    def init_params(self, sizes: Mapping[str, int], seed: int = 0,
-                    dtype=np.float64) -> dict[str, np.ndarray]:
+    def init_params(
+        self, sizes: Mapping[str, int], seed: int = 0, dtype=np.float64
+    ) -> dict[str, np.ndarray]:
         missing = [s for s in self.sizes if s not in sizes]
         if missing:
             raise KernelArgumentError(
                 f"init_params needs every size: missing {', '.join(missing)} "
-                f"(call it as init_params({', '.join(f'{s}=...' for s in self.sizes)}))")
+                f"(call it as init_params({', '.join(f'{s}=...' for s in self.sizes)}))"
+            )
         unknown = [s for s in sizes if s not in self.sizes]
         if unknown:
             raise KernelArgumentError(
-                f"unknown size(s) {', '.join(unknown)}; {self.cell} has {', '.join(self.sizes)}")
+                f"unknown size(s) {', '.join(unknown)}; {self.cell} has {', '.join(self.sizes)}"
+            )
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.uniform_bound_size(sizes))
         out = {}

@@ -63,8 +63,10 @@ def random_data(kernel, sizes, T, B, seed, dtype):
     rng = np.random.default_rng(seed)
     params = kernel.init_params(seed=seed, **sizes)
     x = rng.standard_normal((T, B, sizes["input"])).astype(dtype)
-    state = {s.name: rng.standard_normal((B, s.concrete(sizes)[0])).astype(dtype)
-             for s in kernel.signature.state}
+    state = {
+        s.name: rng.standard_normal((B, s.concrete(sizes)[0])).astype(dtype)
+        for s in kernel.signature.state
+    }
     return x, params, state
 
 
@@ -97,8 +99,11 @@ def test_opt_levels(name, opt):
 
 # Each example compiles a kernel (seconds): no shrinking, which would compile hundreds.
 @settings(max_examples=10, phases=[Phase.explicit, Phase.reuse, Phase.generate])
-@given(case=cell_and_data(), opt=st.sampled_from([0, 1, 2, 3]),
-       dtype=st.sampled_from(["float32", "float64"]))
+@given(
+    case=cell_and_data(),
+    opt=st.sampled_from([0, 1, 2, 3]),
+    dtype=st.sampled_from(["float32", "float64"]),
+)
 def test_random_cells(case, opt, dtype):
     cell = case.cell()
     kernel = lstmc.compile(cell, dtype=dtype, opt=opt)
@@ -109,8 +114,7 @@ def test_random_cells(case, opt, dtype):
 
 def test_fixed_sizes_and_unrolling():
     cell = lstmc.builtin("lstm")
-    kernel = lstmc.compile(cell, dtype="float64", opt=3, unroll=3,
-                           sizes={"input": 3, "hidden": 5})
+    kernel = lstmc.compile(cell, dtype="float64", opt=3, unroll=3, sizes={"input": 3, "hidden": 5})
     assert "n_hidden = 5  # fixed at compile time" in kernel.source
     assert "unrolled x3" in kernel.source
     for T in (0, 1, 3, 7):
@@ -148,8 +152,12 @@ def test_matches_pytorch_lstm_and_gru_in_float32():
     params = {}
     for k, g in enumerate("rzn"):
         rows = slice(k * H, (k + 1) * H)
-        params |= {f"W_i{g}": Wg[rows], f"W_h{g}": Ug[rows], f"b_i{g}": bi[rows],
-                   f"b_h{g}": bh[rows]}
+        params |= {
+            f"W_i{g}": Wg[rows],
+            f"W_h{g}": Ug[rows],
+            f"b_i{g}": bi[rows],
+            f"b_h{g}": bh[rows],
+        }
     assert set(params) == set(names)
     y, _ = kernel(x.numpy(), params)
     with torch.no_grad():
@@ -207,8 +215,9 @@ def test_argument_errors_name_argument_and_shapes():
     assert "x must be [T, B, input]" in _args_error(kernel, x[0], params)
     msg = _args_error(kernel, x.astype(np.float64), params)
     assert "float64" in msg and "float32" in msg
-    assert "missing param `U_o`" in _args_error(kernel, x, {k: v for k, v in params.items()
-                                                             if k != "U_o"})
+    assert "missing param `U_o`" in _args_error(
+        kernel, x, {k: v for k, v in params.items() if k != "U_o"}
+    )
     assert "unexpected param `W_z`" in _args_error(kernel, x, {**params, "W_z": params["W_i"]})
     msg = _args_error(kernel, x, {**params, "U_i": np.zeros((4, 5), np.float32)})
     assert "U_i" in msg and "(4, 5)" in msg and "[hidden, hidden]" in msg
@@ -234,11 +243,13 @@ def test_generated_source_is_readable_and_carries_the_ir():
     compile(src, "<generated>", "exec")  # valid Python
     import ast
 
-    imported = {a.name.split(".")[0] for node in ast.walk(ast.parse(src))
-                if isinstance(node, (ast.Import, ast.ImportFrom))
-                for a in (node.names if isinstance(node, ast.Import) else [node])
-                for a in ([a] if isinstance(node, ast.Import) else [type("M", (), {
-                    "name": node.module})])}
+    imported = {
+        a.name.split(".")[0]
+        for node in ast.walk(ast.parse(src))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for a in (node.names if isinstance(node, ast.Import) else [node])
+        for a in ([a] if isinstance(node, ast.Import) else [type("M", (), {"name": node.module})])
+    }
     assert imported <= {"numpy", "numba", "lstmc_runtime"}
 
 
@@ -263,8 +274,9 @@ def test_names_that_shadow_python_and_generated_code_are_harmless():
 
 
 def _run_python(code: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_second_process_loads_from_the_cache(tmp_path):
@@ -293,8 +305,16 @@ def test_two_processes_compiling_at_once_both_succeed(tmp_path):
         y, _ = k(np.ones((3, 2, 4)), k.init_params(input=4, hidden=5, seed=1))
         print(float(y.sum()))
         """)
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     assert outs[0][0] == outs[1][0]

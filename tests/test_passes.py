@@ -49,8 +49,9 @@ def test_each_pass_preserves_meaning(name, case):
     graph = case.graph()
     # Run the pass on the raw graph and on the graph the pipeline prepares for it, so passes
     # that only fire after others (fuse-gates after split-concat, hoist after fusion) are hit.
-    prepared, _ = run_passes(graph, pipeline(2)[: pipeline(2).index(name)]
-                             if name in pipeline(2) else [])
+    prepared, _ = run_passes(
+        graph, pipeline(2)[: pipeline(2).index(name)] if name in pipeline(2) else []
+    )
     before = _run(graph, case)
     for start in (graph, prepared):
         after, records = run_passes(start, [name])
@@ -100,8 +101,11 @@ def test_lstm_is_two_stacked_gemms_and_one_loop_nest():
     assert [w.name for w in packed["h"].operands[1:]] == ["U_i", "U_f", "U_g", "U_o"]
     assert str(packed["h"].shape[0]) == "4*hidden"
     assert packed["x"].attrs["hoisted"] == "seq" and "hoisted" not in packed["h"].attrs
-    step = {n.attrs["group"] for n in graph.nodes()
-            if n.kind == "elementwise" and "hoisted" not in n.attrs}
+    step = {
+        n.attrs["group"]
+        for n in graph.nodes()
+        if n.kind == "elementwise" and "hoisted" not in n.attrs
+    }
     assert len(step) == 1  # every element-wise op of a step in one loop nest
     hoisted = [n for n in graph.nodes() if n.kind == "elementwise" and "hoisted" in n.attrs]
     assert [n.op for n in hoisted] == ["add"] * 4  # the bias adds left the time loop
@@ -119,8 +123,9 @@ def test_gru_cho_keeps_the_reset_product_apart():
 
 def test_split_concat_lets_the_input_half_be_hoisted():
     graph, _ = run_passes(lstmc.to_ir(lstmc.builtin("mgu")), pipeline(2))
-    assert not any(n.op == "matvec" and n.operands[1].op == "concat" and graph.users(n)
-                   for n in graph.nodes())
+    assert not any(
+        n.op == "matvec" and n.operands[1].op == "concat" and graph.users(n) for n in graph.nodes()
+    )
     x_products = _products_by_operand(graph)["x"]
     assert x_products[0].attrs["hoisted"] == "seq"
     assert all(w.op == "param_cols" for w in x_products[0].operands[1:])
@@ -141,7 +146,9 @@ def _optimize_text(text: str, names: list[str]) -> str:
 
 
 def test_simplify_and_fold_golden():
-    src = _HEADER + """%one = const {value=1.0} : []
+    src = (
+        _HEADER
+        + """%one = const {value=1.0} : []
 %two = const {value=2.0} : []
 %three = add %one, %two : []
 %s = sigmoid %h : [n]
@@ -152,38 +159,51 @@ def test_simplify_and_fold_golden():
 %upd = update %d {name="h"} : [n]
 %out = output %x {name="x"} : [n]
 """
+    )
     # Nodes print in topological order, ties broken by creation order.
-    expected = _HEADER + """%out = output %x {name="x"} : [n]
+    expected = (
+        _HEADER
+        + """%out = output %x {name="x"} : [n]
 %k = const {value=3.0} : []
 %neg = neg %h : [n]
 %a_s = sigmoid %neg : [n]
 %c = mul %a_s, %k : [n]
 %upd = update %c {name="h"} : [n]
 """
+    )
     assert _optimize_text(src, pipeline(1)) == expected
 
 
 def test_cse_golden():
-    src = _HEADER + """%a = tanh %h : [n]
+    src = (
+        _HEADER
+        + """%a = tanh %h : [n]
 %b = tanh %h : [n]
 %c = add %a, %b : [n]
 %upd = update %c {name="h"} : [n]
 %out = output %c {name="c"} : [n]
 """
-    expected = _HEADER + """%a = tanh %h : [n]
+    )
+    expected = (
+        _HEADER
+        + """%a = tanh %h : [n]
 %c = add %a, %a : [n]
 %upd = update %c {name="h"} : [n]
 %out = output %c {name="c"} : [n]
 """
+    )
     assert _optimize_text(src, ["cse", "dce"]) == expected
 
 
 def test_x_times_zero_is_not_simplified():  # 0 * NaN is NaN, 0 * inf is NaN
-    src = _HEADER + """%z = const {value=0.0} : []
+    src = (
+        _HEADER
+        + """%z = const {value=0.0} : []
 %m = mul %h, %z : [n]
 %upd = update %m {name="h"} : [n]
 %out = output %m {name="m"} : [n]
 """
+    )
     assert "mul %h, %z" in _optimize_text(src, pipeline(1))
 
 

@@ -22,7 +22,8 @@ from types import ModuleType
 
 def cache_dir() -> Path:
     root = os.environ.get("LSTMC_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lstmc")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lstmc"
+    )
     return Path(root)
 
 
@@ -31,8 +32,9 @@ def cache_key(parts: dict) -> str:
 
     import lstmc
 
-    payload = dict(parts, lstmc=lstmc.__version__, numba=numba.__version__,
-                   python=sys.version_info[:2])
+    payload = dict(
+        parts, lstmc=lstmc.__version__, numba=numba.__version__, python=sys.version_info[:2]
+    )
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -75,8 +75,9 @@ class Access:
     def scalar_var(self, node: Node) -> str:
         return self.ns.get("s", node.name)
 
-    def element(self, node: Node, t: str, b: str, j: str, in_group=None,
-                row: str | None = None) -> str:
+    def element(
+        self, node: Node, t: str, b: str, j: str, in_group=None, row: str | None = None
+    ) -> str:
         """Expression for element j of `node` in batch row b at time t.
 
         `row` is the row index into state and step buffers when those hold only a chunk of

@@ -52,8 +52,13 @@ class _Lines:
 
 
 class CpuEmitter:
-    def __init__(self, graph: Graph, dtype: str = "float32", fixed: dict | None = None,
-                 info: dict | None = None):
+    def __init__(
+        self,
+        graph: Graph,
+        dtype: str = "float32",
+        fixed: dict | None = None,
+        info: dict | None = None,
+    ):
         self.graph = graph
         self.sched: Schedule = schedule(graph)
         self.dtype = dtype
@@ -144,8 +149,9 @@ class CpuEmitter:
         return args
 
     def size_args(self) -> list[str]:
-        return [self.ns.get("n", s) for s in self.graph.attrs.get("sizes", ())
-                if s not in self.fixed]
+        return [
+            self.ns.get("n", s) for s in self.graph.attrs.get("sizes", ()) if s not in self.fixed
+        ]
 
     def prologue_args(self) -> list[str]:
         return ["x", *self.shared_args(), *self.size_args()]
@@ -167,8 +173,10 @@ class CpuEmitter:
         L.add('@njit(cache=True, error_model="numpy", nogil=True)')
         L.add(f"def _prologue({', '.join(self.prologue_args())}):")
         with L.indent():
-            L.add('"""What does not depend on the state: computed once per call, before the '
-                  'time loop."""')
+            L.add(
+                '"""What does not depend on the state: computed once per call, before the '
+                'time loop."""'
+            )
             L.add("T = x.shape[0]")
             L.add("B = x.shape[1]")
             self.emit_fixed_sizes(L)
@@ -185,10 +193,12 @@ class CpuEmitter:
         L.add('@njit(cache=True, error_model="numpy", nogil=True)')
         L.add(f"def _rows({', '.join(self.rows_args())}):")
         with L.indent():
-            L.add('"""Run every timestep for batch rows [b0, b1). State arguments are those '
-                  'rows; the')
-            L.add("final state is in the first buffer of each pair if T is even, else the "
-                  'second."""')
+            L.add(
+                '"""Run every timestep for batch rows [b0, b1). State arguments are those rows; the'
+            )
+            L.add(
+                'final state is in the first buffer of each pair if T is even, else the second."""'
+            )
             L.add("T = x.shape[0]")
             L.add("nb = b1 - b0")
             self.emit_fixed_sizes(L)
@@ -196,8 +206,10 @@ class CpuEmitter:
             for item in self.sched.items["step"]:
                 for n in item.nodes:
                     if n.name in self.sched.materialized:
-                        L.add(f"{self.acc.array(n)} = np.empty((nb, {self.size(n.shape[0])}), _F)"
-                              f"  # %{n.name}")
+                        L.add(
+                            f"{self.acc.array(n)} = np.empty((nb, {self.size(n.shape[0])}), _F)"
+                            f"  # %{n.name}"
+                        )
             L.add("# ---- the time loop")
             if self.unroll > 1:
                 L.add(f"t_main = T - T % {self.unroll}")
@@ -244,7 +256,7 @@ class CpuEmitter:
         lines = [
             "def _launch(x, state, arrays, outputs, sizes, run_chunks):",
             '    """Run the prologue, then the time loop on chunks of batch rows (in parallel when',
-            "    `run_chunks` splits the batch), and return the final state. Run-time glue.\"\"\"",
+            '    `run_chunks` splits the batch), and return the final state. Run-time glue."""',
             "    pro = _prologue(" + ", ".join(arg(a, False) for a in self.prologue_args()) + ")",
             "    spare = {name: np.empty_like(a) for name, a in state.items()}",
             "",
@@ -275,8 +287,10 @@ class CpuEmitter:
         node = item.first
         if not node.shape and node.kind == "elementwise":
             ops = [self.acc.element(o, "0", "0", "0") for o in node.operands]
-            L.add(f"{self.acc.scalar_var(node)} = {elementwise_expr(node, ops, TARGET)}"
-                  f"  {ir_comment(node)}")
+            L.add(
+                f"{self.acc.scalar_var(node)} = {elementwise_expr(node, ops, TARGET)}"
+                f"  {ir_comment(node)}"
+            )
             return
         getattr(self, f"emit_{node.op}")(L, node)
 
@@ -328,8 +342,7 @@ class CpuEmitter:
                 self.alloc(L, n, item.phase)
         ctxs = self.loops(L, item.phase, self.size(item.extent))
         for n in item.nodes:
-            ops = [self.acc.element(o, "t", "b", "j", item, row=self.row(item))
-                   for o in n.operands]
+            ops = [self.acc.element(o, "t", "b", "j", item, row=self.row(item)) for o in n.operands]
             var = self.acc.scalar_var(n)
             L.add(f"{var} = {elementwise_expr(n, ops, TARGET)}  {ir_comment(n)}")
             if n.name in self.sched.materialized:
@@ -337,8 +350,10 @@ class CpuEmitter:
             if item.phase == "step":
                 for user in self.graph.users(n):
                     if user.kind == "sink":
-                        L.add(f"{self.sink_target(user, 'j')} = {var}  # {user.op} "
-                              f"{user.attrs['name']}")
+                        L.add(
+                            f"{self.sink_target(user, 'j')} = {var}  # {user.op} "
+                            f"{user.attrs['name']}"
+                        )
         self.close(ctxs)
 
     # -- structural ops ------------------------------------------------------------------------
@@ -348,8 +363,11 @@ class CpuEmitter:
         product in `phase`."""
         base, offset = self.sched.base(node)
         arr = self.acc.array(base)
-        base_phase = "step" if base.op == "state" else ("once" if base.op == "param"
-                                                         else self.sched.phase[base.name])
+        base_phase = (
+            "step"
+            if base.op == "state"
+            else ("once" if base.op == "param" else self.sched.phase[base.name])
+        )
         if base.op == "input":
             full = "x" if phase == "seq" else "x[t, b0:b1]"
         elif base_phase == "seq" and phase == "step":
@@ -374,7 +392,8 @@ class CpuEmitter:
         L.add(ir_comment(node))
         vec_base = self.sched.base(vec)[0]
         constant = vec_base.op == "param" or (
-            vec_base.op not in ("input", "state") and self.sched.phase[vec_base.name] == "once")
+            vec_base.op not in ("input", "state") and self.sched.phase[vec_base.name] == "once"
+        )
         if constant and phase != "once":  # W @ (a param vector), not hoisted (-O0, -O1)
             m = self.size(node.shape[0])
             L.add(f"row = np.dot({v}, {w})  # the same for every row and step")
@@ -384,8 +403,10 @@ class CpuEmitter:
             self.close(ctxs)
         elif phase == "seq":
             rows = f"T * B, {self.size(vec.shape[0])}"
-            L.add(f"{out} = np.dot({v}.reshape({rows}), {w}).reshape("
-                  f"T, B, {self.size(node.shape[0])})")
+            L.add(
+                f"{out} = np.dot({v}.reshape({rows}), {w}).reshape("
+                f"T, B, {self.size(node.shape[0])})"
+            )
         elif phase == "once":
             L.add(f"{out} = np.dot({v}, {w})")
         else:
@@ -401,7 +422,8 @@ class CpuEmitter:
             ctxs = self.loops(L, phase, self.size(part.shape[0]))
             idx = "j" if start == Size() else f"{self.size(start)} + j"
             dest = {"once": f"{out}[{idx}]", "seq": f"{out}[t, b, {idx}]"}.get(
-                phase, f"{out}[r, {idx}]")
+                phase, f"{out}[r, {idx}]"
+            )
             L.add(f"{dest} = {self.acc.element(part, 't', 'b', 'j', row='r')}")
             self.close(ctxs)
             start = start + part.shape[0]
@@ -428,8 +450,10 @@ class CpuEmitter:
         L.add("    var += d * d")
         L.add(f"inv = 1.0 / np.sqrt(var / {n} + {node.attrs['eps']!r})")
         L.add(f"for k in range({n}):")
-        L.add(f"    {el(node, 't', 'b', 'k')} = _F(({el(v, 't', 'b', 'k')} - mean) * inv) * "
-              f"{el(gamma, 't', 'b', 'k')} + {el(beta, 't', 'b', 'k')}")
+        L.add(
+            f"    {el(node, 't', 'b', 'k')} = _F(({el(v, 't', 'b', 'k')} - mean) * inv) * "
+            f"{el(gamma, 't', 'b', 'k')} + {el(beta, 't', 'b', 'k')}"
+        )
         self.close(ctxs)
 
     def emit_slice(self, L: _Lines, node: Node) -> None:  # views are read in place
@@ -451,8 +475,7 @@ class CpuEmitter:
             return  # stored from inside the group's loop
         L.add(ir_comment(sink))
         ctxs = self.loops(L, "step", self.size(sink.shape[0]))
-        L.add(f"{self.sink_target(sink, 'j')} = "
-              f"{self.acc.element(src, 't', 'b', 'j', row='r')}")
+        L.add(f"{self.sink_target(sink, 'j')} = {self.acc.element(src, 't', 'b', 'j', row='r')}")
         self.close(ctxs)
 
     # sources are arguments of _sequence
@@ -462,7 +485,8 @@ class CpuEmitter:
     emit_state = emit_param = emit_const = emit_input
 
 
-def generate(graph: Graph, dtype: str = "float32", fixed: dict | None = None,
-             info: dict | None = None) -> str:
+def generate(
+    graph: Graph, dtype: str = "float32", fixed: dict | None = None, info: dict | None = None
+) -> str:
     """Python source of the CPU module for an optimized graph."""
     return CpuEmitter(graph, dtype, fixed, info).source()

@@ -59,13 +59,20 @@ def module_tail(emitter, target: str) -> list[str]:
     lines += emitter.launch_lines()
     lines += ["", ""]
     kernel_cls = {"cpu": "CpuKernel", "cuda": "CudaKernel"}[target]
-    lines.append(f"kernel = {kernel_cls}(SIGNATURE, WEIGHTS, VECTOR_PARAMS, _launch, "
-                 f"dtype=np.{emitter.dtype}, fixed_sizes=FIXED_SIZES, doc=__doc__)")
+    lines.append(
+        f"kernel = {kernel_cls}(SIGNATURE, WEIGHTS, VECTOR_PARAMS, _launch, "
+        f"dtype=np.{emitter.dtype}, fixed_sizes=FIXED_SIZES, doc=__doc__)"
+    )
     cell = graph.attrs.get("cell", "cell")
     name = emitter.info.get("name") or cell
     fn = name if name not in _MODULE_NAMES and not name.startswith("_") else f"run_{name}"
-    lines += ["", "", "from lstmc_runtime.packing import PackedParams  # noqa: E402  (for the type hints)",
-              "", ""]
+    lines += [
+        "",
+        "",
+        "from lstmc_runtime.packing import PackedParams  # noqa: E402  (for the type hints)",
+        "",
+        "",
+    ]
     lines.append(f"def {fn}(")
     lines.append("    x: np.ndarray,")
     lines.append("    params: dict[str, np.ndarray] | PackedParams,")
@@ -81,8 +88,19 @@ def module_tail(emitter, target: str) -> list[str]:
 
 
 # Names the generated module defines itself; a cell named like one gets `run_<cell>`.
-_MODULE_NAMES = {"np", "njit", "cuda", "math", "kernel", "CpuKernel", "CudaKernel", "SIGNATURE",
-                 "WEIGHTS", "VECTOR_PARAMS", "FIXED_SIZES"}
+_MODULE_NAMES = {
+    "np",
+    "njit",
+    "cuda",
+    "math",
+    "kernel",
+    "CpuKernel",
+    "CudaKernel",
+    "SIGNATURE",
+    "WEIGHTS",
+    "VECTOR_PARAMS",
+    "FIXED_SIZES",
+}
 
 
 def _input_size(sig) -> str:

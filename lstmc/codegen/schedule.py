@@ -86,10 +86,14 @@ def schedule(graph: Graph) -> Schedule:
         sched.phase[n.name] = _phase(n, [sched.phase[o.name] for o in n.operands])
         if n.kind not in ("source", "sink"):
             for o in n.operands:
-                if PHASES.index(sched.phase[o.name]) > PHASES.index(sched.phase[n.name]) and \
-                        o.op != "input":
-                    raise CodegenError(f"%{n.name} is marked {sched.phase[n.name]} but uses "
-                                       f"%{o.name} of phase {sched.phase[o.name]}")
+                if (
+                    PHASES.index(sched.phase[o.name]) > PHASES.index(sched.phase[n.name])
+                    and o.op != "input"
+                ):
+                    raise CodegenError(
+                        f"%{n.name} is marked {sched.phase[n.name]} but uses "
+                        f"%{o.name} of phase {sched.phase[o.name]}"
+                    )
 
     # Element-wise groups: by the `group` attr when fused, else one node each. Scalars are
     # computed as plain scalar statements in the `once` phase.
@@ -139,13 +143,13 @@ def schedule(graph: Graph) -> Schedule:
                     blocks.append((w.attrs["name"], None))
                 else:
                     p = w.operands[0]
-                    blocks.append((p.attrs["name"], (w.attrs["start"].to_data(),
-                                                     w.attrs["size"].to_data())))
+                    blocks.append(
+                        (p.attrs["name"], (w.attrs["start"].to_data(), w.attrs["size"].to_data()))
+                    )
                 rows = rows + w.shape[0]
             vec = n.operands[-1] if n.op == "matvec" else n.operands[0]
             sched.weights[n.name] = Weight(f"w_{n.name}", blocks, rows, vec.shape[0])
-    sched.vector_params = [n.attrs["name"] for n in nodes
-                           if n.op == "param" and len(n.shape) == 1]
+    sched.vector_params = [n.attrs["name"] for n in nodes if n.op == "param" and len(n.shape) == 1]
 
     # Emission order: condense groups into single vertices and sort topologically.
     cond = nx.DiGraph()

@@ -6,7 +6,7 @@ Every pass and every code-generation target is tested against it.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -31,8 +31,13 @@ class _Context:
         raise AssertionError("sources are bound by the driver loop")
 
 
-def run_graph(graph: Graph, x: np.ndarray, params: Mapping, state: Mapping | None = None,
-              sizes: Mapping[str, int] | None = None):
+def run_graph(
+    graph: Graph,
+    x: np.ndarray,
+    params: Mapping,
+    state: Mapping | None = None,
+    sizes: Mapping[str, int] | None = None,
+):
     """Run `graph` over `x: [T, B, n]`. Returns ({output: [T, B, n]}, {state: [B, n]})."""
     sig = signature_of(graph)
     x = np.asarray(x, dtype=np.float64)
@@ -41,8 +46,9 @@ def run_graph(graph: Graph, x: np.ndarray, params: Mapping, state: Mapping | Non
     if sizes is None:
         sizes = sig.bind(x, params, given)
     T, B = x.shape[:2]
-    current = {s.name: given.get(s.name, np.zeros((B, s.concrete(sizes)[0]))).copy()
-               for s in sig.state}
+    current = {
+        s.name: given.get(s.name, np.zeros((B, s.concrete(sizes)[0]))).copy() for s in sig.state
+    }
     outputs = {name: np.empty((T, B, _size(size, sizes))) for name, size in sig.outputs}
     nodes = graph.nodes()
     ctx = _Context(sizes, params, current)
@@ -64,13 +70,15 @@ def run_graph(graph: Graph, x: np.ndarray, params: Mapping, state: Mapping | Non
                         value = node.opdef.interp(args, node.attrs, ctx)
                     except Exception as exc:  # name the node, keep the cause
                         raise InterpreterError(
-                            f"interpreting `{format_node(node)}` failed: {exc}") from exc
+                            f"interpreting `{format_node(node)}` failed: {exc}"
+                        ) from exc
                     env[node.name] = value
                     if op == "output":
                         outputs[node.attrs["name"]][t] = value
                     elif op == "update":
-                        nxt[node.attrs["name"]] = np.broadcast_to(value, current[
-                            node.attrs["name"]].shape).copy()
+                        nxt[node.attrs["name"]] = np.broadcast_to(
+                            value, current[node.attrs["name"]].shape
+                        ).copy()
             current.update(nxt)
     return outputs, current
 

@@ -8,7 +8,7 @@ printing and code generation stable.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import networkx as nx
 
@@ -66,8 +66,14 @@ class Graph:
             i += 1
         return f"{hint}_{i}"
 
-    def add(self, op: str, operands: Iterable[Node] = (), attrs: dict | None = None,
-            name: str | None = None, shape: Shape | None = None) -> Node:
+    def add(
+        self,
+        op: str,
+        operands: Iterable[Node] = (),
+        attrs: dict | None = None,
+        name: str | None = None,
+        shape: Shape | None = None,
+    ) -> Node:
         """Create a node; its shape comes from the op's shape rule (sources pass attrs.shape).
 
         Raises ops.ShapeError when the operands' shapes don't fit the op.
@@ -82,8 +88,11 @@ class Graph:
                 raise ValueError(f"operand %{o.name} is not in this graph")
         if shape is None:
             shape = opdef.shape([o.shape for o in operands], attrs)
-        name = name if name and name in self.reserved and name not in self._nodes \
+        name = (
+            name
+            if name and name in self.reserved and name not in self._nodes
             else self.fresh_name(name or op)
+        )
         node = Node(name, op, operands, attrs, shape, self._counter)
         self._counter += 1
         self._nodes[name] = node
@@ -109,8 +118,9 @@ class Graph:
         return [self._nodes[n] for n in order]
 
     def users(self, node: Node) -> list[Node]:
-        return sorted((self._nodes[n] for n in self._g.successors(node.name)),
-                      key=lambda n: n.index)
+        return sorted(
+            (self._nodes[n] for n in self._g.successors(node.name)), key=lambda n: n.index
+        )
 
     def find(self, op: str) -> list[Node]:
         return [n for n in self.nodes() if n.op == op]
@@ -154,8 +164,14 @@ class Graph:
         """A deep copy (new Node objects, same names and order)."""
         new = Graph(self.attrs)
         for n in self.nodes():
-            new._adopt(n.name, n.op, tuple(new._nodes[o.name] for o in n.operands),
-                       dict(n.attrs), n.shape, n.index)
+            new._adopt(
+                n.name,
+                n.op,
+                tuple(new._nodes[o.name] for o in n.operands),
+                dict(n.attrs),
+                n.shape,
+                n.index,
+            )
         new._counter = self._counter
         return new
 

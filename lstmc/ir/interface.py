@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from lstmc.ir.graph import Graph
 from lstmc_runtime.signature import ArraySpec, Signature
+
+from lstmc.ir.graph import Graph
 
 
 def _spec(node) -> ArraySpec:
-    return ArraySpec(node.attrs["name"], tuple(s.to_data() for s in node.shape),
-                     node.attrs.get("init", "uniform"))
+    return ArraySpec(
+        node.attrs["name"],
+        tuple(s.to_data() for s in node.shape),
+        node.attrs.get("init", "uniform"),
+    )
 
 
 def signature_of(graph: Graph) -> Signature:

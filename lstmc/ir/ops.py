@@ -14,8 +14,8 @@ checks that every target covers every op.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -205,20 +205,56 @@ for _name, _doc in (
     ("state", "a state variable's value from the previous step, attrs: name"),
     ("param", "a learned parameter, attrs: name"),
 ):
-    op(_name, "source", 0, _declared,
-       lambda args, attrs, ctx: ctx.source(attrs), {t: STRUCTURAL for t in TARGETS}, _doc)
-op("const", "source", 0, lambda s, a: (), lambda args, attrs, ctx: np.float64(attrs["value"]),
-   {t: STRUCTURAL for t in TARGETS}, "a scalar constant, attrs: value (and name if named)")
-op("output", "sink", 1, _same, lambda args, attrs, ctx: args[0],
-   {t: STRUCTURAL for t in TARGETS}, "a value emitted at every timestep, attrs: name")
-op("update", "sink", 1, _same, lambda args, attrs, ctx: args[0],
-   {t: STRUCTURAL for t in TARGETS}, "the next value of a state variable, attrs: name")
+    op(
+        _name,
+        "source",
+        0,
+        _declared,
+        lambda args, attrs, ctx: ctx.source(attrs),
+        {t: STRUCTURAL for t in TARGETS},
+        _doc,
+    )
+op(
+    "const",
+    "source",
+    0,
+    lambda s, a: (),
+    lambda args, attrs, ctx: np.float64(attrs["value"]),
+    {t: STRUCTURAL for t in TARGETS},
+    "a scalar constant, attrs: value (and name if named)",
+)
+op(
+    "output",
+    "sink",
+    1,
+    _same,
+    lambda args, attrs, ctx: args[0],
+    {t: STRUCTURAL for t in TARGETS},
+    "a value emitted at every timestep, attrs: name",
+)
+op(
+    "update",
+    "sink",
+    1,
+    _same,
+    lambda args, attrs, ctx: args[0],
+    {t: STRUCTURAL for t in TARGETS},
+    "the next value of a state variable, attrs: name",
+)
 
 
 def _ew(name, arity, interp, expr, helper=None, doc="", spec_name=None):
     rule = Rule(expr, helper)
-    op(name, "elementwise", arity, _clip_shape if name == "clip" else _elementwise, interp,
-       {t: rule for t in TARGETS}, doc, spec_name)
+    op(
+        name,
+        "elementwise",
+        arity,
+        _clip_shape if name == "clip" else _elementwise,
+        interp,
+        {t: rule for t in TARGETS},
+        doc,
+        spec_name,
+    )
 
 
 _ew("add", 2, _binary(np.add), "({0} + {1})", doc="a + b")
@@ -226,54 +262,138 @@ _ew("sub", 2, _binary(np.subtract), "({0} - {1})", doc="a - b")
 _ew("mul", 2, _binary(np.multiply), "({0} * {1})", doc="a * b")
 _ew("div", 2, _binary(np.divide), "({0} / {1})", doc="a / b (IEEE: x/0 is ±inf or NaN)")
 _ew("neg", 1, _unary(np.negative), "(-{0})", doc="-a")
-_ew("sigmoid", 1, _unary(_sigmoid), "_sigmoid({0})", "_sigmoid",
-    "1 / (1 + exp(-v)), exact limits for large |v|", "sigmoid")
+_ew(
+    "sigmoid",
+    1,
+    _unary(_sigmoid),
+    "_sigmoid({0})",
+    "_sigmoid",
+    "1 / (1 + exp(-v)), exact limits for large |v|",
+    "sigmoid",
+)
 _ew("tanh", 1, _unary(np.tanh), "_tanh({0})", "_tanh", "hyperbolic tangent", "tanh")
 _ew("exp", 1, _unary(np.exp), "_exp({0})", "_exp", "e ** v", "exp")
 _ew("log", 1, _unary(np.log), "_log({0})", "_log", "natural log (NaN below 0)", "log")
-_ew("softplus", 1, _unary(_softplus), "_softplus({0})", "_softplus",
-    "log(1 + exp(v)) computed without overflow", "softplus")
-_ew("relu", 1, _unary(lambda v: np.where(v < 0, 0.0, v)), "(_ZERO if {0} < _ZERO else {0})",
-    doc="max(v, 0), NaN stays NaN", spec_name="relu")
-_ew("hard_sigmoid", 1, _unary(lambda v: np.clip(0.2 * v + 0.5, 0.0, 1.0)),
-    "_hard_sigmoid({0})", "_hard_sigmoid",
+_ew(
+    "softplus",
+    1,
+    _unary(_softplus),
+    "_softplus({0})",
+    "_softplus",
+    "log(1 + exp(v)) computed without overflow",
+    "softplus",
+)
+_ew(
+    "relu",
+    1,
+    _unary(lambda v: np.where(v < 0, 0.0, v)),
+    "(_ZERO if {0} < _ZERO else {0})",
+    doc="max(v, 0), NaN stays NaN",
+    spec_name="relu",
+)
+_ew(
+    "hard_sigmoid",
+    1,
+    _unary(lambda v: np.clip(0.2 * v + 0.5, 0.0, 1.0)),
+    "_hard_sigmoid({0})",
+    "_hard_sigmoid",
     "clip(0.2 * v + 0.5, 0, 1): the ONNX/Keras slope (PyTorch's Hardsigmoid uses 1/6)",
-    "hard_sigmoid")
-_ew("softsign", 1, _unary(_softsign), "_softsign({0})", "_softsign", "v / (1 + |v|)",
-    "softsign")
+    "hard_sigmoid",
+)
+_ew("softsign", 1, _unary(_softsign), "_softsign({0})", "_softsign", "v / (1 + |v|)", "softsign")
 _ew("abs", 1, _unary(np.abs), "abs({0})", doc="|v|", spec_name="abs")
 _ew("identity", 1, _unary(lambda v: v), "{0}", doc="v unchanged", spec_name="identity")
-_ew("max", 2, _binary(np.maximum), "({0} if ({0} > {1} or {0} != {0}) else {1})",
-    doc="element-wise maximum, NaN if either is NaN", spec_name="max")
-_ew("min", 2, _binary(np.minimum), "({0} if ({0} < {1} or {0} != {0}) else {1})",
-    doc="element-wise minimum, NaN if either is NaN", spec_name="min")
-_ew("clip", 3, lambda args, attrs, ctx: np.minimum(np.maximum(args[0], args[1]), args[2]),
-    "_clip({0}, {1}, {2})", "_clip", "min(max(v, lo), hi), NaN stays NaN", "clip")
+_ew(
+    "max",
+    2,
+    _binary(np.maximum),
+    "({0} if ({0} > {1} or {0} != {0}) else {1})",
+    doc="element-wise maximum, NaN if either is NaN",
+    spec_name="max",
+)
+_ew(
+    "min",
+    2,
+    _binary(np.minimum),
+    "({0} if ({0} < {1} or {0} != {0}) else {1})",
+    doc="element-wise minimum, NaN if either is NaN",
+    spec_name="min",
+)
+_ew(
+    "clip",
+    3,
+    lambda args, attrs, ctx: np.minimum(np.maximum(args[0], args[1]), args[2]),
+    "_clip({0}, {1}, {2})",
+    "_clip",
+    "min(max(v, lo), hi), NaN stays NaN",
+    "clip",
+)
 
-op("matvec", "structural", 2, _matvec,
-   lambda args, attrs, ctx: args[1] @ args[0].T, {t: STRUCTURAL for t in TARGETS},
-   "matrix param times vector: W @ v")
-op("packed_matvec", "structural", None, _packed_matvec,
-   lambda args, attrs, ctx: args[0] @ np.concatenate(args[1:], axis=0).T,
-   {t: STRUCTURAL for t in TARGETS},
-   "several products sharing one vector, stacked: [W1; W2; ...] @ v (gate fusion)")
-op("param_cols", "structural", 1, _param_cols,
-   lambda args, attrs, ctx: _slice_rows(args[0], attrs, ctx), {t: STRUCTURAL for t in TARGETS},
-   "a block of a matrix param's columns, attrs: start, size (splits W @ concat(a, b))")
-op("slice", "structural", 1, _slice, lambda args, attrs, ctx: _slice_rows(args[0], attrs, ctx),
-   {t: STRUCTURAL for t in TARGETS}, "elements [start, start+size) of a vector")
+op(
+    "matvec",
+    "structural",
+    2,
+    _matvec,
+    lambda args, attrs, ctx: args[1] @ args[0].T,
+    {t: STRUCTURAL for t in TARGETS},
+    "matrix param times vector: W @ v",
+)
+op(
+    "packed_matvec",
+    "structural",
+    None,
+    _packed_matvec,
+    lambda args, attrs, ctx: args[0] @ np.concatenate(args[1:], axis=0).T,
+    {t: STRUCTURAL for t in TARGETS},
+    "several products sharing one vector, stacked: [W1; W2; ...] @ v (gate fusion)",
+)
+op(
+    "param_cols",
+    "structural",
+    1,
+    _param_cols,
+    lambda args, attrs, ctx: _slice_rows(args[0], attrs, ctx),
+    {t: STRUCTURAL for t in TARGETS},
+    "a block of a matrix param's columns, attrs: start, size (splits W @ concat(a, b))",
+)
+op(
+    "slice",
+    "structural",
+    1,
+    _slice,
+    lambda args, attrs, ctx: _slice_rows(args[0], attrs, ctx),
+    {t: STRUCTURAL for t in TARGETS},
+    "elements [start, start+size) of a vector",
+)
+
+
 def _concat_interp(args, attrs, ctx):
     # A param vector ([n]) joined with per-row values ([B, n]) repeats for every row.
     lead = max((np.shape(a)[:-1] for a in args), key=len)
     return np.concatenate([np.broadcast_to(a, lead + np.shape(a)[-1:]) for a in args], axis=-1)
 
 
-op("concat", "structural", None, _concat, _concat_interp, {t: STRUCTURAL for t in TARGETS},
-   "vectors joined end to end", "concat")
-op("layer_norm", "structural", 3, _layer_norm, _layer_norm_interp,
-   {t: STRUCTURAL for t in TARGETS},
-   "(v - mean(v)) / sqrt(var(v) + eps) * gamma + beta over the vector (biased variance, "
-   "eps 1e-5 as torch.nn.LayerNorm)", "layer_norm")
+op(
+    "concat",
+    "structural",
+    None,
+    _concat,
+    _concat_interp,
+    {t: STRUCTURAL for t in TARGETS},
+    "vectors joined end to end",
+    "concat",
+)
+op(
+    "layer_norm",
+    "structural",
+    3,
+    _layer_norm,
+    _layer_norm_interp,
+    {t: STRUCTURAL for t in TARGETS},
+    "(v - mean(v)) / sqrt(var(v) + eps) * gamma + beta over the vector (biased variance, "
+    "eps 1e-5 as torch.nn.LayerNorm)",
+    "layer_norm",
+)
 SPEC_FUNCTIONS["concat"] = ("concat", None)
 
 

@@ -9,8 +9,8 @@ vector, `(m, n)` a matrix. Sizes are compared structurally, so `[hidden + input]
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 _TERM = re.compile(r"^\s*(?:(\d+)\s*\*\s*)?([A-Za-z_][A-Za-z0-9_]*)\s*$|^\s*(\d+)\s*$")
 

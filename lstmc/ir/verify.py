@@ -39,8 +39,11 @@ def verify(graph: Graph) -> Graph:
         except ops.ShapeError as exc:
             _fail(graph, node, str(exc))
         if shape != node.shape:
-            _fail(graph, node, f"shape {list(map(str, node.shape))} but its op gives "
-                               f"{list(map(str, shape))}")
+            _fail(
+                graph,
+                node,
+                f"shape {list(map(str, node.shape))} but its op gives {list(map(str, shape))}",
+            )
         if opdef.kind in ("source", "sink") and node.op != "const":
             key = (node.op, node.attrs.get("name"))
             if key[1] is None:

@@ -21,8 +21,9 @@ def constant_fold(graph: Graph) -> PassResult:
         if not all(o.op == "const" for o in node.operands) or not graph.users(node):
             continue
         with np.errstate(all="ignore"):
-            value = node.opdef.interp([np.float64(o.attrs["value"]) for o in node.operands],
-                                      node.attrs, None)
+            value = node.opdef.interp(
+                [np.float64(o.attrs["value"]) for o in node.operands], node.attrs, None
+            )
         const = graph.add("const", attrs={"value": float(value)}, name="k")
         graph.replace_all_uses(node, const)
         changed = True

@@ -30,7 +30,8 @@ def fuse_elementwise(graph: Graph) -> PassResult:
     stage: dict[str, int] = {}
     for node in graph.nodes():
         stage[node.name] = max(
-            (stage[o.name] + (1 if is_barrier(o) else 0) for o in node.operands), default=0)
+            (stage[o.name] + (1 if is_barrier(o) else 0) for o in node.operands), default=0
+        )
     keys: dict[tuple, int] = {}
     changed = False
     for node in graph.nodes():

@@ -25,12 +25,14 @@ def fuse_gates(graph: Graph) -> PassResult:
         if len(products) < 2:
             continue
         vector = products[0].operands[1]
-        packed = graph.add("packed_matvec", [vector, *(p.operands[0] for p in products)],
-                           name=f"packed_{vector.name}")
+        packed = graph.add(
+            "packed_matvec",
+            [vector, *(p.operands[0] for p in products)],
+            name=f"packed_{vector.name}",
+        )
         start = Size()
         for p in products:
-            part = graph.add("slice", [packed], {"start": start, "size": p.shape[0]},
-                             name=p.name)
+            part = graph.add("slice", [packed], {"start": start, "size": p.shape[0]}, name=p.name)
             graph.replace_all_uses(p, part)
             start = start + p.shape[0]
         changed = True

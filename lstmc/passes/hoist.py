@@ -21,8 +21,9 @@ def hoist(graph: Graph) -> PassResult:
         if node.op in ("input", "state"):
             depends[node.name] = {node.op}
         else:
-            depends[node.name] = set().union(*(depends[o.name] for o in node.operands)) \
-                if node.operands else set()
+            depends[node.name] = (
+                set().union(*(depends[o.name] for o in node.operands)) if node.operands else set()
+            )
         if node.kind in ("source", "sink") or "state" in depends[node.name]:
             continue
         mark = "seq" if "input" in depends[node.name] else "once"

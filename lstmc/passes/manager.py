@@ -9,8 +9,8 @@ compiling by default too, since it is cheap), and a failure names the pass and t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from lstmc.errors import PassError, VerifyError
 from lstmc.ir.graph import Graph
@@ -47,8 +47,15 @@ def pipeline(level: int, unroll: int | None = None) -> list[str]:
         return []
     names = list(CLEANUP)
     if level >= 2:
-        names += ["split-concat-matvec", *CLEANUP, "fuse-gates", "reassociate", "dce", "hoist",
-                  "fuse-elementwise"]
+        names += [
+            "split-concat-matvec",
+            *CLEANUP,
+            "fuse-gates",
+            "reassociate",
+            "dce",
+            "hoist",
+            "fuse-elementwise",
+        ]
     if level >= 3 or unroll:
         names += ["unroll"]
     return names
@@ -62,9 +69,15 @@ class PassRecord:
     text: str | None = None  # IR after the pass, when asked for
 
 
-def run_passes(graph: Graph, names: list[str], *, verify_each: bool = True,
-               keep_text: bool = False, options: dict | None = None,
-               fixed_point: bool = True) -> tuple[Graph, list[PassRecord]]:
+def run_passes(
+    graph: Graph,
+    names: list[str],
+    *,
+    verify_each: bool = True,
+    keep_text: bool = False,
+    options: dict | None = None,
+    fixed_point: bool = True,
+) -> tuple[Graph, list[PassRecord]]:
     """Run `names` in order on a copy of `graph`. Consecutive clean-up passes are repeated
     until none changes the graph. Returns the new graph and what each pass did."""
     from lstmc.ir.printer import print_graph
@@ -91,17 +104,26 @@ def run_passes(graph: Graph, names: list[str], *, verify_each: bool = True,
                 except (PassError, VerifyError):
                     raise
                 except Exception as exc:
-                    raise PassError(f"pass `{name}` failed: {exc} (after: "
-                                    f"{', '.join(done) or 'no passes'})") from exc
+                    raise PassError(
+                        f"pass `{name}` failed: {exc} (after: {', '.join(done) or 'no passes'})"
+                    ) from exc
                 graph = result.graph
                 if verify_each:
                     try:
                         verify(graph)
                     except VerifyError as exc:
-                        raise PassError(f"pass `{name}` broke the IR (after: "
-                                        f"{', '.join(done) or 'no passes'}): {exc}") from None
-                records.append(PassRecord(name, result.modified, time.perf_counter() - start,
-                                          print_graph(graph) if keep_text else None))
+                        raise PassError(
+                            f"pass `{name}` broke the IR (after: "
+                            f"{', '.join(done) or 'no passes'}): {exc}"
+                        ) from None
+                records.append(
+                    PassRecord(
+                        name,
+                        result.modified,
+                        time.perf_counter() - start,
+                        print_graph(graph) if keep_text else None,
+                    )
+                )
                 done.append(name)
                 changed |= result.modified
             if len(block) == 1 and block[0] not in CLEANUP or not changed:

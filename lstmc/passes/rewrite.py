@@ -7,7 +7,7 @@ left for `dce`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from lstmc.ir.graph import Graph, Node
 

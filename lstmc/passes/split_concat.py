@@ -23,8 +23,9 @@ def split_concat_matvec(graph: Graph) -> PassResult:
         total = None
         start = Size()
         for part in v.operands:
-            cols = graph.add("param_cols", [w], {"start": start, "size": part.shape[0]},
-                             name=f"{w.name}_cols")
+            cols = graph.add(
+                "param_cols", [w], {"start": start, "size": part.shape[0]}, name=f"{w.name}_cols"
+            )
             prod = graph.add("matvec", [cols, part], name="matvec")
             total = prod if total is None else graph.add("add", [total, prod], name="add")
             start = start + part.shape[0]

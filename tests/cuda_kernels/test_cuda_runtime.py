@@ -17,6 +17,7 @@ from cuda_helpers import (
     sizes_of,
 )
 from lstmc_runtime import cuda as rt
+from lstmc_runtime import cuda_launch
 from numba import cuda
 
 import lstmc
@@ -300,9 +301,10 @@ H100 = rt.DeviceLimits("H100 (model)", 132, 1024, 48 * 1024, 227 * 1024, True, (
     ],
 )
 def test_persistent_grid_from_the_device(monkeypatch, hidden, dtype, optin, expect):
-    monkeypatch.setattr(rt, "SIMULATOR", False)
-    monkeypatch.setattr(rt, "PERSIST_THREADS", 256)
-    monkeypatch.setattr(rt, "device_limits", lambda: H100)
+    # persistent_config reads these from the module it lives in
+    monkeypatch.setattr(cuda_launch, "SIMULATOR", False)
+    monkeypatch.setattr(cuda_launch, "PERSIST_THREADS", 256)
+    monkeypatch.setattr(cuda_launch, "device_limits", lambda: H100)
     kernel = _FakeKernel(_FakeLauncher(H100, optin))
     config = rt.persistent_config(kernel, "_persistent", [(hidden, 4 * hidden)], 1, dtype)
     if isinstance(expect, str):
