@@ -30,7 +30,7 @@ from lstmc.cli.check import check_cmd
 from lstmc.cli.common import EXIT_INTERNAL, EXIT_USAGE, find_cell
 from lstmc.cli.compile_cmd import compile_cmd
 from lstmc.cli.graph import graph_cmd
-from lstmc.cli.options import QUIET_HELP, VERBOSE_HELP, example, set_flag
+from lstmc.cli.options import example, verbosity
 from lstmc.cli.output import error_line, progress
 from lstmc.cli.run import run_cmd
 from lstmc.cli.show import show_cmd
@@ -100,24 +100,7 @@ class _Cli(click.Group):
     + "\n\n\b\nExit status: 0 success; 1 `run` found an error above the tolerance; 2 a bad "
     "option,\nspec or argument; 3 an internal error (a bug in lstmc).",
 )
-@click.option(
-    "-q",
-    "--quiet",
-    is_flag=True,
-    expose_value=False,
-    is_eager=True,
-    callback=set_flag,
-    help=QUIET_HELP,
-)
-@click.option(
-    "-v",
-    "--verbose",
-    is_flag=True,
-    expose_value=False,
-    is_eager=True,
-    callback=set_flag,
-    help=VERBOSE_HELP,
-)
+@verbosity
 @click.version_option(package_name="lstmc", prog_name="lstmc")
 def cli() -> None:
     """lstmc: compile recurrent cells written as equations in YAML into fused Numba kernels.

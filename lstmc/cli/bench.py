@@ -10,17 +10,7 @@ import click
 
 from lstmc.cli.common import TOLERANCE, compile_kernel, load_cell
 from lstmc.cli.data import data_sizes, random_inputs
-from lstmc.cli.options import (
-    const_option,
-    dtype_option,
-    example,
-    opt_option,
-    size_option,
-    spec_argument,
-    target_option,
-    unroll_option,
-    verbosity,
-)
+from lstmc.cli.options import data_options, example, verbosity
 from lstmc.cli.output import progress, say
 from lstmc.cli.torch_ref import Contender, torch_contender
 
@@ -48,34 +38,12 @@ def _timed(fn, repeat: int, sync=None) -> tuple[float, float]:
         "lstmc bench gru --dtype float64 --repeat 50",
     ),
 )
-@spec_argument
-@target_option()
-@click.option(
-    "--T",
-    "T",
-    type=click.IntRange(min=1),
-    metavar="N",
-    default=100,
-    show_default=True,
-    help="Timesteps.",
+@data_options(
+    T=100,
+    B=16,
+    size_help="A size, e.g. --size hidden=512 (repeatable; unset sizes are 256, and lstmp's "
+    "proj half of hidden).",
 )
-@click.option(
-    "--B",
-    "B",
-    type=click.IntRange(min=1),
-    metavar="N",
-    default=16,
-    show_default=True,
-    help="Batch size.",
-)
-@size_option(
-    "A size, e.g. --size hidden=512 (repeatable; unset sizes are 256, and lstmp's "
-    "proj half of hidden)."
-)
-@dtype_option
-@opt_option()
-@unroll_option
-@const_option
 @click.option(
     "--repeat",
     type=click.IntRange(min=1),

@@ -55,27 +55,35 @@ def find_cell(spec: str):
 def generate(cell, target, dtype, opt, unroll, sizes, constants, name=None):
     """`generate_source`, with a missing code generator reported as an error, not a bug."""
     from lstmc.compiler import generate_source
-    from lstmc.errors import LstmcError
 
-    try:
-        return generate_source(cell, target, dtype, opt, unroll, sizes or None, constants, name)
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").startswith("lstmc.codegen"):
-            raise LstmcError(
-                f"the {target} target is not available in this build of lstmc "
-                f"({exc.name} is missing)"
-            ) from exc
-        raise
+    return _with_codegen(
+        target, generate_source, cell, target, dtype, opt, unroll, sizes or None, constants, name
+    )
 
 
 def compile_kernel(cell, target, dtype, opt, unroll, constants):
+    """`lstmc.compile`, with a missing code generator reported as an error, not a bug."""
     import lstmc
+
+    return _with_codegen(
+        target,
+        lstmc.compile,
+        cell,
+        target=target,
+        dtype=dtype,
+        opt=opt,
+        unroll=unroll,
+        constants=constants,
+    )
+
+
+def _with_codegen(target, fn, /, *args, **kwargs):
+    """`fn(*args, **kwargs)`; a missing lstmc.codegen module (a build without the `target`
+    code generator) becomes an LstmcError."""
     from lstmc.errors import LstmcError
 
     try:
-        return lstmc.compile(
-            cell, target=target, dtype=dtype, opt=opt, unroll=unroll, constants=constants
-        )
+        return fn(*args, **kwargs)
     except ModuleNotFoundError as exc:
         if (exc.name or "").startswith("lstmc.codegen"):
             raise LstmcError(

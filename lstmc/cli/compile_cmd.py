@@ -14,17 +14,7 @@ import click
 
 from lstmc.cli.atomic import install
 from lstmc.cli.common import BLOCKED_IN_ARTIFACTS, generate, load_cell
-from lstmc.cli.options import (
-    const_option,
-    dtype_option,
-    example,
-    opt_option,
-    size_option,
-    spec_argument,
-    target_option,
-    unroll_option,
-    verbosity,
-)
+from lstmc.cli.options import example, kernel_options, spec_argument, target_option, verbosity
 from lstmc.cli.output import note, progress, say
 
 # Run in a fresh interpreter: import the written module by path with the compiler, networkx and
@@ -115,11 +105,7 @@ def _check_module_name(module: str, from_option: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory to write DIR/<name>.py into (created if missing).",
 )
-@dtype_option
-@opt_option()
-@unroll_option
-@size_option("Fix a size at compile time; the module then accepts only that size (repeatable).")
-@const_option
+@kernel_options("Fix a size at compile time; the module then accepts only that size (repeatable).")
 @click.option(
     "--name", default=None, help="Module name (default: the cell name); the file is DIR/<name>.py."
 )
@@ -144,8 +130,9 @@ def compile_cmd(spec, target, out_dir, dtype, opt, unroll, sizes, constants, nam
     _check_module_name(module, name is not None)
     what = f"{cell.name} ({target}, {dtype}, -O{opt})"
     with progress(f"generating {what}"):
-        source, _graph, _records = generate(cell, target, dtype, opt, unroll, sizes, constants,
-                                            module)
+        source, _graph, _records = generate(
+            cell, target, dtype, opt, unroll, sizes, constants, module
+        )
     if check:
         with progress(f"checking that {module}.py imports on its own"):
             _check_artifact(source, module)

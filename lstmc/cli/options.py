@@ -21,26 +21,32 @@ QUIET_HELP = "Print only results and errors."
 VERBOSE_HELP = "Log each step and its time on stderr; show tracebacks."
 
 
-def verbosity(fn):
-    """-q/--quiet and -v/--verbose, accepted before the verb and after it alike."""
-    fn = click.option(
-        "-v",
-        "--verbose",
-        is_flag=True,
-        expose_value=False,
-        is_eager=True,
-        callback=set_flag,
-        help=VERBOSE_HELP,
-    )(fn)
+def stacked(*decorators):
+    """One decorator applying `decorators` as if written one above the other, in this order
+    (so their options are listed in this order in --help)."""
+
+    def apply(fn):
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+
+    return apply
+
+
+def _flag(short: str, long: str, help_text: str):
     return click.option(
-        "-q",
-        "--quiet",
+        short,
+        long,
         is_flag=True,
         expose_value=False,
         is_eager=True,
         callback=set_flag,
-        help=QUIET_HELP,
-    )(fn)
+        help=help_text,
+    )
+
+
+# -q/--quiet and -v/--verbose, accepted before the verb and after it alike.
+verbosity = stacked(_flag("-q", "--quiet", QUIET_HELP), _flag("-v", "--verbose", VERBOSE_HELP))
 
 
 def _assignments(what: str, convert):
@@ -124,25 +130,64 @@ def unroll_option(fn):
     )(fn)
 
 
-def const_option(fn):
+def _assignments_option(flag: str, dest: str, metavar: str, what: str, convert, help_text: str):
+    """A repeatable NAME=VALUE option, collected into the dict `dest`."""
     return click.option(
-        "--const",
-        "constants",
+        flag,
+        dest,
         multiple=True,
-        metavar="NAME=VALUE",
-        callback=_assignments("a finite number", _finite_float),
-        help="Override a constant of the spec's `constants:` (repeatable).",
-    )(fn)
+        metavar=metavar,
+        callback=_assignments(what, convert),
+        help=help_text,
+    )
+
+
+const_option = _assignments_option(
+    "--const",
+    "constants",
+    "NAME=VALUE",
+    "a finite number",
+    _finite_float,
+    "Override a constant of the spec's `constants:` (repeatable).",
+)
 
 
 def size_option(help_text: str):
+    return _assignments_option(
+        "--size", "sizes", "NAME=N", "a positive integer", _positive_int, help_text
+    )
+
+
+def _count_option(name: str, default: int, help_text: str):
     return click.option(
-        "--size",
-        "sizes",
-        multiple=True,
-        metavar="NAME=N",
-        callback=_assignments("a positive integer", _positive_int),
+        f"--{name}",
+        name,
+        type=click.IntRange(min=1),
+        metavar="N",
+        default=default,
+        show_default=True,
         help=help_text,
+    )
+
+
+def kernel_options(size_help: str, *, size_first: bool = False):
+    """--dtype, -O, --unroll, --size and --const: what a kernel is compiled with. `size_first`
+    lists --size first (run and bench put it next to the data's --T and --B)."""
+    size = size_option(size_help)
+    if size_first:
+        return stacked(size, dtype_option, opt_option(), unroll_option, const_option)
+    return stacked(dtype_option, opt_option(), unroll_option, size, const_option)
+
+
+def data_options(T: int, B: int, size_help: str):
+    """What `run` and `bench` share: SPEC, --target, --T and --B (the shape of the random data,
+    with these defaults), then the kernel options with --size first."""
+    return stacked(
+        spec_argument,
+        target_option(),
+        _count_option("T", T, "Timesteps."),
+        _count_option("B", B, "Batch size."),
+        kernel_options(size_help, size_first=True),
     )
 
 

@@ -8,17 +8,7 @@ import click
 
 from lstmc.cli.common import TOLERANCE, compile_kernel, load_cell
 from lstmc.cli.data import data_sizes, random_inputs
-from lstmc.cli.options import (
-    const_option,
-    dtype_option,
-    example,
-    opt_option,
-    size_option,
-    spec_argument,
-    target_option,
-    unroll_option,
-    verbosity,
-)
+from lstmc.cli.options import data_options, example, verbosity
 from lstmc.cli.output import progress, say
 
 
@@ -33,31 +23,11 @@ def _as_dict(y, names) -> dict:
         "lstmc run gru --dtype float64 -O0 --seed 3",
     ),
 )
-@spec_argument
-@target_option()
-@click.option(
-    "--T",
-    "T",
-    type=click.IntRange(min=1),
-    metavar="N",
-    default=50,
-    show_default=True,
-    help="Timesteps.",
+@data_options(
+    T=50,
+    B=4,
+    size_help="A size of the random data, e.g. --size hidden=32 (repeatable; unset sizes are 16).",
 )
-@click.option(
-    "--B",
-    "B",
-    type=click.IntRange(min=1),
-    metavar="N",
-    default=4,
-    show_default=True,
-    help="Batch size.",
-)
-@size_option("A size of the random data, e.g. --size hidden=32 (repeatable; unset sizes are 16).")
-@dtype_option
-@opt_option()
-@unroll_option
-@const_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option(
     "--tol",
