@@ -130,3 +130,18 @@ def ir_comment(node: Node) -> str:
 
 def spec_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def helpers_and_constants(
+    nodes: list[Node], target: str, decorator: str, ns: Namespace
+) -> list[str]:
+    """The helper functions the element-wise rules call (compiled with `decorator`), then the
+    cell's constants as typed module globals. Shared by every target's module text."""
+    lines: list[str] = []
+    for name in helpers_used(nodes, target):
+        lines += ["", "", decorator, *helper_source(name).rstrip("\n").split("\n")]
+    lines += ["", "", "# Constants of the cell, in the kernel's float type."]
+    for n in nodes:
+        if n.op == "const":
+            lines.append(f"{ns.get('k', n.name)} = _F({n.attrs['value']!r})  {ir_comment(n)}")
+    return lines

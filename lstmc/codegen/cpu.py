@@ -16,8 +16,7 @@ from lstmc.codegen.common import (
     Access,
     Namespace,
     elementwise_expr,
-    helper_source,
-    helpers_used,
+    helpers_and_constants,
     ir_comment,
     size_expr,
 )
@@ -108,17 +107,9 @@ class CpuEmitter:
         for fn in _VMATH:
             L.add(f"_vm_{fn} = _vmath.{fn}_{suffix}")
         L.add("_vm_log = np.log")
-        for name in helpers_used(nodes, TARGET):
-            L.add()
-            L.add()
-            L.add('@njit(inline="always", error_model="numpy")')
-            L.lines += helper_source(name).rstrip("\n").split("\n")
-        L.add()
-        L.add()
-        L.add("# Constants of the cell, in the kernel's float type.")
-        for n in nodes:
-            if n.op == "const":
-                L.add(f"{self.ns.get('k', n.name)} = _F({n.attrs['value']!r})  {ir_comment(n)}")
+        L.lines += helpers_and_constants(
+            nodes, TARGET, '@njit(inline="always", error_model="numpy")', self.ns
+        )
         L.add()
         L.add()
         self.emit_sequence(L)

@@ -30,7 +30,7 @@ variants of the time loop); this module joins them into the module text and the 
 
 from __future__ import annotations
 
-from lstmc.codegen.common import helper_source, helpers_used, ir_comment
+from lstmc.codegen.common import helpers_and_constants
 from lstmc.codegen.cuda_common import TARGET, CudaAccess, Launch, Lines, Source
 from lstmc.codegen.cuda_hoisted import HoistedEmitter
 from lstmc.codegen.cuda_persistent import ROWS, PersistentEmitter
@@ -75,17 +75,9 @@ class CudaEmitter(HoistedEmitter, StepwiseEmitter, PersistentEmitter):
         L.add("_DM = _rt.device_math(_F)")
         for fn in _VMATH:
             L.add(f"_vm_{fn} = _DM.{fn}")
-        for name in helpers_used(nodes, TARGET):
-            L.add()
-            L.add()
-            L.add('@cuda.jit(device=True, inline="always")')
-            L.lines += helper_source(name).rstrip("\n").split("\n")
-        L.add()
-        L.add()
-        L.add("# Constants of the cell, in the kernel's float type.")
-        for n in nodes:
-            if n.op == "const":
-                L.add(f"{self.ns.get('k', n.name)} = _F({n.attrs['value']!r})  {ir_comment(n)}")
+        L.lines += helpers_and_constants(
+            nodes, TARGET, '@cuda.jit(device=True, inline="always")', self.ns
+        )
         self.scalars = self._scalar_lines()
         self.host: list[str] = []  # the body of _launch, built with the kernels
         self._emit_prologue(L)
