@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -314,12 +315,9 @@ def blas_report() -> str:
             f"({Path(info['filepath']).name})"
         )
     cfg = torch.__config__.show()
-    isa = [
-        ln.strip()
-        for ln in cfg.splitlines()
-        if "CPU capability" in ln or "BLAS_INFO" in ln or "MKLDNN" in ln.upper()[:30]
-    ]
-    lines.append("torch: " + "; ".join(isa[:4]))
+    keys = ("CPU capability usage", "BLAS_INFO", "USE_MKLDNN")
+    found = [m.group(0) for k in keys for m in [re.search(rf"{k}[=:]\s*[\w.]+", cfg)] if m]
+    lines.append("torch: " + ", ".join(found) + " (nn.LSTM inference runs oneDNN's fused LSTM)")
     lines.append(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     return "\n".join(lines)
 
