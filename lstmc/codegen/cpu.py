@@ -20,6 +20,7 @@ from lstmc.codegen.common import (
     ir_comment,
     size_expr,
 )
+from lstmc.codegen.cpu_ops import CpuStructuralOps
 from lstmc.codegen.module import lookup, module_header, module_tail
 from lstmc.codegen.schedule import Item, Schedule, schedule
 from lstmc.ir.graph import Graph, Node
@@ -50,7 +51,7 @@ class _Lines:
         return _Ctx()
 
 
-class CpuEmitter:
+class CpuEmitter(CpuStructuralOps):
     def __init__(
         self,
         graph: Graph,
@@ -346,134 +347,6 @@ class CpuEmitter:
                             f"{user.attrs['name']}"
                         )
         self.close(ctxs)
-
-    # -- structural ops ------------------------------------------------------------------------
-
-    def vector_array(self, node: Node, phase: str) -> str:
-        """A contiguous 2-D (or 1-D for once) array expression holding `node`'s value, for a
-        product in `phase`."""
-        base, offset = self.sched.base(node)
-        arr = self.acc.array(base)
-        base_phase = (
-            "step"
-            if base.op == "state"
-            else ("once" if base.op == "param" else self.sched.phase[base.name])
-        )
-        if base.op == "input":
-            full = "x" if phase == "seq" else "x[t, b0:b1]"
-        elif base_phase == "seq" and phase == "step":
-            full = f"{arr}[t, b0:b1]"
-        else:
-            full = arr
-        if base is node:
-            return full
-        start = self.size(offset)
-        stop = f"{start} + {self.size(node.shape[0])}"
-        return f"np.ascontiguousarray({full}[..., {start}:{stop}])"
-
-    def emit_matvec(self, L: _Lines, node: Node) -> None:
-        self.emit_packed_matvec(L, node)
-
-    def emit_packed_matvec(self, L: _Lines, node: Node) -> None:
-        phase = self.sched.phase[node.name]
-        vec = node.operands[-1] if node.op == "matvec" else node.operands[0]
-        w = self.sched.weights[node.name].name
-        out = self.acc.array(node)
-        v = self.vector_array(vec, phase)
-        L.add(ir_comment(node))
-        vec_base = self.sched.base(vec)[0]
-        constant = vec_base.op == "param" or (
-            vec_base.op not in ("input", "state") and self.sched.phase[vec_base.name] == "once"
-        )
-        if constant and phase != "once":  # W @ (a param vector), not hoisted (-O0, -O1)
-            m = self.size(node.shape[0])
-            L.add(f"row = np.dot({v}, {w})  # the same for every row and step")
-            self.alloc(L, node, phase)
-            ctxs = self.loops(L, phase, m)
-            L.add(f"{self.acc.element(node, 't', 'b', 'j', row=self.row_of(phase))} = row[j]")
-            self.close(ctxs)
-        elif phase == "seq":
-            rows = f"T * B, {self.size(vec.shape[0])}"
-            L.add(
-                f"{out} = np.dot({v}.reshape({rows}), {w}).reshape("
-                f"T, B, {self.size(node.shape[0])})"
-            )
-        elif phase == "once":
-            L.add(f"{out} = np.dot({v}, {w})")
-        else:
-            L.add(f"np.dot({v}, {w}, {out})")
-
-    def emit_concat(self, L: _Lines, node: Node) -> None:
-        phase = self.sched.phase[node.name]
-        L.add(ir_comment(node))
-        self.alloc(L, node, phase)
-        start = Size()
-        out = self.acc.array(node)
-        for part in node.operands:
-            ctxs = self.loops(L, phase, self.size(part.shape[0]))
-            idx = "j" if start == Size() else f"{self.size(start)} + j"
-            dest = {"once": f"{out}[{idx}]", "seq": f"{out}[t, b, {idx}]"}.get(
-                phase, f"{out}[r, {idx}]"
-            )
-            L.add(f"{dest} = {self.acc.element(part, 't', 'b', 'j', row='r')}")
-            self.close(ctxs)
-            start = start + part.shape[0]
-
-    def emit_layer_norm(self, L: _Lines, node: Node) -> None:
-        phase = self.sched.phase[node.name]
-        v, gamma, beta = node.operands
-        n = self.size(node.shape[0])
-        L.add(ir_comment(node))
-        self.alloc(L, node, phase)
-        ctxs = self.loops(L, phase, None)  # one row at a time
-        row = "r" if phase == "step" else "b"
-
-        def el(node, t, b, j):
-            return self.acc.element(node, t, b, j, row=row)
-
-        L.add("mean = 0.0  # statistics in float64, as the reference does")
-        L.add(f"for k in range({n}):")
-        L.add(f"    mean += {el(v, 't', 'b', 'k')}")
-        L.add(f"mean /= {n}")
-        L.add("var = 0.0")
-        L.add(f"for k in range({n}):")
-        L.add(f"    d = {el(v, 't', 'b', 'k')} - mean")
-        L.add("    var += d * d")
-        L.add(f"inv = 1.0 / np.sqrt(var / {n} + {node.attrs['eps']!r})")
-        L.add(f"for k in range({n}):")
-        L.add(
-            f"    {el(node, 't', 'b', 'k')} = _F(({el(v, 't', 'b', 'k')} - mean) * inv) * "
-            f"{el(gamma, 't', 'b', 'k')} + {el(beta, 't', 'b', 'k')}"
-        )
-        self.close(ctxs)
-
-    def emit_slice(self, L: _Lines, node: Node) -> None:  # views are read in place
-        pass
-
-    def emit_param_cols(self, L: _Lines, node: Node) -> None:  # packed with the weights
-        pass
-
-    def emit_output(self, L: _Lines, node: Node) -> None:
-        self._emit_sink_copy(L, node)
-
-    def emit_update(self, L: _Lines, node: Node) -> None:
-        self._emit_sink_copy(L, node)
-
-    def _emit_sink_copy(self, L: _Lines, sink: Node) -> None:
-        src = sink.operands[0]
-        item = self.sched.group_of.get(src.name)
-        if item is not None and item.phase == "step":
-            return  # stored from inside the group's loop
-        L.add(ir_comment(sink))
-        ctxs = self.loops(L, "step", self.size(sink.shape[0]))
-        L.add(f"{self.sink_target(sink, 'j')} = {self.acc.element(src, 't', 'b', 'j', row='r')}")
-        self.close(ctxs)
-
-    # sources are arguments of _sequence
-    def emit_input(self, L, node):
-        pass
-
-    emit_state = emit_param = emit_const = emit_input
 
 
 def generate(
