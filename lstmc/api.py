@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-
 from lstmc import cells as _cells
 from lstmc.errors import SpecError, did_you_mean
 from lstmc.interp.interpreter import run_graph
@@ -58,7 +56,3 @@ def interpret(
     outputs, final = run_graph(graph, x, params, state)
     y = next(iter(outputs.values())) if len(outputs) == 1 else outputs
     return y, final
-
-
-def _as_float(a):
-    return np.asarray(a, dtype=np.float64)

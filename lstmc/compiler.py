@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import numpy as np
@@ -116,7 +117,10 @@ def compile(
     source, graph, records = generate_source(cell, target, dtype, opt, unroll, sizes, constants)
     key = cache_key({"source": source, "options": options})
     module = load_generated(source, key, cell.name, use_cache=cache)
-    kernel = module.kernel
+    # A kernel object of its own per compile() (the module, and its machine code, are shared
+    # by every compile of the same spec and options in a process), so settings such as
+    # `kernel.threads` made on one don't leak into another.
+    kernel = copy.copy(module.kernel)
     if options:  # target options: the CUDA kernel variant ("auto", "stepwise", "persistent")
         known = {"variant", "blocks"} if target == "cuda" else set()
         unknown = sorted(set(options) - known)

@@ -21,14 +21,16 @@ class InterpreterError(LstmcError):
 
 
 class _Context:
-    def __init__(self, sizes, params, state, x_t=None):
+    """What op rules may read: the bound sizes and, for sources, this step's values of the
+    input, the state and the params, by name (names are unique across a cell)."""
+
+    def __init__(self, sizes, params):
         self.sizes = sizes
         self.params = params
-        self.state = state
-        self.x_t = x_t
+        self.values: dict[str, np.ndarray] = dict(params)
 
     def source(self, attrs):
-        raise AssertionError("sources are bound by the driver loop")
+        return self.values[attrs["name"]]
 
 
 def run_graph(
@@ -51,35 +53,27 @@ def run_graph(
     }
     outputs = {name: np.empty((T, B, _size(size, sizes))) for name, size in sig.outputs}
     nodes = graph.nodes()
-    ctx = _Context(sizes, params, current)
+    ctx = _Context(sizes, params)
+    input_name = sig.input.name
     with np.errstate(all="ignore"):  # overflow to inf, log(-1) = NaN: IEEE results, no noise
         for t in range(T):
+            ctx.values.update(current)
+            ctx.values[input_name] = x[t]
             env: dict[str, np.ndarray] = {}
-            nxt = {}
             for node in nodes:
-                op = node.op
-                if op == "input":
-                    env[node.name] = x[t]
-                elif op == "state":
-                    env[node.name] = current[node.attrs["name"]]
-                elif op == "param":
-                    env[node.name] = params[node.attrs["name"]]
-                else:
-                    args = [env[o.name] for o in node.operands]
-                    try:
-                        value = node.opdef.interp(args, node.attrs, ctx)
-                    except Exception as exc:  # name the node, keep the cause
-                        raise InterpreterError(
-                            f"interpreting `{format_node(node)}` failed: {exc}"
-                        ) from exc
-                    env[node.name] = value
-                    if op == "output":
-                        outputs[node.attrs["name"]][t] = value
-                    elif op == "update":
-                        nxt[node.attrs["name"]] = np.broadcast_to(
-                            value, current[node.attrs["name"]].shape
-                        ).copy()
-            current.update(nxt)
+                args = [env[o.name] for o in node.operands]
+                try:
+                    env[node.name] = node.opdef.interp(args, node.attrs, ctx)
+                except Exception as exc:  # name the node, keep the cause
+                    raise InterpreterError(
+                        f"interpreting `{format_node(node)}` failed: {exc}"
+                    ) from exc
+            for node in nodes:  # sinks: emit outputs, then advance the state
+                if node.op == "output":
+                    outputs[node.attrs["name"]][t] = env[node.name]
+                elif node.op == "update":
+                    name = node.attrs["name"]
+                    current[name] = np.broadcast_to(env[node.name], current[name].shape).copy()
     return outputs, current
 
 
