@@ -145,3 +145,52 @@ def helpers_and_constants(
         if n.op == "const":
             lines.append(f"{ns.get('k', n.name)} = _F({n.attrs['value']!r})  {ir_comment(n)}")
     return lines
+
+
+class EmitterBase:
+    """What every target's emitter starts from: the graph, its schedule, the namespace and the
+    element access of that target, and the names of state and output buffers."""
+
+    access_class = Access
+
+    def __init__(
+        self, graph, dtype: str = "float32", fixed: dict | None = None, info: dict | None = None
+    ):
+        from lstmc.codegen.schedule import schedule
+
+        self.graph = graph
+        self.sched = schedule(graph)
+        self.dtype = dtype
+        self.fixed = dict(fixed or {})
+        self.info = dict(info or {})
+        self.ns = Namespace()
+        self.acc = self.access_class(self.sched, self.ns, self.fixed)
+        self.states = graph.find("state")
+        self.outputs = graph.find("output")
+
+    def nxt(self, state_name: str) -> str:
+        return self.ns.get("nx", state_name)
+
+    def y(self, out_name: str) -> str:
+        return self.ns.get("y", out_name)
+
+    def group_lines(
+        self, item, target: str, t: str, b: str, j: str, row: str | None, sink_target
+    ) -> list[str]:
+        """One element of an element-wise group: each node into a scalar local, stores of
+        materialized values, and (in the time loop) the stores of the sinks it feeds.
+        `sink_target(sink)` gives the element a sink writes."""
+        lines = []
+        for n in item.nodes:
+            ops = [self.acc.element(o, t, b, j, item, row=row) for o in n.operands]
+            var = self.acc.scalar_var(n)
+            lines.append(f"{var} = {elementwise_expr(n, ops, target)}  {ir_comment(n)}")
+            if n.name in self.sched.materialized:
+                lines.append(f"{self.acc.element(n, t, b, j, row=row)} = {var}")
+            if item.phase == "step":
+                for user in self.graph.users(n):
+                    if user.kind == "sink":
+                        lines.append(
+                            f"{sink_target(user)} = {var}  # {user.op} {user.attrs['name']}"
+                        )
+        return lines

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from lstmc.codegen.common import (
     DTYPES,
-    Access,
-    Namespace,
+    EmitterBase,
     elementwise_expr,
     helpers_and_constants,
     ir_comment,
@@ -22,7 +21,7 @@ from lstmc.codegen.common import (
 )
 from lstmc.codegen.cpu_ops import CpuStructuralOps
 from lstmc.codegen.module import lookup, module_header, module_tail
-from lstmc.codegen.schedule import Item, Schedule, schedule
+from lstmc.codegen.schedule import Item
 from lstmc.ir.graph import Graph, Node
 from lstmc.ir.shapes import Size
 
@@ -51,7 +50,7 @@ class _Lines:
         return _Ctx()
 
 
-class CpuEmitter(CpuStructuralOps):
+class CpuEmitter(CpuStructuralOps, EmitterBase):
     def __init__(
         self,
         graph: Graph,
@@ -59,28 +58,13 @@ class CpuEmitter(CpuStructuralOps):
         fixed: dict | None = None,
         info: dict | None = None,
     ):
-        self.graph = graph
-        self.sched: Schedule = schedule(graph)
-        self.dtype = dtype
-        self.fixed = dict(fixed or {})
-        self.info = dict(info or {})
-        self.ns = Namespace()
-        self.acc = Access(self.sched, self.ns, self.fixed)
+        super().__init__(graph, dtype, fixed, info)
         self.unroll = int(graph.attrs.get("unroll", 1) or 1)
-        self.sinks = [n for n in graph.nodes() if n.kind == "sink"]
-        self.states = graph.find("state")
-        self.outputs = graph.find("output")
 
     # -- small helpers -------------------------------------------------------------------------
 
     def size(self, s: Size) -> str:
         return size_expr(s, self.fixed, self.ns)
-
-    def nxt(self, state_name: str) -> str:
-        return self.ns.get("nx", state_name)
-
-    def y(self, out_name: str) -> str:
-        return self.ns.get("y", out_name)
 
     def sink_target(self, sink: Node, j: str) -> str:
         if sink.op == "output":
@@ -333,19 +317,11 @@ class CpuEmitter(CpuStructuralOps):
             if n.name in self.sched.materialized:
                 self.alloc(L, n, item.phase)
         ctxs = self.loops(L, item.phase, self.size(item.extent))
-        for n in item.nodes:
-            ops = [self.acc.element(o, "t", "b", "j", item, row=self.row(item)) for o in n.operands]
-            var = self.acc.scalar_var(n)
-            L.add(f"{var} = {elementwise_expr(n, ops, TARGET)}  {ir_comment(n)}")
-            if n.name in self.sched.materialized:
-                L.add(f"{self.acc.element(n, 't', 'b', 'j', row=self.row(item))} = {var}")
-            if item.phase == "step":
-                for user in self.graph.users(n):
-                    if user.kind == "sink":
-                        L.add(
-                            f"{self.sink_target(user, 'j')} = {var}  # {user.op} "
-                            f"{user.attrs['name']}"
-                        )
+        row = self.row(item)
+        for line in self.group_lines(
+            item, TARGET, "t", "b", "j", row, lambda sink: self.sink_target(sink, "j")
+        ):
+            L.add(line)
         self.close(ctxs)
 
 

@@ -66,19 +66,9 @@ class CudaBodies(CudaPlan):
         out = []
         for item in launch.groups:
             out.append(f"# element-wise group: {', '.join('%' + n.name for n in item.nodes)}")
-            for n in item.nodes:
-                ops = [self.acc.element(o, t, b, j, item) for o in n.operands]
-                var = self.acc.scalar_var(n)
-                out.append(f"{var} = {elementwise_expr(n, ops, TARGET)}  {ir_comment(n)}")
-                if n.name in self.sched.materialized:
-                    out.append(f"{self.acc.element(n, t, b, j)} = {var}")
-                if item.phase == "step":
-                    for user in self.graph.users(n):
-                        if user.kind == "sink":
-                            out.append(
-                                f"{self.sink_target(user, b, j)} = {var}  # {user.op} "
-                                f"{user.attrs['name']}"
-                            )
+            out += self.group_lines(
+                item, TARGET, t, b, j, None, lambda sink: self.sink_target(sink, b, j)
+            )
         for p in launch.stores:
             var = self.acc.dots[(p.name, Size())]
             out.append(f"{self.acc.array(p)}[{b}, {j}] = {var}  {ir_comment(p)}")

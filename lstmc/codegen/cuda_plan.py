@@ -5,17 +5,19 @@ kernel may take. Before: an optimized graph; after: `launches`, `buffers`, `host
 
 from __future__ import annotations
 
-from lstmc.codegen.common import Namespace, size_expr
+from lstmc.codegen.common import EmitterBase, size_expr
 from lstmc.codegen.cuda_common import PRODUCTS, CudaAccess, Launch, Source
-from lstmc.codegen.schedule import Item, Schedule, schedule
+from lstmc.codegen.schedule import Item
 from lstmc.errors import CodegenError
 from lstmc.ir.graph import Graph, Node
 from lstmc.ir.shapes import Size
 
 
-class CudaPlan:
+class CudaPlan(EmitterBase):
     """The graph, its schedule and the step's launches; the small helpers every part of the
     CUDA emitter names values with."""
+
+    access_class = CudaAccess
 
     def __init__(
         self,
@@ -26,15 +28,7 @@ class CudaPlan:
     ):
         if dtype not in ("float32", "float64"):
             raise CodegenError(f"the CUDA target supports float32 and float64, not {dtype}")
-        self.graph = graph
-        self.sched: Schedule = schedule(graph)
-        self.dtype = dtype
-        self.fixed = dict(fixed or {})
-        self.info = dict(info or {})
-        self.ns = Namespace()
-        self.acc = CudaAccess(self.sched, self.ns, self.fixed)
-        self.states = graph.find("state")
-        self.outputs = graph.find("output")
+        EmitterBase.__init__(self, graph, dtype, fixed, info)
         self.kernels: dict[str, tuple[list[str], str]] = {}  # name -> (args, type codes)
         self.fused_into: dict[str, Item] = self._fusable_products()
         self.launches: list[Launch] = self._plan_step()
@@ -47,12 +41,6 @@ class CudaPlan:
         """A size as an expression that is safe as an operand anywhere (`(3 * n_input)`)."""
         text = size_expr(s, self.fixed, self.ns)
         return f"({text})" if " " in text and not text.startswith("(") else text
-
-    def nxt(self, state_name: str) -> str:
-        return self.ns.get("nx", state_name)
-
-    def y(self, out_name: str) -> str:
-        return self.ns.get("y", out_name)
 
     def weight(self, product: Node) -> str:
         return self.sched.weights[product.name].name
