@@ -93,6 +93,7 @@ def grid(hs, bs) -> list[dict]:
                     y_torch = m(x)[0].numpy()
                 t_ours = best_time(lambda: kernels[name](xn, packed))
                 y_ours = kernels[name](xn, packed)[0]
+                plan = kernels[name].last_plan
                 rows.append(
                     dict(
                         cell=name,
@@ -102,12 +103,13 @@ def grid(hs, bs) -> list[dict]:
                         lstmc_ms=t_ours * 1e3,
                         speedup=t_torch / t_ours,
                         max_abs_diff=float(np.abs(y_ours - y_torch).max()),
+                        plan=f"{plan.mode} x{plan.threads}" if plan.mode != "serial" else "serial",
                     )
                 )
                 print(
                     f"{name:5s} H={H:4d} B={B:3d}  torch {t_torch * 1e3:9.3f} ms  "
                     f"lstmc {t_ours * 1e3:9.3f} ms  speedup {t_torch / t_ours:5.2f}x  "
-                    f"|diff| {rows[-1]['max_abs_diff']:.1e}",
+                    f"|diff| {rows[-1]['max_abs_diff']:.1e}  ({rows[-1]['plan']})",
                     flush=True,
                 )
     return rows
@@ -223,24 +225,28 @@ def _check_param_names(name, kernel):
 
 
 def ablation(H: int = 256, B: int = 16) -> list[dict]:
-    """The LSTM at one size under each optimization level, and without the batch split."""
+    """The LSTM at one size under each optimization level and each way to use the threads."""
     rows = []
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, H)).astype(np.float32)
-    for label, opt, threads in (
-        ("-O0 (naive: a product per gate, a loop per op)", 0, None),
-        ("-O1 (+ fold, simplify, CSE, DCE)", 1, None),
-        ("-O2 one thread (+ gate fusion, hoisting, loop fusion)", 2, 1),
-        ("-O2 (+ batch split across threads)", 2, None),
-        ("-O3 (+ time loop unrolled x2)", 3, None),
+    n = cpu_count()
+    for label, opt, threads, split in (
+        ("-O0 (naive: a product per gate, a loop per op)", 0, None, None),
+        ("-O1 (+ fold, simplify, CSE, DCE)", 1, None, None),
+        ("-O2 one thread (+ gate fusion, hoisting, loop fusion)", 2, 1, None),
+        (f"-O2, batch rows split across {n} threads", 2, n, "batch"),
+        (f"-O2, step units split across {n} threads", 2, n, "units"),
+        ("-O2 as planned by default", 2, None, None),
+        ("-O3 (+ time loop unrolled x2)", 3, None, None),
     ):
         kernel = lstmc.compile(lstmc.builtin("lstm"), opt=opt)
-        kernel.threads = threads
+        kernel.threads, kernel.split = threads, split
         packed = kernel.pack(kernel.init_params(input=H, hidden=H))
         t = best_time(lambda: kernel(x, packed), repeat=5)
-        kernel.threads = None
-        rows.append(dict(step=label, H=H, B=B, ms=t * 1e3))
-        print(f"{label:55s} H={H} B={B}: {t * 1e3:8.3f} ms", flush=True)
+        mode = kernel.last_plan.mode
+        kernel.threads = kernel.split = None
+        rows.append(dict(step=label, H=H, B=B, ms=t * 1e3, mode=mode))
+        print(f"{label:55s} H={H} B={B}: {t * 1e3:8.3f} ms ({mode})", flush=True)
     return rows
 
 
@@ -349,13 +355,14 @@ def write_results(
         "",
         "### (a) lstmc vs torch.nn.LSTM / nn.GRU (speedup = torch time / lstmc time)",
         "",
-        "| cell | H | B | torch ms | lstmc ms | speedup | max abs diff |",
-        "|---|---|---|---|---|---|---|",
+        "| cell | H | B | torch ms | lstmc ms | speedup | max abs diff | lstmc threads |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in grid_rows:
         md.append(
             f"| {r['cell']} | {r['H']} | {r['B']} | {r['torch_ms']:.3f} | "
-            f"{r['lstmc_ms']:.3f} | {r['speedup']:.2f}x | {r['max_abs_diff']:.1e} |"
+            f"{r['lstmc_ms']:.3f} | {r['speedup']:.2f}x | {r['max_abs_diff']:.1e} | "
+            f"{r['plan']} |"
         )
     md += [
         "",
@@ -396,11 +403,11 @@ def write_results(
             "",
             "### (e) what each step bought (lstm, float32)",
             "",
-            "| configuration | H | B | ms |",
-            "|---|---|---|---|",
+            "| configuration | H | B | ms | threads used |",
+            "|---|---|---|---|---|",
         ]
         for r in ablation_rows:
-            md.append(f"| {r['step']} | {r['H']} | {r['B']} | {r['ms']:.3f} |")
+            md.append(f"| {r['step']} | {r['H']} | {r['B']} | {r['ms']:.3f} | {r['mode']} |")
     md += ["", "![speedup per size](cpu_ratios.png)", "", "<!-- end CPU results -->"]
     section = "\n".join(md)
     path = HERE / "RESULTS.md"

@@ -24,6 +24,16 @@ class PackedParams:
         self.sizes = sizes
         self.dtype = np.dtype(dtype)
         self._owner = owner  # id of the weight layout it was packed for
+        self._unit_blocks: dict[int, list[dict]] = {}  # thread count -> per-thread blocks
+
+    def unit_blocks(self, threads: int, columns: dict) -> list[dict]:
+        """Per-thread blocks of the split weights, cut once per thread count and kept."""
+        blocks = self._unit_blocks.get(threads)
+        if blocks is None:
+            blocks = self._unit_blocks[threads] = split_units(
+                self.arrays, self.sizes, columns, threads
+            )
+        return blocks
 
     def __repr__(self) -> str:
         return f"<PackedParams {self.dtype} sizes={self.sizes}>"
@@ -50,6 +60,47 @@ def pack_weights(
     for name in vector_params:
         arrays[name] = xp.ascontiguousarray(xp.asarray(params[name]).astype(dtype))
     return arrays
+
+
+# Thread boundaries between units fall on multiples of 128 bytes: two threads writing one
+# 128-byte pair of cache lines slow each other down 10x (see lstmc_runtime.kernel.ALIGN), and
+# each thread's element-wise loop runs whole vectors.
+_ALIGN_BYTES = 128
+
+
+def unit_bounds(extent: int, threads: int, itemsize: int = 4) -> list[int]:
+    """Split units [0, extent) into `threads` contiguous ranges of near-equal length, cut on
+    128-byte boundaries when there are enough units (else evenly)."""
+    align = _ALIGN_BYTES // itemsize
+    bounds = [0]
+    for i in range(1, threads):
+        cut = round(extent * i / threads / align) * align
+        if cut <= bounds[-1] or cut >= extent:
+            cut = extent * i // threads  # too few units to align
+        bounds.append(max(cut, bounds[-1]))
+    bounds.append(extent)
+    return bounds
+
+
+def split_units(arrays: dict, sizes: Mapping[str, int], columns: dict, threads: int) -> list[dict]:
+    """Thread k's units [e0, e1) of the split group and, for each split weight ([in, out]),
+    the columns it reads at those units: [o + e0, o + e1) for each slice offset o, side by
+    side, as one contiguous [in, slots * (e1 - e0)] array."""
+    extent = {size_value(c["extent"], sizes) for c in columns.values()}
+    if len(extent) != 1:  # the plan splits one group; its weights agree on its length
+        raise KernelArgumentError(f"split weights disagree on the group's length: {extent}")
+    itemsize = next(iter(arrays.values())).dtype.itemsize
+    bounds = unit_bounds(extent.pop(), threads, itemsize)
+    out = []
+    for k in range(threads):
+        e0, e1 = bounds[k], bounds[k + 1]
+        block = {"units": (e0, e1)}
+        for name, c in columns.items():
+            w = arrays[name]
+            cols = [w[:, o + e0 : o + e1] for o in (size_value(d, sizes) for d in c["offsets"])]
+            block[name] = np.ascontiguousarray(np.concatenate(cols, axis=1))
+        out.append(block)
+    return out
 
 
 def check_float(name: str, a, dtype=None) -> None:

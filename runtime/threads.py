@@ -1,9 +1,16 @@
-"""How a call uses the cores: the BLAS's threads, or chunks of the batch on threads.
+"""How a call uses the cores: the BLAS's threads, chunks of the batch, or the step's units.
 
-Rows of a batch never interact, so the CPU kernel can run the whole time loop for chunks of
-rows on separate threads (its compiled functions release the GIL), with the BLAS held to one
-thread each so the cores are not oversubscribed. By default it does not (see plan_chunks): the
-per-step products gain more from the BLAS's own threads. Small steps run on one BLAS thread.
+Three ways, chosen per call by `plan_call` from the sizes:
+- serial: one thread runs the time loop; the BLAS may use its own threads for the products
+  (worth it only for large products: small ones run on one BLAS thread);
+- batch: rows of a batch never interact, so chunks of rows run the whole time loop on
+  separate threads (the compiled functions release the GIL), the BLAS held to one thread each.
+  Every chunk streams the whole recurrent weight each step, so this pays only for small ones;
+- units: each thread owns a range of the step's units and its block of the recurrent weight,
+  and the threads meet at a spin barrier after each step (cpu_columns.py in the compiler,
+  lstmc_runtime.sync). Each core streams only its share of the weight, and the element-wise
+  work is split too. Kernels whose step allows it (one element-wise group after the products)
+  have `launch_columns`; the others fall back to serial or batch.
 """
 
 from __future__ import annotations
@@ -57,6 +64,105 @@ def serial_one_blas_thread(rows, B: int) -> None:
         rows(0, B)
 
 
+# When the unit split pays (measured on a 2-core VM, lstm, T=100, see benchmarks/RESULTS.md):
+# the threads meet once a step, and a meeting costs from 0.1 us (both cores free) to 100 us
+# and more (a core taken away for a while, which a VM's host does), so the split is chosen
+# only for steps long enough to absorb that: at least _UNITS_MIN_STEP multiply-adds, or
+# _UNITS_MIN_STEP_FEW_ROWS with at most _FEW_ROWS rows, where the step's product streams the
+# whole weight for little arithmetic and halving the weight each core reads is what pays
+# (H=512, B=1: 6.1 ms split against 8.9 ms; H=128, B=64: 14.0 against 21.2; but H=128, B=16:
+# 10.7 against 5.0 ms for the batch split).
+_UNITS_MIN_STEP = 4_000_000
+_UNITS_MIN_STEP_FEW_ROWS = 1_000_000
+_FEW_ROWS = 4
+_UNITS_MIN_EXTENT = 64  # units per thread: two 128-byte blocks of float32
+_units_lock = threading.Lock()
+
+
+class Plan:
+    """How one call runs: `mode` is "serial", "batch" or "units", on `threads` threads; `run`
+    is what the module's glue calls (run_chunks(rows, B) or run_threads(cols, n))."""
+
+    def __init__(self, mode: str, threads: int, run):
+        self.mode, self.threads, self.run = mode, threads, run
+
+    def __repr__(self) -> str:
+        return f"<Plan {self.mode} x{self.threads}>"
+
+
+def plan_call(
+    T: int,
+    B: int,
+    work_per_row: int,
+    threads: int | None,
+    units: int | None,
+    split: str | None = None,
+) -> Plan:
+    """Choose how a call uses the cores.
+
+    `units`: the length of the step's splittable group, or None when the kernel has no unit
+    split. `threads`: None (auto), or the number of threads to use. `split`: None (auto),
+    "batch" or "units" to force one way (tests, benchmarks).
+    """
+    n = cpu_count() if threads is None else max(1, threads)
+    can_units = units is not None and split != "batch" and n > 1
+    if can_units and (split == "units" or threads is not None):
+        return Plan("units", max(1, min(n, units)), run_units)
+    step = B * work_per_row
+    long_step = step >= _UNITS_MIN_STEP or (B <= _FEW_ROWS and step >= _UNITS_MIN_STEP_FEW_ROWS)
+    if can_units and units >= _UNITS_MIN_EXTENT * n and long_step and T >= 2:
+        return Plan("units", n, run_units)
+    run = plan_chunks(T, B, work_per_row, threads)
+    return Plan("serial" if run in (serial, serial_one_blas_thread) else "batch", n, run)
+
+
+def _get_pool(workers: int) -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < workers:
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lstmc")
+        return _pool
+
+
+def run_units(cols, n: int) -> None:
+    """Run `cols(k, n, flags)` for k < n on n threads at once (the caller is thread 0).
+
+    The threads wait for each other every step, so all n must run at the same time: one call
+    at a time holds the unit split (a second caller waits for the first to finish), and
+    nothing else the pool runs ever waits, so the n - 1 helpers always get a worker. A thread
+    that raises sets the abort flag, which ends the others' waits; the first error is raised.
+    """
+    from lstmc_runtime.sync import FLAG_STRIDE, new_flags
+
+    flags = new_flags(n)
+
+    def part(k: int) -> None:
+        try:
+            cols(k, n, flags)
+        except BaseException:
+            flags[n * FLAG_STRIDE] = 1
+            raise
+
+    if n == 1:
+        part(0)
+        return
+    with _units_lock, _blas_limit():
+        pool = _get_pool(n - 1)
+        futures = [pool.submit(part, k) for k in range(1, n)]
+        error = None
+        try:
+            part(0)
+        except BaseException as e:
+            error = e
+        for f in futures:
+            try:
+                f.result()
+            except BaseException as e:
+                error = error or e
+        if error is not None:
+            raise error
+
+
 def plan_chunks(T: int, B: int, work_per_row: int, threads: int | None):
     """Return the `run_chunks(rows, B)` function for one call.
 
@@ -79,13 +185,10 @@ def plan_chunks(T: int, B: int, work_per_row: int, threads: int | None):
         return serial
 
     def run_chunks(rows, B: int) -> None:
-        global _pool
-        with _pool_lock:
-            if _pool is None or _pool._max_workers < n:
-                _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="lstmc")
+        pool = _get_pool(n)
         bounds = [B * i // n for i in range(n + 1)]
         with _blas_limit():
-            futures = [_pool.submit(rows, bounds[i], bounds[i + 1]) for i in range(n - 1)]
+            futures = [pool.submit(rows, bounds[i], bounds[i + 1]) for i in range(n - 1)]
             rows(bounds[-2], bounds[-1])  # the calling thread takes the last chunk
             for f in futures:
                 f.result()

@@ -630,6 +630,71 @@ def cell_and_data(draw, max_size: int = 6, max_T: int = 5, max_B: int = 3) -> Ce
     return CellCase(text, sizes, T, B, seed)
 
 
+@st.composite
+def gated_cell_and_data(draw, max_hidden: int = 40, max_T: int = 5, max_B: int = 4) -> CellCase:
+    """A `CellCase` of a random gated cell whose step is products of the state, then one
+    element-wise loop (the shape the CPU target can split by units across threads):
+
+        gate_k = act_k(W_k @ x + U_k @ s_a [+ V_k @ s_b] [+ p_k * s_c] [+ b_k]), act in {sigmoid, tanh}
+        s_next = one of  g1 * s + g2 * g3,  (1 - g1) * s + g1 * g2,  g1 * tanh(s + g2)
+        outputs: a state's next value, or a gate times tanh of one
+
+    with 1-5 gates and 1-3 states of size `hidden` (so hidden up to `max_hidden` crosses the
+    16-unit alignment of the split), in random equation order."""
+    n_states = _between(draw, 1, 3)
+    states = ["h", "c", "m"][:n_states]
+    n_gates = _between(draw, 1, 5)
+    params: dict[str, str] = {}
+    eqs: dict[str, str] = {}
+    gates = []
+    for k in range(n_gates):
+        terms = [f"W{k} @ x", f"U{k} @ {_choose(draw, states)}"]
+        params[f"W{k}"] = "[hidden, input]"
+        params[f"U{k}"] = "[hidden, hidden]"
+        if _between(draw, 0, 2) == 0:
+            terms.append(f"V{k} @ {_choose(draw, states)}")
+            params[f"V{k}"] = "[hidden, hidden]"
+        if _between(draw, 0, 2) == 0:
+            terms.append(f"p{k} * {_choose(draw, states)}")
+            params[f"p{k}"] = "[hidden]"
+        if _between(draw, 0, 1):
+            terms.append(f"b{k}")
+            params[f"b{k}"] = "[hidden]"
+        terms = _shuffled(draw, terms)
+        eqs[f"g{k}"] = f"{_choose(draw, ['sigmoid', 'tanh'])}({' + '.join(terms)})"
+        gates.append(f"g{k}")
+    update = {}
+    for s in states:
+        a, b, c = (_choose(draw, gates) for _ in range(3))
+        form = _between(draw, 0, 2)
+        eqs[f"{s}_next"] = [
+            f"{a} * {s} + {b} * {c}",
+            f"(1 - {a}) * {s} + {a} * {b}",
+            f"{a} * tanh({s} + {b})",
+        ][form]
+        update[s] = f"{s}_next"
+    outputs = [f"{states[0]}_next"]
+    if _between(draw, 0, 1):
+        eqs["y"] = f"{_choose(draw, gates)} * tanh({_choose(draw, states)}_next)"
+        outputs.append("y")
+    order = _shuffled(draw, list(eqs))
+    lines = ["cell: gated", "sizes: [input, hidden]", "inputs:", "  x: [input]", "state:"]
+    lines += [f"  {s}: [hidden]" for s in states]
+    lines += ["params:"] + [f"  {n}: {shape}" for n, shape in params.items()]
+    lines += ["equations:"] + [f"  {n}: {eqs[n]}" for n in order]
+    lines += ["update:"] + [f"  {s}: {v}" for s, v in update.items()]
+    lines += [f"outputs: [{', '.join(outputs)}]"]
+    text = "\n".join(lines) + "\n"
+    sizes = {"input": _between(draw, 1, 6), "hidden": _between(draw, 1, max_hidden)}
+    return CellCase(
+        text,
+        sizes,
+        _between(draw, 0, max_T),
+        _between(draw, 1, max_B),
+        _between(draw, 0, 2**32 - 1),
+    )
+
+
 # -- near-valid specs ---------------------------------------------------------------------------
 
 _BAD_NAMES = [

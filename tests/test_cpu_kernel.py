@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
-from strategies import cell_and_data
+from strategies import cell_and_data, gated_cell_and_data
 
 import lstmc
 from lstmc import KernelArgumentError
@@ -79,12 +79,20 @@ def test_shipped_cells(name, dtype):
     sizes = {s: 5 + 3 * i for i, s in enumerate(sig.sizes)}
     if "proj" in sizes:
         sizes["proj"] = 4
-    for T, B, threads in ((9, 3, 1), (4, 9, 2), (0, 2, 1)):
-        kernel.threads = threads  # the batch split across threads gives the same numbers
+    # Splitting a call across threads (by batch rows, or by the step's units where the cell
+    # allows it: 3 threads over 8 units cuts 2/3/3) gives the same numbers.
+    for T, B, threads, split in (
+        (9, 3, 1, None),
+        (4, 9, 2, "batch"),
+        (5, 2, 2, "units"),
+        (6, 1, 3, "units"),
+        (0, 2, 2, "units"),
+    ):
+        kernel.threads, kernel.split = threads, split
         x, params, state = random_data(kernel, sizes, T, B, 7, dtype)
         check_against_interpreter(cell, kernel, x, params, state, tolerance(dtype, cell))
         check_against_interpreter(cell, kernel, x, params, None, tolerance(dtype, cell))
-    kernel.threads = None
+    kernel.threads = kernel.split = None
 
 
 @pytest.mark.parametrize("opt", [0, 1, 3])
@@ -110,6 +118,25 @@ def test_random_cells(case, opt, dtype):
     x = case.x().astype(dtype)
     state = {k: v.astype(dtype) for k, v in case.state().items()}
     check_against_interpreter(cell, kernel, x, case.params(), state, tolerance(dtype, cell))
+    if kernel.columns is not None:  # the step's units split across 2 threads
+        kernel.threads, kernel.split = 2, "units"
+        check_against_interpreter(cell, kernel, x, case.params(), state, tolerance(dtype, cell))
+
+
+# Random gated cells (products of the state, then one element-wise loop) run split by units
+# across 2 and 3 threads, with hidden up to 40 so the 16-unit alignment and its fallback
+# both occur, and B = 1 where the batch split has nothing to split.
+@settings(max_examples=8, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(case=gated_cell_and_data(), dtype=st.sampled_from(["float32", "float64"]))
+def test_random_gated_cells_split_by_units(case, dtype):
+    cell = case.cell()
+    kernel = lstmc.compile(cell, dtype=dtype)
+    assert kernel.columns is not None, "a gated cell's step splits by units"
+    x = case.x().astype(dtype)
+    state = {k: v.astype(dtype) for k, v in case.state().items()}
+    for threads in (2, 3):
+        kernel.threads, kernel.split = threads, "units"
+        check_against_interpreter(cell, kernel, x, case.params(), state, tolerance(dtype, cell))
 
 
 def test_fixed_sizes_and_unrolling():
@@ -120,6 +147,9 @@ def test_fixed_sizes_and_unrolling():
     for T in (0, 1, 3, 7):
         x, params, state = random_data(kernel, {"input": 3, "hidden": 5}, T, 2, T, "float64")
         check_against_interpreter(cell, kernel, x, params, state, F64_TOL)
+        kernel.threads, kernel.split = 2, "units"  # the unrolled column-split loop
+        check_against_interpreter(cell, kernel, x, params, state, F64_TOL)
+        kernel.threads = kernel.split = None
     x, params, state = random_data(kernel, {"input": 3, "hidden": 6}, 2, 2, 0, "float64")
     with pytest.raises(KernelArgumentError, match="hidden"):
         kernel(x, params)

@@ -72,6 +72,10 @@ class Access:
             return self.ns.get("p", node.attrs["name"])
         return self.ns.get("v", node.name)
 
+    def offset_index(self, offset: str, j: str) -> str:
+        """Index of element j of a value that starts at `offset` in its buffer."""
+        return f"{offset} + {j}"
+
     def scalar_var(self, node: Node) -> str:
         return self.ns.get("s", node.name)
 
@@ -91,7 +95,9 @@ class Access:
         if not node.shape:  # scalar nodes are computed once into a scalar local
             return self.scalar_var(node)
         base, offset = self.sched.base(node)
-        idx = j if offset == Size() else f"{size_expr(offset, self.fixed, self.ns)} + {j}"
+        idx = (
+            j if offset == Size() else self.offset_index(size_expr(offset, self.fixed, self.ns), j)
+        )
         arr = self.array(base)
         if base.op == "param":
             return f"{arr}[{idx}]"

@@ -19,7 +19,8 @@ from lstmc.codegen.common import (
     ir_comment,
     size_expr,
 )
-from lstmc.codegen.cpu_ops import CpuStructuralOps
+from lstmc.codegen.cpu_columns import ColumnAccess, column_offsets_data, column_plan
+from lstmc.codegen.cpu_ops import CpuAccess, CpuStructuralOps
 from lstmc.codegen.module import lookup, module_header, module_tail
 from lstmc.codegen.schedule import Item
 from lstmc.ir.graph import Graph, Node
@@ -51,6 +52,8 @@ class _Lines:
 
 
 class CpuEmitter(CpuStructuralOps, EmitterBase):
+    access_class = CpuAccess
+
     def __init__(
         self,
         graph: Graph,
@@ -60,6 +63,7 @@ class CpuEmitter(CpuStructuralOps, EmitterBase):
     ):
         super().__init__(graph, dtype, fixed, info)
         self.unroll = int(graph.attrs.get("unroll", 1) or 1)
+        self.columns = column_plan(graph, self.sched)
 
     # -- small helpers -------------------------------------------------------------------------
 
@@ -82,10 +86,16 @@ class CpuEmitter(CpuStructuralOps, EmitterBase):
         L.add("from numba import njit")
         L.add()
         L.add("from lstmc_runtime import vmath as _vmath")
-        L.add("from lstmc_runtime.kernel import CpuKernel")
+        L.add(
+            "from lstmc_runtime.kernel import CpuKernel"
+            + (", aligned_empty_like" if self.columns is not None else "")
+        )
         L.add("from lstmc_runtime.signature import ArraySpec, Signature")
+        if self.columns is not None:
+            L.add("from lstmc_runtime.sync import barrier")
         L.add()
         L.add(f"_F = np.{self.dtype}")
+        L.add("_U = np.uint64  # unit indices: see lstmc.codegen.cpu.CpuAccess")
         L.add("_ZERO = _F(0.0)")
         L.add("_ONE = _F(1.0)")
         L.add("_INF = _F(np.inf)")
@@ -103,13 +113,19 @@ class CpuEmitter(CpuStructuralOps, EmitterBase):
 
     # -- the two compiled functions -----------------------------------------------------------
 
-    def prologue_values(self) -> list[Node]:
+    def split_hoisted(self) -> set[str]:
+        """Hoisted products that `_cols` computes per thread (so `_prologue_units` skips)."""
+        return set() if self.columns is None else self.columns.hoisted
+
+    def prologue_values(self, skip: set[str] = frozenset()) -> list[Node]:
         """What `_prologue` computes and `_rows` reads: materialized once/seq values and
-        scalars computed from constants."""
+        scalars computed from constants (less the nodes in `skip`)."""
         values = []
         for phase in ("once", "seq"):
             for item in self.sched.items[phase]:
                 for n in item.nodes:
+                    if n.name in skip:
+                        continue
                     if n.name in self.sched.materialized:
                         values.append(n)
                     elif not n.shape and n.kind == "elementwise":
@@ -145,13 +161,15 @@ class CpuEmitter(CpuStructuralOps, EmitterBase):
         for sym, value in self.fixed.items():
             L.add(f"{self.ns.get('n', sym)} = {value}  # fixed at compile time")
 
-    def emit_sequence(self, L: _Lines) -> None:
+    def emit_prologue(self, L: _Lines, name: str, skip: set[str]) -> None:
         L.add('@njit(cache=True, error_model="numpy", nogil=True)')
-        L.add(f"def _prologue({', '.join(self.prologue_args())}):")
+        L.add(f"def {name}({', '.join(self.prologue_args())}):")
         with L.indent():
             L.add(
                 '"""What does not depend on the state: computed once per call, before the '
                 'time loop."""'
+                if not skip
+                else '"""`_prologue` less the hoisted products that `_cols` computes per thread."""'
             )
             L.add("T = x.shape[0]")
             L.add("B = x.shape[1]")
@@ -161,11 +179,17 @@ class CpuEmitter(CpuStructuralOps, EmitterBase):
                 self.emit_item(L, item)
             L.add("# ---- hoisted: values of the input alone, for all timesteps at once")
             for item in self.sched.items["seq"]:
-                self.emit_item(L, item)
-            values = [self.value_name(n) for n in self.prologue_values()]
+                if item.first.name not in skip:
+                    self.emit_item(L, item)
+            values = [self.value_name(n) for n in self.prologue_values(skip)]
             L.add("return (" + ", ".join(values) + ("," if len(values) == 1 else "") + ")")
         L.add()
         L.add()
+
+    def emit_sequence(self, L: _Lines) -> None:
+        self.emit_prologue(L, "_prologue", set())
+        if self.split_hoisted() and self.prologue_values(self.split_hoisted()):
+            self.emit_prologue(L, "_prologue_units", self.split_hoisted())
         L.add('@njit(cache=True, error_model="numpy", nogil=True)')
         L.add(f"def _rows({', '.join(self.rows_args())}):")
         with L.indent():
@@ -186,38 +210,135 @@ class CpuEmitter(CpuStructuralOps, EmitterBase):
                             f"{self.acc.array(n)} = np.empty((nb, {self.size(n.shape[0])}), _F)"
                             f"  # %{n.name}"
                         )
-            L.add("# ---- the time loop")
-            if self.unroll > 1:
-                L.add(f"t_main = T - T % {self.unroll}")
-                L.add(f"for t0 in range(0, t_main, {self.unroll}):  # unrolled x{self.unroll}")
-                with L.indent():
-                    for k in range(self.unroll):
-                        L.add(f"t = t0 + {k}" if k else "t = t0")
-                        self.emit_step(L)
-                L.add("for t in range(t_main, T):")
-            else:
-                L.add("for t in range(T):")
+            self.emit_time_loop(L, self.emit_step)
+        if self.columns is not None:
+            L.add()
+            L.add()
+            self.emit_cols(L)
+
+    def emit_time_loop(self, L: _Lines, emit_step) -> None:
+        L.add("# ---- the time loop")
+        if self.unroll > 1:
+            L.add(f"t_main = T - T % {self.unroll}")
+            L.add(f"for t0 in range(0, t_main, {self.unroll}):  # unrolled x{self.unroll}")
             with L.indent():
-                self.emit_step(L)
+                for k in range(self.unroll):
+                    L.add(f"t = t0 + {k}" if k else "t = t0")
+                    emit_step(L)
+            L.add("for t in range(t_main, T):")
+        else:
+            L.add("for t in range(T):")
+        with L.indent():
+            emit_step(L)
 
     def emit_step(self, L: _Lines) -> None:
         for item in self.sched.items["step"]:
             self.emit_item(L, item)
+        self.emit_swaps(L)
+
+    def emit_swaps(self, L: _Lines) -> None:
         for s in self.states:
             cur, nxt = self.acc.array(s), self.nxt(s.attrs["name"])
             L.add(f"{cur}, {nxt} = {nxt}, {cur}  # the new state becomes the current one")
+
+    # -- the column-split time loop (cpu_columns.py) -------------------------------------------
+
+    def cols_args(self) -> list[str]:
+        args = ["k", "threads", "e0", "e1", "flags", "x"]
+        for s in self.states:
+            args += [self.acc.array(s), self.nxt(s.attrs["name"])]
+        args += [self.value_name(n) for n in self.prologue_values(self.split_hoisted())]
+        args += self.shared_args()
+        args += [self.y(o.attrs["name"]) for o in self.outputs]
+        return args + self.size_args()
+
+    def emit_cols(self, L: _Lines) -> None:
+        plan = self.columns
+        L.add('@njit(cache=True, error_model="numpy", nogil=True)')
+        L.add(f"def _cols({', '.join(self.cols_args())}):")
+        with L.indent():
+            L.add('"""Run every timestep for units [e0, e1) of the step, as thread k of `threads`.')
+            L.add("")
+            L.add("State and outputs are whole arrays, of which this thread writes its units'")
+            L.add("columns; the split weights are this thread's blocks. The threads meet at a")
+            L.add(
+                'barrier after each step, before the next step\'s product reads the whole state."""'
+            )
+            L.add("T = x.shape[0]")
+            L.add("B = x.shape[1]")
+            L.add("b0, b1, nb = 0, B, B  # every batch row")
+            L.add("ne = e1 - e0  # units of this thread")
+            self.emit_fixed_sizes(L)
+            for name in plan.hoisted:
+                n = self.graph.node(name)
+                vec = n.operands[-1] if n.op == "matvec" else n.operands[0]
+                L.add("# ---- hoisted: this thread's units of the input projection, all steps")
+                L.add(ir_comment(n))
+                L.add(
+                    f"{self.acc.array(n)} = np.dot({self.vector_array(vec, 'seq')}.reshape("
+                    f"T * B, {self.size(vec.shape[0])}), {self.sched.weights[name].name})"
+                    f".reshape(T, B, {len(plan.offsets[name])} * ne)"
+                )
+            L.add("# ---- buffers reused by every step: this thread's columns of each product")
+            for name, slots in plan.offsets.items():
+                if name in plan.hoisted:
+                    continue
+                n = self.graph.node(name)
+                L.add(f"{self.acc.array(n)} = np.empty((nb, {len(slots)} * ne), _F)  # %{name}")
+            for n in plan.group.nodes:
+                if n.name in self.sched.materialized:
+                    L.add(
+                        f"{self.acc.array(n)} = np.empty((nb, {self.size(n.shape[0])}), _F)"
+                        f"  # %{n.name}"
+                    )
+            self.emit_time_loop(L, self.emit_cols_step)
+
+    def emit_cols_step(self, L: _Lines) -> None:
+        for item in self.sched.items["step"]:
+            if item.kind != "group":
+                self.emit_item(L, item)
+                continue
+            L.add(
+                f"# element-wise group: {', '.join('%' + n.name for n in item.nodes)}; "
+                "this thread's units"
+            )
+            L.add("for r in range(nb):")
+            with L.indent():
+                L.add("b = r")
+                L.add("for jj in range(_U(ne)):")
+                with L.indent():
+                    L.add("j = _U(e0) + jj")
+                    plain, self.acc = (
+                        self.acc,
+                        ColumnAccess(self.sched, self.ns, self.fixed, self.columns),
+                    )
+                    try:
+                        for line in self.group_lines(
+                            item, TARGET, "t", "b", "j", "r", lambda s: self.sink_target(s, "j")
+                        ):
+                            L.add(line)
+                    finally:
+                        self.acc = plain
+        L.add("if threads > 1 and not barrier(flags, k, threads, t + 1):")
+        L.add("    return  # another thread failed")
+        self.emit_swaps(L)
+
+    def columns_data(self) -> dict | None:
+        return None if self.columns is None else column_offsets_data(self.columns, self.sched)
 
     def launch_lines(self) -> list[str]:
         """`_launch`: the run-time glue from checked, packed arguments to the two functions."""
         ns = self.ns
 
-        def arg(a: str, rows: bool) -> str:
+        def arg(a: str, whole: bool = False) -> str:
+            """The glue's expression for argument `a`; `whole`: state rows not chunked."""
+            rows = "" if whole else "[b0:b1]"
             if a == "x":
                 return "x"
             if (key := lookup(ns, "st", a)) is not None:
-                return f"state[{key!r}][b0:b1]"
+                return f"state[{key!r}]{rows}"
             if (key := lookup(ns, "nx", a)) is not None:
-                return f"spare[{key!r}][b0:b1]"
+                return f"spare[{key!r}]{rows}"
             if a in {w.name for w in self.sched.weights.values()}:
                 return f"arrays[{a!r}]"
             if (key := lookup(ns, "p", a)) is not None:
@@ -229,12 +350,20 @@ class CpuEmitter(CpuStructuralOps, EmitterBase):
             raise AssertionError(a)
 
         pro = [self.value_name(n) for n in self.prologue_values()]
+        prologue = "    pro = _prologue(" + ", ".join(arg(a) for a in self.prologue_args()) + ")"
+        pro_units = [self.value_name(n) for n in self.prologue_values(self.split_hoisted())]
+        prologue_units = (
+            prologue.replace("_prologue(", "_prologue_units(")
+            if pro_units
+            else "    pro = ()  # the prologue's only work, the input projection, is per thread"
+        )
+        spare = "    spare = {name: np.empty_like(a) for name, a in state.items()}"
         lines = [
             "def _launch(x, state, arrays, outputs, sizes, run_chunks):",
             '    """Run the prologue, then the time loop on chunks of batch rows (in parallel when',
             '    `run_chunks` splits the batch), and return the final state. Run-time glue."""',
-            "    pro = _prologue(" + ", ".join(arg(a, False) for a in self.prologue_args()) + ")",
-            "    spare = {name: np.empty_like(a) for name, a in state.items()}",
+            prologue,
+            spare,
             "",
             "    def rows(b0, b1):",
             "        _rows(",
@@ -245,11 +374,43 @@ class CpuEmitter(CpuStructuralOps, EmitterBase):
             elif a in pro:
                 lines.append(f"            pro[{pro.index(a)}],")
             else:
-                lines.append(f"            {arg(a, True)},")
+                lines.append(f"            {arg(a)},")
         lines += [
             "        )",
             "",
             "    run_chunks(rows, x.shape[1])",
+            "    return state if x.shape[0] % 2 == 0 else spare",
+        ]
+        if self.columns is None:
+            return lines
+        split = set(self.columns_data())
+        lines += [
+            "",
+            "",
+            "def _launch_columns(x, state, arrays, blocks, outputs, sizes, run_threads):",
+            '    """Run the prologue, then the time loop with the step\'s units split across threads:',
+            "    blocks[k] holds thread k's units and its blocks of the split weights. Returns the",
+            '    final state. Run-time glue."""',
+            prologue_units if self.split_hoisted() else prologue,
+            "    spare = {name: aligned_empty_like(a) for name, a in state.items()}",
+            "",
+            "    def cols(k, threads, flags):",
+            "        e0, e1 = blocks[k]['units']",
+            "        _cols(",
+        ]
+        for a in self.cols_args():
+            if a in ("k", "threads", "e0", "e1", "flags"):
+                lines.append(f"            {a},")
+            elif a in pro_units:
+                lines.append(f"            pro[{pro_units.index(a)}],")
+            elif a in split:
+                lines.append(f"            blocks[k][{a!r}],")
+            else:
+                lines.append(f"            {arg(a, whole=True)},")
+        lines += [
+            "        )",
+            "",
+            "    run_threads(cols, len(blocks))",
             "    return state if x.shape[0] % 2 == 0 else spare",
         ]
         return lines
@@ -288,7 +449,7 @@ class CpuEmitter(CpuStructuralOps, EmitterBase):
             ctxs[-1].__enter__()
             L.add("b = b0 + r")
         if extent is not None:
-            L.add(f"for j in range({extent}):")
+            L.add(f"for j in range(_U({extent})):")
             ctxs.append(L.indent())
             ctxs[-1].__enter__()
         return ctxs

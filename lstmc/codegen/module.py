@@ -55,13 +55,24 @@ def module_tail(emitter, target: str) -> list[str]:
     lines.append(f"WEIGHTS = {weights!r}")
     lines.append(f"VECTOR_PARAMS = {list(sched.vector_params)!r}")
     lines.append(f"FIXED_SIZES = {dict(emitter.fixed)!r}")
+    columns = getattr(emitter, "columns_data", lambda: None)()
+    extra = ""
+    if columns is not None:
+        lines.append(
+            "# Step products split by units across threads: per packed weight, the length of"
+        )
+        lines.append(
+            "# the split group and the offsets of the slices it reads (lstmc_runtime.packing)."
+        )
+        lines.append(f"COLUMNS = {columns!r}")
+        extra = ", columns=COLUMNS, launch_columns=_launch_columns"
     lines += ["", ""]
     lines += emitter.launch_lines()
     lines += ["", ""]
     kernel_cls = {"cpu": "CpuKernel", "cuda": "CudaKernel"}[target]
     lines.append(
         f"kernel = {kernel_cls}(SIGNATURE, WEIGHTS, VECTOR_PARAMS, _launch, "
-        f"dtype=np.{emitter.dtype}, fixed_sizes=FIXED_SIZES, doc=__doc__)"
+        f"dtype=np.{emitter.dtype}, fixed_sizes=FIXED_SIZES, doc=__doc__{extra})"
     )
     cell = graph.attrs.get("cell", "cell")
     name = emitter.info.get("name") or cell
@@ -100,6 +111,9 @@ _MODULE_NAMES = {
     "WEIGHTS",
     "VECTOR_PARAMS",
     "FIXED_SIZES",
+    "COLUMNS",
+    "barrier",
+    "aligned_empty_like",
 }
 
 

@@ -1,0 +1,139 @@
+"""The CPU target's column-split time loop: each thread owns a range of a step's units.
+
+`_rows` (cpu.py) splits a call by batch rows, which helps only while the weights are small:
+every chunk's per-step product streams the whole recurrent weight. `_cols` splits by units
+instead, the way oneDNN's RNN splits gate columns: thread k owns units [e0, e1) of the step's
+element-wise group and the columns of every step product that group reads at those units (for
+an LSTM, columns j, H+j, 2H+j, 3H+j of the packed [H, 4H] weight). Each thread streams only its
+block of the weight (packed once per thread count, see lstmc_runtime.packing), runs the
+element-wise work of its units, writes its columns of the new state, and meets the others at a
+spin barrier (lstmc_runtime.sync) before the next step reads the whole state.
+
+That needs a step whose units do not interact except through the products that start it:
+exactly one element-wise group, products that read only state (complete after the barrier),
+product values read by the group only at its own unit (a slice of the group's length, at any
+offset), states read by the group only at its own unit, and every state update and output
+stored from the group. `column_plan` checks this and returns None for anything else (a layer
+norm, a second product inside the step, a projection), which keeps `_rows` alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lstmc.codegen.common import size_expr
+from lstmc.codegen.cpu_ops import CpuAccess
+from lstmc.codegen.schedule import Item, Schedule
+from lstmc.ir.graph import Graph, Node
+from lstmc.ir.shapes import Size
+
+_PRODUCTS = ("matvec", "packed_matvec")
+
+
+@dataclass
+class ColumnPlan:
+    group: Item  # the step's one element-wise group; its extent is split
+    # product node name -> the offsets (in its output) of the slices the group reads, in the
+    # order their blocks are packed: a thread's block holds, for each offset o, columns
+    # [o + e0, o + e1) of the product's packed weight. Step products and hoisted ones (the
+    # input projection, which each thread then computes for its own units before the loop).
+    offsets: dict[str, list[Size]]
+    hoisted: set[str]  # the hoisted ones among them
+
+
+def column_plan(graph: Graph, sched: Schedule) -> ColumnPlan | None:
+    """The split of the step's units across threads, or None when the step does not allow it."""
+    step = sched.items["step"]
+    groups = [it for it in step if it.kind == "group"]
+    if len(groups) != 1:
+        return None
+    (group,) = groups
+    members = {n.name for n in group.nodes}
+    for item in step:
+        if item.kind == "group":
+            continue
+        node = item.first
+        if node.op in _PRODUCTS:
+            vec = node.operands[-1] if node.op == "matvec" else node.operands[0]
+            if sched.base(vec)[0].op != "state":
+                return None  # reads a value of this step: needs a second barrier
+        elif node.kind == "sink":
+            if node.operands[0].name not in members:
+                return None  # stored from elsewhere than the group
+        else:
+            return None  # a layer norm, a concat, a scalar of the step
+    offsets: dict[str, list[Size]] = {}
+    for n in group.nodes:
+        for o in n.operands:
+            if o.name in members or o.op in ("param", "const", "input") or not o.shape:
+                continue
+            base, offset = sched.base(o)
+            if base.op == "state":
+                if base is not o:
+                    return None  # a state read at another unit than the group's own
+                continue
+            phase = sched.phase[base.name]
+            splittable = base.op in _PRODUCTS and o.shape[0] == group.extent
+            if phase == "step" and not splittable:
+                return None
+            if phase == "once" or not splittable:
+                continue  # complete before the time loop: any unit may be read
+            slots = offsets.setdefault(base.name, [])
+            if offset not in slots:
+                slots.append(offset)
+    # A product is split only if the group is its only reader, through views of the group's
+    # length; a hoisted one read elsewhere stays whole (computed by the prologue).
+    for name in list(offsets):
+        node = graph.node(name)
+        readers = []
+        for u in graph.users(node):
+            readers += graph.users(u) if u.name in sched.view else [u]
+        if any(r.name not in members for r in readers):
+            if sched.phase[name] == "step":
+                return None
+            del offsets[name]  # a hoisted product read elsewhere: the prologue computes it
+    for item in step:
+        if item.kind == "node" and item.first.op in _PRODUCTS and item.first.name not in offsets:
+            return None  # a product the group does not read (would be computed whole)
+    hoisted = {name for name in offsets if sched.phase[name] == "seq"}
+    if not offsets.keys() - hoisted:
+        return None  # no product in the step: nothing worth a barrier a step
+    return ColumnPlan(group, offsets, hoisted)
+
+
+class ColumnAccess(CpuAccess):
+    """Element access inside `_cols`: a split product's value is the thread's block, where
+    slot s of the product holds units [e0, e1) at columns [s*ne, (s+1)*ne)."""
+
+    def __init__(self, sched: Schedule, ns, fixed, plan: ColumnPlan):
+        super().__init__(sched, ns, fixed)
+        self.plan = plan
+
+    def element(self, node: Node, t: str, b: str, j: str, in_group=None, row=None) -> str:
+        base, offset = self.sched.base(node)
+        slots = self.plan.offsets.get(base.name)
+        if slots is None or (
+            in_group is not None and self.sched.group_of.get(node.name) is in_group
+        ):
+            return super().element(node, t, b, j, in_group, row)
+        s = slots.index(offset)
+        col = "jj" if s == 0 else self.offset_index(f"{s} * ne", "jj")
+        if base.name in self.plan.hoisted:
+            return f"{self.array(base)}[{t}, {b}, {col}]"
+        return f"{self.array(base)}[{b if row is None else row}, {col}]"
+
+
+def column_offsets_data(plan: ColumnPlan, sched: Schedule) -> dict:
+    """What the run time needs to cut per-thread weight blocks: per packed weight, the group's
+    extent and the slot offsets, as Size data."""
+    return {
+        sched.weights[name].name: {
+            "extent": plan.group.extent.to_data(),
+            "offsets": [o.to_data() for o in offs],
+        }
+        for name, offs in plan.offsets.items()
+    }
+
+
+def extent_expr(plan: ColumnPlan, fixed, ns) -> str:
+    return size_expr(plan.group.extent, fixed, ns)

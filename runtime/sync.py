@@ -1,0 +1,114 @@
+"""A spin barrier for compiled code: the threads of a column-split time loop meet once a step.
+
+When a call splits a step's columns across threads (see lstmc_runtime.threads), every thread
+computes its own columns of the step's products and element-wise work, then must wait until
+the others have written theirs: the next step's product reads the whole new state. Steps last
+microseconds, so an OS primitive (futex wake-up ~5-50 us) would cost more than the step; the
+threads instead spin on one flag each, with a `pause` between reads and, after a while,
+`sched_yield` so that a thread whose partner was descheduled gives its core back.
+
+Memory order: a thread stores its flag with release semantics after its last store of the
+step, and readers load flags with acquire semantics, so a thread that sees every flag at
+`step` also sees every other thread's state columns (C++11 release/acquire; on x86 these are
+plain moves that the compiler may not reorder or hoist out of the spin loop).
+
+`flags` is an int64 array of (n + 1) * FLAG_STRIDE slots: slot k * FLAG_STRIDE is thread k's
+last finished step (a cache line of its own, so spinning readers do not slow the writer), and
+slot n * FLAG_STRIDE is the abort flag, which the Python side sets when a thread raised so
+that the others return instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+__all__ = ["FLAG_STRIDE", "barrier", "new_flags"]
+
+FLAG_STRIDE = 16  # int64 slots: 128 bytes, two cache lines, between flags
+_SPINS_BEFORE_YIELD = 2000  # tens of us of `pause`, then give the core back
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+_sched_yield = types.ExternalFunction("sched_yield", types.int32())
+
+
+def new_flags(threads: int) -> np.ndarray:
+    """Zeroed flags for `threads` threads, on cache lines of their own (with a spare line on
+    each side): a flag sharing a line with data that a thread writes every step would turn
+    every spinning read into a transfer of that line away from the writer."""
+    line = FLAG_STRIDE * 8  # bytes
+    n = (threads + 1) * FLAG_STRIDE
+    raw = np.zeros(n + 3 * FLAG_STRIDE, np.int64)
+    start = FLAG_STRIDE + (-raw.ctypes.data % line) // 8  # a whole spare line before
+    return raw[start : start + n]
+
+
+def _slot_pointer(context, builder, sig, args):
+    aryty = sig.args[0]
+    ary = context.make_array(aryty)(context, builder, args[0])
+    return cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
+
+
+@intrinsic
+def _load_acquire(typingctx, flags, index):
+    if not (isinstance(flags, types.Array) and flags.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.load_atomic(_slot_pointer(context, builder, sig, args), "acquire", 8)
+
+    return types.int64(flags, index), codegen
+
+
+@intrinsic
+def _store_release(typingctx, flags, index, value):
+    if not (isinstance(flags, types.Array) and flags.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        value = context.cast(builder, args[2], sig.args[2], types.int64)
+        builder.store_atomic(value, _slot_pointer(context, builder, sig, args), "release", 8)
+        return context.get_dummy_value()
+
+    return types.void(flags, index, value), codegen
+
+
+@intrinsic
+def _cpu_relax(typingctx):
+    """The x86 `pause` hint (an LLVM intrinsic: Numba's JIT has no inline-asm parser)."""
+
+    def codegen(context, builder, sig, args):
+        if _X86:
+            fnty = ir.FunctionType(ir.VoidType(), [])
+            builder.call(
+                cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.sse2.pause"), []
+            )
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@njit(cache=True, nogil=True)
+def barrier(flags, k, threads, step):
+    """Publish that thread k finished `step` (1-based), then wait until every thread has.
+
+    Returns False if the call was aborted (another thread raised): the caller returns at once.
+    """
+    _store_release(flags, k * FLAG_STRIDE, step)
+    abort = threads * FLAG_STRIDE
+    for i in range(threads):
+        spins = 0
+        while _load_acquire(flags, i * FLAG_STRIDE) < step:
+            if _load_acquire(flags, abort) != 0:
+                return False
+            spins += 1
+            if spins < _SPINS_BEFORE_YIELD:
+                _cpu_relax()
+            else:
+                _sched_yield()
+    return True

@@ -1,0 +1,138 @@
+"""How the CPU kernel uses threads: the unit split's plan, bounds, blocks and barrier."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from lstmc_runtime import threads as rt_threads
+from lstmc_runtime.packing import split_units, unit_bounds
+from lstmc_runtime.sync import FLAG_STRIDE, barrier, new_flags
+
+import lstmc
+from lstmc.codegen.cpu_columns import column_plan
+from lstmc.codegen.schedule import schedule
+from lstmc.compiler import optimize
+
+SPLITS = {"lstm", "gru", "peephole_lstm", "cifg_lstm", "rnn_tanh", "rnn_relu"}
+
+
+@pytest.mark.parametrize("name", lstmc.cells.names())
+def test_which_shipped_cells_split_by_units(name):
+    graph, _ = optimize(lstmc.builtin(name), 2, None, None)
+    plan = column_plan(graph, schedule(graph))
+    # gru_cho and mgu multiply a value of the step (r * h), lstmp projects the step's result,
+    # layernorm_lstm normalizes whole rows, indrnn has no product in its step.
+    assert (plan is not None) == (name in SPLITS)
+    if plan is not None:
+        # the one stacked recurrent product, and the hoisted input projection, which each
+        # thread computes for its own units
+        assert len(plan.offsets.keys() - plan.hoisted) == 1 and len(plan.hoisted) == 1
+        for slots in plan.offsets.values():
+            assert len(slots) == len({str(o) for o in slots})
+
+
+@given(extent=st.integers(1, 3000), threads=st.integers(1, 8))
+def test_unit_bounds_cover_the_units_in_order(extent, threads):
+    b = unit_bounds(extent, threads)
+    assert b[0] == 0 and b[-1] == extent and len(b) == threads + 1
+    assert all(x <= y for x, y in zip(b, b[1:], strict=False))
+    if extent >= 32 * threads * 4:  # room to align: every cut on 128 bytes (32 float32s),
+        assert all(x % 32 == 0 for x in b[1:-1])  # and shares within 32 of equal
+        assert max(y - x for x, y in zip(b, b[1:], strict=False)) - extent / threads <= 32
+    b64 = unit_bounds(extent, threads, itemsize=8)
+    if extent >= 16 * threads * 4:  # float64: 16 units to 128 bytes
+        assert all(x % 16 == 0 for x in b64[1:-1])
+
+
+def test_split_units_cuts_each_slot_at_the_threads_units():
+    rng = np.random.default_rng(0)
+    H, K = 40, 7
+    w = rng.standard_normal((K, 3 * H)).astype(np.float32)  # slots at 2H, 0, H (as a GRU)
+    columns = {"w": {"extent": ((("hidden", 1),), 0), "offsets": [
+        ((("hidden", 2),), 0), ((), 0), ((("hidden", 1),), 0)]}}  # fmt: skip
+    blocks = split_units({"w": w}, {"hidden": H}, columns, 2)
+    assert [b["units"] for b in blocks] == [(0, 32), (32, 40)]  # cut on 128 bytes
+    for b in blocks:
+        e0, e1 = b["units"]
+        want = np.concatenate(
+            [w[:, 2 * H + e0 : 2 * H + e1], w[:, e0:e1], w[:, H + e0 : H + e1]], 1
+        )
+        assert b["w"].flags.c_contiguous and np.array_equal(b["w"], want)
+
+
+def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypatch):
+    monkeypatch.setattr(rt_threads, "cpu_count", lambda: 2)
+
+    def lstm(H: int) -> int:  # multiply-adds per row and step
+        return 8 * H * H
+
+    assert rt_threads.plan_call(100, 1, lstm(32), None, 32).mode == "serial"
+    assert rt_threads.plan_call(100, 1, lstm(128), None, 128).mode == "serial"
+    assert rt_threads.plan_call(100, 1, lstm(512), None, 512).mode == "units"
+    assert rt_threads.plan_call(100, 16, lstm(128), None, 128).mode != "units"
+    assert rt_threads.plan_call(100, 64, lstm(128), None, 128).mode == "units"
+    assert rt_threads.plan_call(100, 64, lstm(512), None, 512).mode == "units"
+    # no unit split in the kernel: the batch split or one thread, as before
+    assert rt_threads.plan_call(100, 64, lstm(128), None, None).mode in ("batch", "serial")
+    assert rt_threads.plan_call(100, 64, lstm(128), None, 128, split="batch").mode != "units"
+    forced = rt_threads.plan_call(3, 1, 8, 3, 2, split="units")
+    assert (forced.mode, forced.threads) == ("units", 2)  # never more threads than units
+    monkeypatch.setattr(rt_threads, "cpu_count", lambda: 1)
+    assert rt_threads.plan_call(100, 64, lstm(512), None, 512).mode != "units"
+
+
+def test_barrier_lets_no_thread_run_ahead():
+    """Each thread writes step t into its slot of a shared row, then checks after the barrier
+    that every slot holds t: a thread passing the barrier early would see t - 1."""
+    n, steps = 2, 2000
+    flags = new_flags(n)
+    row, bad = np.zeros(n, np.int64), np.zeros(n, np.int64)
+
+    from numba import njit
+
+    @njit(nogil=True)
+    def run(k, n, flags, row, bad, steps):
+        for t in range(1, steps + 1):
+            row[k] = t
+            if not barrier(flags, k, n, 2 * t - 1):
+                return
+            for i in range(n):
+                if row[i] != t:
+                    bad[k] += 1
+            barrier(flags, k, n, 2 * t)  # nobody writes t + 1 before all have checked t
+
+    th = threading.Thread(target=run, args=(1, n, flags, row, bad, steps))
+    th.start()
+    run(0, n, flags, row, bad, steps)
+    th.join()
+    assert bad.sum() == 0 and row.tolist() == [steps] * n
+
+
+def test_a_failing_thread_aborts_the_others_instead_of_hanging():
+    def cols(k, n, flags):
+        if k == 1:
+            raise ValueError("thread 1 failed")
+        assert not barrier(flags, k, n, 1)  # returns False once the abort flag is set
+
+    done = []
+
+    def call():
+        with pytest.raises(ValueError, match="thread 1 failed"):
+            rt_threads.run_units(cols, 2)
+        done.append(True)
+
+    th = threading.Thread(target=call, daemon=True)
+    th.start()
+    th.join(timeout=30)
+    assert done == [True], "run_units hung after a thread raised"
+
+
+def test_abort_flag_is_the_slot_after_the_threads():
+    flags = new_flags(3)
+    assert flags.shape == (4 * FLAG_STRIDE,) and flags.dtype == np.int64
+    flags[3 * FLAG_STRIDE] = 1
+    assert not barrier(flags, 0, 3, 1)  # the others never arrive, but the call is aborted
