@@ -319,6 +319,7 @@ def blas_report() -> str:
             f"{info['internal_api']} {info.get('version', '')} "
             f"{info.get('architecture', '')} threads={info['num_threads']} "
             f"({Path(info['filepath']).name})"
+            + ("  <- SciPy's: what Numba's np.dot calls" if "scipy.libs" in info["filepath"] else "")
         )
     cfg = torch.__config__.show()
     keys = ("CPU capability usage", "BLAS_INFO", "USE_MKLDNN")
@@ -454,6 +455,9 @@ def main() -> None:
     threads = cpu_count()
     torch.set_num_threads(threads)
     hs, bs = ((32, 128), (1, 16)) if args.quick else ((32, 128, 512), (1, 16, 64))
+    # Load the BLAS that Numba's np.dot calls (SciPy's OpenBLAS) before listing the libraries.
+    warm = lstmc.compile(lstmc.builtin("lstm"))
+    warm(np.zeros((2, 1, 8), np.float32), warm.init_params(input=8, hidden=8))
     blas = blas_report()
     print(blas, flush=True)
     grid_rows = grid(hs, bs)

@@ -17,7 +17,6 @@ from lstmc_runtime.packing import PackedParams, check_float, pack_weights
 from lstmc_runtime.signature import Signature, size_value
 from lstmc_runtime.threads import plan_call
 
-
 # Arrays that several threads write (state, outputs) start on a 128-byte boundary, and the
 # unit split cuts rows on 128-byte boundaries too (packing.unit_bounds): two threads writing
 # the same 128-byte pair of cache lines (the unit the CPU's adjacent-line prefetcher moves)

@@ -90,6 +90,8 @@ class CpuEmitter(CpuStructuralOps, EmitterBase):
             "from lstmc_runtime.kernel import CpuKernel"
             + (", aligned_empty_like" if self.columns is not None else "")
         )
+        if self.graph.find("layer_norm"):
+            L.add("from lstmc_runtime.rows import mean_inv_std as _mean_inv_std")
         L.add("from lstmc_runtime.signature import ArraySpec, Signature")
         if self.columns is not None:
             L.add("from lstmc_runtime.sync import barrier")

@@ -113,32 +113,36 @@ class CpuStructuralOps:
         def el(node, t, b, j):
             return self.acc.element(node, t, b, j, row=row)
 
-        # Row statistics in float64, as the reference does, over 8 interleaved partial sums
-        # combined in a fixed order (deterministic): one running sum would chain every add
-        # on the last (4 cycles each), and without fastmath LLVM may not reorder it.
-        def stat(name: str, term) -> None:
-            parts = [f"{name}{i}" for i in range(8)]
-            L.add(" = ".join(parts) + " = 0.0")
-            L.add("for k0 in range(_U(0), n8, _U(8)):")
-            for i, part in enumerate(parts):
-                k = "k0" if i == 0 else f"k0 + _U({i})"
-                L.add(f"    {part} += {term(el(v, 't', 'b', k))}")
-            L.add(f"{name} = ((({parts[0]} + {parts[1]}) + ({parts[2]} + {parts[3]}))")
-            L.add(f"    + (({parts[4]} + {parts[5]}) + ({parts[6]} + {parts[7]})))")
-            L.add(f"for k in range(n8, _U({n})):")
-            L.add(f"    {name} += {term(el(v, 't', 'b', 'k'))}")
-
-        L.add(f"n8 = _U({n}) - _U({n}) % _U(8)  # whole blocks of 8")
-        stat("mean", lambda e: e)
-        L.add(f"mean /= {n}")
-        stat("var", lambda e: f"(np.float64({e}) - mean) * (np.float64({e}) - mean)")
-        L.add(f"inv = 1.0 / np.sqrt(var / {n} + {node.attrs['eps']!r})")
+        # Row statistics in float64, as the reference does (lstmc_runtime.rows).
+        base, offset = self.sched.base(v)
+        L.add(
+            f"mean, inv = _mean_inv_std({self.row_array(base, phase)}, "
+            f"{self.size(offset)}, {n}, {node.attrs['eps']!r})"
+        )
         L.add(f"for k in range(_U({n})):")
         L.add(
             f"    {el(node, 't', 'b', 'k')} = _F(({el(v, 't', 'b', 'k')} - mean) * inv) * "
             f"{el(gamma, 't', 'b', 'k')} + {el(beta, 't', 'b', 'k')}"
         )
         self.close(ctxs)
+
+    def row_array(self, base: Node, phase: str) -> str:
+        """The 1-D array holding one row of `base` (a materialized or source node) where a
+        loop of `phase` runs: rows are [t, b] of seq values and the input, [r] of step values
+        and state (this chunk's rows), the whole array of once values and params."""
+        arr = self.acc.array(base)
+        if base.op == "param":
+            return arr
+        if base.op == "state":
+            return f"{arr}[r]"
+        if base.op == "input":
+            return f"{arr}[t, b]" if phase == "seq" else f"{arr}[t, b0 + r]"
+        base_phase = self.sched.phase[base.name]
+        if base_phase == "once":
+            return arr
+        if base_phase == "seq":
+            return f"{arr}[t, b]"
+        return f"{arr}[r]"
 
     def emit_slice(self, L, node: Node) -> None:  # views are read in place
         pass

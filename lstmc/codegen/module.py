@@ -114,6 +114,7 @@ _MODULE_NAMES = {
     "COLUMNS",
     "barrier",
     "aligned_empty_like",
+    "_mean_inv_std",
 }
 
 
