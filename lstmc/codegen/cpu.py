@@ -368,17 +368,13 @@ class CpuEmitter(CpuStructuralOps, EmitterBase):
             spare,
             "",
             "    def rows(b0, b1):",
-            "        _rows(",
-        ]
-        for a in self.rows_args():
-            if a in ("b0", "b1"):
-                lines.append(f"            {a},")
-            elif a in pro:
-                lines.append(f"            pro[{pro.index(a)}],")
-            else:
-                lines.append(f"            {arg(a)},")
-        lines += [
-            "        )",
+            *self.call_lines(
+                "_rows",
+                self.rows_args(),
+                lambda a: (
+                    a if a in ("b0", "b1") else (f"pro[{pro.index(a)}]" if a in pro else arg(a))
+                ),
+            ),
             "",
             "    run_chunks(rows, x.shape[1])",
             "    return state if x.shape[0] % 2 == 0 else spare",
@@ -386,6 +382,14 @@ class CpuEmitter(CpuStructuralOps, EmitterBase):
         if self.columns is None:
             return lines
         split = set(self.columns_data())
+
+        def cols_arg(a: str) -> str:
+            if a in ("k", "threads", "e0", "e1", "flags"):
+                return a
+            if a in pro_units:
+                return f"pro[{pro_units.index(a)}]"
+            return f"blocks[k][{a!r}]" if a in split else arg(a, whole=True)
+
         lines += [
             "",
             "",
@@ -398,24 +402,17 @@ class CpuEmitter(CpuStructuralOps, EmitterBase):
             "",
             "    def cols(k, threads, flags):",
             "        e0, e1 = blocks[k]['units']",
-            "        _cols(",
-        ]
-        for a in self.cols_args():
-            if a in ("k", "threads", "e0", "e1", "flags"):
-                lines.append(f"            {a},")
-            elif a in pro_units:
-                lines.append(f"            pro[{pro_units.index(a)}],")
-            elif a in split:
-                lines.append(f"            blocks[k][{a!r}],")
-            else:
-                lines.append(f"            {arg(a, whole=True)},")
-        lines += [
-            "        )",
+            *self.call_lines("_cols", self.cols_args(), cols_arg),
             "",
             "    run_threads(cols, len(blocks))",
             "    return state if x.shape[0] % 2 == 0 else spare",
         ]
         return lines
+
+    @staticmethod
+    def call_lines(fn: str, args: list[str], render) -> list[str]:
+        """A call of `fn` in the glue, one argument a line, each rendered by `render`."""
+        return [f"        {fn}(", *(f"            {render(a)}," for a in args), "        )"]
 
     # -- items ---------------------------------------------------------------------------------
 
