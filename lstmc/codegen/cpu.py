@@ -19,7 +19,7 @@ from lstmc.codegen.common import (
     ir_comment,
     size_expr,
 )
-from lstmc.codegen.cpu_columns import ColumnAccess, column_offsets_data, column_plan
+from lstmc.codegen.cpu_columns import ColumnsEmitter, column_plan
 from lstmc.codegen.cpu_ops import CpuAccess, CpuStructuralOps
 from lstmc.codegen.module import lookup, module_header, module_tail
 from lstmc.codegen.schedule import Item
@@ -51,7 +51,7 @@ class _Lines:
         return _Ctx()
 
 
-class CpuEmitter(CpuStructuralOps, EmitterBase):
+class CpuEmitter(ColumnsEmitter, CpuStructuralOps, EmitterBase):
     access_class = CpuAccess
 
     def __init__(
@@ -242,91 +242,6 @@ class CpuEmitter(CpuStructuralOps, EmitterBase):
         for s in self.states:
             cur, nxt = self.acc.array(s), self.nxt(s.attrs["name"])
             L.add(f"{cur}, {nxt} = {nxt}, {cur}  # the new state becomes the current one")
-
-    # -- the column-split time loop (cpu_columns.py) -------------------------------------------
-
-    def cols_args(self) -> list[str]:
-        args = ["k", "threads", "e0", "e1", "flags", "x"]
-        for s in self.states:
-            args += [self.acc.array(s), self.nxt(s.attrs["name"])]
-        args += [self.value_name(n) for n in self.prologue_values(self.split_hoisted())]
-        args += self.shared_args()
-        args += [self.y(o.attrs["name"]) for o in self.outputs]
-        return args + self.size_args()
-
-    def emit_cols(self, L: _Lines) -> None:
-        plan = self.columns
-        L.add('@njit(cache=True, error_model="numpy", nogil=True)')
-        L.add(f"def _cols({', '.join(self.cols_args())}):")
-        with L.indent():
-            L.add('"""Run every timestep for units [e0, e1) of the step, as thread k of `threads`.')
-            L.add("")
-            L.add("State and outputs are whole arrays, of which this thread writes its units'")
-            L.add("columns; the split weights are this thread's blocks. The threads meet at a")
-            L.add(
-                'barrier after each step, before the next step\'s product reads the whole state."""'
-            )
-            L.add("T = x.shape[0]")
-            L.add("B = x.shape[1]")
-            L.add("b0, b1, nb = 0, B, B  # every batch row")
-            L.add("ne = e1 - e0  # units of this thread")
-            self.emit_fixed_sizes(L)
-            for name in plan.hoisted:
-                n = self.graph.node(name)
-                vec = n.operands[-1] if n.op == "matvec" else n.operands[0]
-                L.add("# ---- hoisted: this thread's units of the input projection, all steps")
-                L.add(ir_comment(n))
-                L.add(
-                    f"{self.acc.array(n)} = np.dot({self.vector_array(vec, 'seq')}.reshape("
-                    f"T * B, {self.size(vec.shape[0])}), {self.sched.weights[name].name})"
-                    f".reshape(T, B, {len(plan.offsets[name])} * ne)"
-                )
-            L.add("# ---- buffers reused by every step: this thread's columns of each product")
-            for name, slots in plan.offsets.items():
-                if name in plan.hoisted:
-                    continue
-                n = self.graph.node(name)
-                L.add(f"{self.acc.array(n)} = np.empty((nb, {len(slots)} * ne), _F)  # %{name}")
-            for n in plan.group.nodes:
-                if n.name in self.sched.materialized:
-                    L.add(
-                        f"{self.acc.array(n)} = np.empty((nb, {self.size(n.shape[0])}), _F)"
-                        f"  # %{n.name}"
-                    )
-            self.emit_time_loop(L, self.emit_cols_step)
-
-    def emit_cols_step(self, L: _Lines) -> None:
-        for item in self.sched.items["step"]:
-            if item.kind != "group":
-                self.emit_item(L, item)
-                continue
-            L.add(
-                f"# element-wise group: {', '.join('%' + n.name for n in item.nodes)}; "
-                "this thread's units"
-            )
-            L.add("for r in range(nb):")
-            with L.indent():
-                L.add("b = r")
-                L.add("for jj in range(_U(ne)):")
-                with L.indent():
-                    L.add("j = _U(e0) + jj")
-                    plain, self.acc = (
-                        self.acc,
-                        ColumnAccess(self.sched, self.ns, self.fixed, self.columns),
-                    )
-                    try:
-                        for line in self.group_lines(
-                            item, TARGET, "t", "b", "j", "r", lambda s: self.sink_target(s, "j")
-                        ):
-                            L.add(line)
-                    finally:
-                        self.acc = plain
-        L.add("if threads > 1 and not barrier(flags, k, threads, t + 1):")
-        L.add("    return  # another thread failed")
-        self.emit_swaps(L)
-
-    def columns_data(self) -> dict | None:
-        return None if self.columns is None else column_offsets_data(self.columns, self.sched)
 
     def launch_lines(self) -> list[str]:
         """`_launch`: the run-time glue from checked, packed arguments to the two functions."""
