@@ -69,14 +69,17 @@ _ALIGN_BYTES = 128
 
 
 def unit_bounds(extent: int, threads: int, itemsize: int = 4) -> list[int]:
-    """Split units [0, extent) into `threads` contiguous ranges of near-equal length, cut on
-    128-byte boundaries when there are enough units (else evenly)."""
+    """Split units [0, extent) into `threads` contiguous ranges of near-equal length, each cut
+    moved to the nearest 128-byte boundary when that stays within a quarter share of the even
+    cut (else the even cut), so no thread gets nothing while another gets two shares."""
     align = _ALIGN_BYTES // itemsize
+    share = extent / threads
     bounds = [0]
     for i in range(1, threads):
+        even = extent * i // threads
         cut = round(extent * i / threads / align) * align
-        if cut <= bounds[-1] or cut >= extent:
-            cut = extent * i // threads  # too few units to align
+        if abs(cut - even) > share / 4 or cut <= bounds[-1] or cut >= extent:
+            cut = even
         bounds.append(max(cut, bounds[-1]))
     bounds.append(extent)
     return bounds

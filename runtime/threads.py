@@ -101,8 +101,9 @@ def plan_call(
     """Choose how a call uses the cores.
 
     `units`: the length of the step's splittable group, or None when the kernel has no unit
-    split. `threads`: None (auto), or the number of threads to use. `split`: None (auto),
-    "batch" or "units" to force one way (tests, benchmarks).
+    split. `threads`: None (auto), or the number of threads to use; a kernel with a unit split
+    then splits units (else batch rows), whatever the sizes. `split`: None (auto), "batch" or
+    "units" to force one way.
     """
     n = cpu_count() if threads is None else max(1, threads)
     can_units = units is not None and split != "batch" and n > 1
@@ -113,7 +114,9 @@ def plan_call(
     if can_units and units >= _UNITS_MIN_EXTENT * n and long_step and T >= 2:
         return Plan("units", n, run_units)
     run = plan_chunks(T, B, work_per_row, threads)
-    return Plan("serial" if run in (serial, serial_one_blas_thread) else "batch", n, run)
+    if run in (serial, serial_one_blas_thread):
+        return Plan("serial", 1, run)
+    return Plan("batch", n, run)
 
 
 def _get_pool(workers: int) -> ThreadPoolExecutor:
@@ -148,7 +151,13 @@ def run_units(cols, n: int) -> None:
         return
     with _units_lock, _blas_limit():
         pool = _get_pool(n - 1)
-        futures = [pool.submit(part, k) for k in range(1, n)]
+        futures = []
+        try:
+            for k in range(1, n):
+                futures.append(pool.submit(part, k))
+        except BaseException:  # the helpers already started would wait for thread 0 forever
+            flags[n * FLAG_STRIDE] = 1
+            raise
         error = None
         try:
             part(0)

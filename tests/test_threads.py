@@ -40,6 +40,8 @@ def test_unit_bounds_cover_the_units_in_order(extent, threads):
     b = unit_bounds(extent, threads)
     assert b[0] == 0 and b[-1] == extent and len(b) == threads + 1
     assert all(x <= y for x, y in zip(b, b[1:], strict=False))
+    if extent >= threads:  # nobody idles at the barrier
+        assert all(x < y for x, y in zip(b, b[1:], strict=False))
     if extent >= 32 * threads * 4:  # room to align: every cut on 128 bytes (32 float32s),
         assert all(x % 32 == 0 for x in b[1:-1])  # and shares within 32 of equal
         assert max(y - x for x, y in zip(b, b[1:], strict=False)) - extent / threads <= 32
@@ -55,7 +57,7 @@ def test_split_units_cuts_each_slot_at_the_threads_units():
     columns = {"w": {"extent": ((("hidden", 1),), 0), "offsets": [
         ((("hidden", 2),), 0), ((), 0), ((("hidden", 1),), 0)]}}  # fmt: skip
     blocks = split_units({"w": w}, {"hidden": H}, columns, 2)
-    assert [b["units"] for b in blocks] == [(0, 32), (32, 40)]  # cut on 128 bytes
+    assert [b["units"] for b in blocks] == [(0, 20), (20, 40)]  # 32 | 8 would be too uneven
     for b in blocks:
         e0, e1 = b["units"]
         want = np.concatenate(
@@ -136,3 +138,30 @@ def test_abort_flag_is_the_slot_after_the_threads():
     assert flags.shape == (4 * FLAG_STRIDE,) and flags.dtype == np.int64
     flags[3 * FLAG_STRIDE] = 1
     assert not barrier(flags, 0, 3, 1)  # the others never arrive, but the call is aborted
+
+
+def test_a_failed_start_of_a_helper_aborts_the_ones_started(monkeypatch):
+    """If starting helper 2 fails, helper 1 (already waiting for thread 0) must return."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    real = ThreadPoolExecutor(max_workers=2)
+    started = []
+
+    class FailingSecondSubmit:
+        _max_workers = 2
+
+        def submit(self, fn, *args):
+            if started:
+                raise RuntimeError("cannot start a thread")
+            started.append(real.submit(fn, *args))
+            return started[-1]
+
+    monkeypatch.setattr(rt_threads, "_get_pool", lambda workers: FailingSecondSubmit())
+
+    def cols(k, n, flags):
+        barrier(flags, k, n, 1)
+
+    with pytest.raises(RuntimeError, match="cannot start"):
+        rt_threads.run_units(cols, 3)
+    started[0].result(timeout=30)  # returned: aborted instead of waiting forever
+    real.shutdown()

@@ -17,8 +17,8 @@ class CpuAccess(Access):
     only when it proves j >= 0, and when it cannot, the loads stop being plain strided
     accesses and the loop vectorizer refuses the whole element-wise loop (measured: the
     layernorm_lstm gate loop ran scalar at ~38 ns an element). Unsigned indices have no
-    wraparound, so the loops vectorize whatever else the function holds. (A uint64 plus an
-    int64 is a float64 in Numba, hence every offset is cast whole.)
+    wraparound, so the loops vectorize whatever else the function holds. Every offset is cast
+    whole, so the index arithmetic stays unsigned.
     """
 
     def offset_index(self, offset: str, j: str) -> str:
