@@ -2,9 +2,9 @@
 
 The module holds one `@njit` function, `_sequence`, that runs the whole sequence: values that
 depend only on params are computed once, hoisted values for all timesteps at once (the input
-projection is one GEMM over T*B rows), then the time loop runs each step's products as BLAS
-calls (`np.dot` into preallocated buffers) and each element-wise group as one loop nest over
-(batch, unit). Transcendentals come from `lstmc_runtime.vmath`, written so that LLVM vectorizes
+projection is one BLAS GEMM over T*B rows), then the time loop runs each step's products with
+lstmc_runtime.gemm's register-blocked kernel (into preallocated buffers, no library call per
+step) and each element-wise group as one loop nest over (batch, unit). Transcendentals come from `lstmc_runtime.vmath`, written so that LLVM vectorizes
 these loops. State lives in two buffers per variable, swapped after each step. Every block
 carries the IR it came from as a comment.
 """
@@ -86,6 +86,7 @@ class CpuEmitter(ColumnsEmitter, CpuStructuralOps, EmitterBase):
         L.add("from numba import njit")
         L.add()
         L.add("from lstmc_runtime import vmath as _vmath")
+        L.add("from lstmc_runtime.gemm import matmul_into as _matmul")
         L.add(
             "from lstmc_runtime.kernel import CpuKernel"
             + (", aligned_empty_like" if self.columns is not None else "")

@@ -82,8 +82,8 @@ class CpuStructuralOps:
             )
         elif phase == "once":
             L.add(f"{out} = np.dot({v}, {w})")
-        else:
-            L.add(f"np.dot({v}, {w}, {out})")
+        else:  # a step's product: the register-blocked kernel, not a BLAS call
+            L.add(f"_matmul({v}, {w}, {out})")
 
     def emit_concat(self, L, node: Node) -> None:
         phase = self.sched.phase[node.name]

@@ -1,0 +1,112 @@
+"""Tests for lstmc_runtime.gemm.matmul_into, the step products' register-blocked kernel:
+every tile and tail path against an exact (float64 / long double) product, over random shapes,
+strided and unaligned operands, both dtypes, special values, and the generated kernels' use."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from lstmc_runtime.gemm import matmul_into
+
+import lstmc
+
+DTYPES = [np.float32, np.float64]
+
+
+def exact_product(a, w):
+    return a.astype(np.longdouble) @ w.astype(np.longdouble)
+
+
+def error_bound(a, w):
+    """The standard bound for a K-term dot product computed in any order, with or without
+    fused multiply-adds: |fl(a @ w) - a @ w| <= K * u * (|a| @ |w|) (Higham, Accuracy and
+    Stability, 3.1), u = eps / 2, plus the final rounding to the dtype (another u relative)."""
+    u = np.finfo(a.dtype).eps / 2
+    k = a.shape[1]
+    mag = np.abs(a).astype(np.longdouble) @ np.abs(w).astype(np.longdouble)
+    return (k + 1) * u * mag
+
+
+def check(a, w, out=None):
+    out = np.full((a.shape[0], w.shape[1]), np.nan, a.dtype) if out is None else out
+    matmul_into(a, w, out)
+    err = np.abs(out.astype(np.longdouble) - exact_product(a, w))
+    assert (err <= error_bound(a, w)).all(), float(err.max())
+
+
+# Sizes cross every path: rows 0-19 take the 8-row tile twice plus each of the 4/2/1 tails;
+# columns reach past two whole panels of every tile width and leave a tail shorter than a vector
+# (16 float32 or 8 float64 elements).
+@given(
+    m=st.integers(0, 19),
+    k=st.integers(0, 40),
+    n=st.integers(0, 300),
+    dtype=st.sampled_from(DTYPES),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_matches_exact_product(m, k, n, dtype, seed):
+    rng = np.random.default_rng(seed)
+    check(rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 64])
+def test_every_row_tail_at_step_shapes(m, dtype):
+    rng = np.random.default_rng(m)
+    check(
+        rng.standard_normal((m, 128)).astype(dtype),
+        rng.standard_normal((128, 512 + 48)).astype(dtype),
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_strided_and_unaligned_operands(dtype):
+    """Row slices of bigger arrays (the batch chunks and the weight blocks a thread gets), an
+    offset of one element (no vector alignment), and an output that is a view."""
+    rng = np.random.default_rng(1)
+    big_a = rng.standard_normal((13, 70)).astype(dtype)
+    big_w = rng.standard_normal((70, 211)).astype(dtype)
+    a, w = big_a[2:11, 1:38], big_w[1:38, 3:200]
+    out_big = np.full((20, 260), np.nan, dtype)
+    out = out_big[3:12, 5:202]
+    check(a, w, out)
+    assert np.isnan(out_big[:3]).all() and np.isnan(out_big[:, :5]).all()  # nothing outside
+    assert np.isnan(out_big[12:]).all() and np.isnan(out_big[:, 202:]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_column_strided_operands_take_the_copying_path(dtype):
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((6, 40)).astype(dtype)[:, ::2]
+    w = rng.standard_normal((20, 90)).astype(dtype)[:, ::3]
+    check(a, w)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_and_inf_propagate(dtype):
+    a = np.ones((9, 20), dtype)
+    w = np.ones((20, 40), dtype)
+    a[3, 5] = np.nan
+    w[7, 33] = np.inf
+    out = np.empty((9, 40), dtype)
+    matmul_into(a, w, out)
+    assert np.isnan(out[3]).all()
+    assert np.isposinf(np.delete(out, 3, axis=0)[:, 33]).all()
+    finite = np.delete(np.delete(out, 3, axis=0), 33, axis=1)
+    assert (finite == 20).all()
+
+
+def test_shape_mismatch_raises():
+    a = np.ones((4, 5), np.float32)
+    with pytest.raises(ValueError, match="shapes"):
+        matmul_into(a, np.ones((6, 8), np.float32), np.empty((4, 8), np.float32))
+    with pytest.raises(ValueError, match="shapes"):
+        matmul_into(a, np.ones((5, 8), np.float32), np.empty((4, 9), np.float32))
+
+
+def test_generated_kernels_use_it_for_step_products_only():
+    """The step's products call the kernel; the hoisted input projection (one big GEMM over
+    T*B rows) stays a BLAS call, where a tuned library is at its best."""
+    source = lstmc.compile(lstmc.builtin("lstm")).source
+    assert "_matmul(st_h, w_packed_h, v_packed_h)" in source
+    assert "v_packed_x = np.dot(x.reshape(T * B, n_input), w_packed_x)" in source
