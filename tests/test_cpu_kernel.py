@@ -350,3 +350,15 @@ def test_two_processes_compiling_at_once_both_succeed(tmp_path):
     assert outs[0][0] == outs[1][0]
     leftovers = [p for p in tmp_path.rglob(".tmp-*")]
     assert not leftovers
+
+
+def test_a_changed_runtime_is_a_new_cache_entry(monkeypatch):
+    """Kernels hold a copy of the runtime functions they call, so a change to lstmc_runtime's
+    sources must not be answered from a module compiled against the old ones."""
+    from lstmc.codegen import cache
+
+    assert len(cache.runtime_digest.__wrapped__()) == 64  # a sha256 of the real sources
+    key = cache.cache_key({"source": "s", "options": {}})
+    assert cache.cache_key({"source": "s", "options": {}}) == key
+    monkeypatch.setattr(cache, "runtime_digest", lambda: "another runtime")
+    assert cache.cache_key({"source": "s", "options": {}}) != key

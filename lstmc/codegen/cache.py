@@ -1,15 +1,16 @@
 """The on-disk cache of generated modules.
 
 A generated module is written to `<cache dir>/<key>/<module>.py`, where the key hashes the
-spec, the options, the target, the lstmc and Numba versions. Numba's own cache (`cache=True`)
-then stores the machine code beside it, so a second process loads a compiled kernel without
-compiling. Writes are atomic (a temporary file, then a hard link that fails if another process
+spec, the options, the target, the lstmc and Numba versions and lstmc_runtime's sources.
+Numba's own cache (`cache=True`) then stores the machine code beside it, so a second process
+loads a compiled kernel without compiling. Writes are atomic (a temporary file, then a hard link that fails if another process
 won the race), so two processes compiling the same spec both succeed and nobody ever reads a
 half-written file. The cache directory is `$LSTMC_CACHE_DIR`, else `~/.cache/lstmc`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -27,13 +28,31 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+@functools.cache
+def runtime_digest() -> str:
+    """A hash of lstmc_runtime's sources. A compiled kernel holds its own copy of the runtime
+    functions it calls (Numba links them into the kernel's cached machine code), and Numba's
+    cache index only watches the generated module's file: without this, a changed runtime
+    would keep running the old copy from the cache until the version number moved."""
+    import lstmc_runtime
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(lstmc_runtime.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def cache_key(parts: dict) -> str:
     import numba
 
     import lstmc
 
     payload = dict(
-        parts, lstmc=lstmc.__version__, numba=numba.__version__, python=sys.version_info[:2]
+        parts,
+        lstmc=lstmc.__version__,
+        runtime=runtime_digest(),
+        numba=numba.__version__,
+        python=sys.version_info[:2],
     )
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
