@@ -362,3 +362,28 @@ def test_a_changed_runtime_is_a_new_cache_entry(monkeypatch):
     assert cache.cache_key({"source": "s", "options": {}}) == key
     monkeypatch.setattr(cache, "runtime_digest", lambda: "another runtime")
     assert cache.cache_key({"source": "s", "options": {}}) != key
+
+
+@pytest.mark.parametrize("opt", [0, 2])
+def test_float32_layer_norm_of_rows_with_a_large_mean(opt):
+    """x - mean cancels when a row's mean dwarfs its spread. The float32 kernel subtracts the
+    float64 mean as hi + lo, so the deviations stay accurate: with the mean rounded to float32
+    once (ulp(1e4) / 2 ~ 5e-4) against a spread of 0.1, the error here would be up to 5e-3. At -O2 the
+    layer norm of x is hoisted, at -O0 it runs in the step."""
+    spec = textwrap.dedent("""\
+        cell: ln_shifted
+        sizes: [input]
+        inputs: {x: [input]}
+        state: {h: [input]}
+        params: {U: [input, input], gamma: [input], beta: [input]}
+        equations:
+          h_next: layer_norm(x, gamma, beta) + 0.5 * tanh(U @ h)
+        update: {h: h_next}
+        outputs: [h_next]
+        """)
+    cell = lstmc.loads(spec, "ln_shifted.yaml")
+    kernel = lstmc.compile(cell, dtype="float32", opt=opt)
+    x, params, state = random_data(kernel, {"input": 40}, 3, 2, 0, "float32")
+    x = (np.float32(0.1) * x + np.float32(1e4)).astype(np.float32)  # exact for both sides
+    params["gamma"] = np.ones_like(params["gamma"])
+    check_against_interpreter(cell, kernel, x, params, state, F32_TOL)
