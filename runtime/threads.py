@@ -64,18 +64,16 @@ def serial_one_blas_thread(rows, B: int) -> None:
         rows(0, B)
 
 
-# When the unit split pays (measured on a 2-core VM, lstm, T=100, see benchmarks/RESULTS.md):
-# the threads meet once a step, and a meeting costs from 0.1 us (both cores free) to 100 us
-# and more (a core taken away for a while, which a VM's host does), so the split is chosen
-# only for steps long enough to absorb that: at least _UNITS_MIN_STEP multiply-adds, or
-# _UNITS_MIN_STEP_FEW_ROWS with at most _FEW_ROWS rows, where the step's product streams the
-# whole weight for little arithmetic and halving the weight each core reads is what pays
-# (H=512, B=1: 6.1 ms split against 8.9 ms; H=128, B=64: 14.0 against 21.2; but H=128, B=16:
-# 10.7 against 5.0 ms for the batch split).
-_UNITS_MIN_STEP = 4_000_000
-_UNITS_MIN_STEP_FEW_ROWS = 1_000_000
-_FEW_ROWS = 4
-_UNITS_MIN_EXTENT = 64  # units per thread: two 128-byte blocks of float32
+# When the unit split pays (measured on a 2-core VM, lstm and gru, T=100, float32, with the
+# step's products in lstmc_runtime.gemm; see benchmarks/RESULTS.md). Each thread multiplies by
+# its own half of the weights and does its half of the element-wise work, and the threads meet
+# once a step (0.1 us when both cores are free). That beat the batch split in every size
+# measured with at least _UNITS_MIN_STEP multiply-adds a step (lstm H=32, B=64: 1.25 ms
+# against 2.0; H=128, B=16: 3.3 against 3.7; H=256, B=1: 1.3 against 2.4 serial). Below it,
+# one thread wins (H=32, B=1: 0.09 ms against 0.19 split; H=64, B=1: 0.21 against 0.30), and
+# H=64, B=4 (131K) is a tie. Each thread gets at least one SIMD vector of units.
+_UNITS_MIN_STEP = 100_000
+_UNITS_MIN_EXTENT = 16
 _units_lock = threading.Lock()
 
 
@@ -110,8 +108,7 @@ def plan_call(
     if can_units and (split == "units" or threads is not None):
         return Plan("units", max(1, min(n, units)), run_units)
     step = B * work_per_row
-    long_step = step >= _UNITS_MIN_STEP or (B <= _FEW_ROWS and step >= _UNITS_MIN_STEP_FEW_ROWS)
-    if can_units and units >= _UNITS_MIN_EXTENT * n and long_step and T >= 2:
+    if can_units and units >= _UNITS_MIN_EXTENT * n and step >= _UNITS_MIN_STEP and T >= 2:
         return Plan("units", n, run_units)
     run = plan_chunks(T, B, work_per_row, threads)
     if run in (serial, serial_one_blas_thread):

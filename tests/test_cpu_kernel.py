@@ -387,3 +387,46 @@ def test_float32_layer_norm_of_rows_with_a_large_mean(opt):
     x = (np.float32(0.1) * x + np.float32(1e4)).astype(np.float32)  # exact for both sides
     params["gamma"] = np.ones_like(params["gamma"])
     check_against_interpreter(cell, kernel, x, params, state, F32_TOL)
+
+
+def test_workspace_is_reused_per_thread_and_never_leaks_into_results():
+    """The prologue's hoisted buffers live in a per-thread workspace kept between calls: it
+    grows for a bigger call, is reused for a smaller one, results never alias it, and calls
+    on two threads at once each get their own."""
+    import threading
+
+    cell = lstmc.builtin("layernorm_lstm")
+    kernel = lstmc.compile(cell, dtype="float64")
+    sizes = {"input": 5, "hidden": 6}
+    cases = [
+        random_data(kernel, sizes, T, B, seed, "float64")
+        for T, B, seed in [(4, 2, 0), (7, 3, 1), (2, 1, 2)]
+    ]
+    first_y, _ = kernel(cases[0][0], cases[0][1], cases[0][2])
+    kept = first_y.copy()
+    for x, params, state in cases:
+        check_against_interpreter(cell, kernel, x, params, state, F64_TOL)
+    assert np.array_equal(first_y, kept)  # later calls did not write into an earlier result
+    space = kernel.workspace()["prologue"]
+    assert space.size >= 7 * 3 * (4 * 6 + 4 * 6)  # grown to the largest call
+    kernel(cases[2][0], cases[2][1], cases[2][2])
+    assert kernel.workspace()["prologue"] is space  # a smaller call reuses it
+
+    errors = []
+
+    def worker(i):
+        try:
+            for _ in range(5):
+                x, params, state = cases[i]
+                check_against_interpreter(cell, kernel, x, params, state, F64_TOL)
+        except AssertionError as e:  # reported below, in the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    kernel.release_workspace()
+    assert kernel.workspace() == {}

@@ -73,10 +73,15 @@ def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypa
         return 8 * H * H
 
     assert rt_threads.plan_call(100, 1, lstm(32), None, 32).mode == "serial"
-    assert rt_threads.plan_call(100, 1, lstm(128), None, 128).mode == "serial"
+    assert rt_threads.plan_call(100, 1, lstm(64), None, 64).mode == "serial"  # 32K a step
+    assert rt_threads.plan_call(100, 1, lstm(128), None, 128).mode == "units"  # 131K
     assert rt_threads.plan_call(100, 1, lstm(512), None, 512).mode == "units"
-    assert rt_threads.plan_call(100, 16, lstm(128), None, 128).mode != "units"
+    assert rt_threads.plan_call(100, 16, lstm(32), None, 32).mode == "units"
+    assert rt_threads.plan_call(100, 16, lstm(128), None, 128).mode == "units"
     assert rt_threads.plan_call(100, 64, lstm(128), None, 128).mode == "units"
+    # fewer units than one SIMD vector a thread: never split by units
+    assert rt_threads.plan_call(100, 64, lstm(16), None, 16).mode != "units"
+    assert rt_threads.plan_call(1, 64, lstm(128), None, 128).mode != "units"  # one step
     assert rt_threads.plan_call(100, 64, lstm(512), None, 512).mode == "units"
     # no unit split in the kernel: the batch split or one thread, as before
     assert rt_threads.plan_call(100, 64, lstm(128), None, None).mode in ("batch", "serial")

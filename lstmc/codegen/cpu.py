@@ -64,6 +64,7 @@ class CpuEmitter(ColumnsEmitter, CpuStructuralOps, EmitterBase):
         super().__init__(graph, dtype, fixed, info)
         self.unroll = int(graph.attrs.get("unroll", 1) or 1)
         self.columns = column_plan(graph, self.sched)
+        self.work_terms: list[str] | None = None  # set while the prologue is emitted
 
     # -- small helpers -------------------------------------------------------------------------
 
@@ -102,6 +103,7 @@ class CpuEmitter(ColumnsEmitter, CpuStructuralOps, EmitterBase):
         L.add("_ZERO = _F(0.0)")
         L.add("_ONE = _F(1.0)")
         L.add("_INF = _F(np.inf)")
+        L.add("_NO_WORK = np.empty(0, _F)  # a workspace to grow on the first call")
         for fn in _VMATH:
             L.add(f"_vm_{fn} = _vmath.{fn}_{suffix}")
         L.add("_vm_log = np.log")
@@ -149,7 +151,7 @@ class CpuEmitter(ColumnsEmitter, CpuStructuralOps, EmitterBase):
         ]
 
     def prologue_args(self) -> list[str]:
-        return ["x", *self.shared_args(), *self.size_args()]
+        return ["x", *self.shared_args(), *self.size_args(), "work"]
 
     def rows_args(self) -> list[str]:
         args = ["b0", "b1", "x"]
@@ -177,14 +179,30 @@ class CpuEmitter(ColumnsEmitter, CpuStructuralOps, EmitterBase):
             L.add("T = x.shape[0]")
             L.add("B = x.shape[1]")
             self.emit_fixed_sizes(L)
-            L.add("# ---- once: values of params and constants only")
-            for item in self.sched.items["once"]:
-                self.emit_item(L, item)
-            L.add("# ---- hoisted: values of the input alone, for all timesteps at once")
-            for item in self.sched.items["seq"]:
-                if item.first.name not in skip:
-                    self.emit_item(L, item)
-            values = [self.value_name(n) for n in self.prologue_values(skip)]
+            body = _Lines()
+            body.depth = L.depth
+            self.work_terms = []  # the [T, B, n] buffers' n, as take_work carves them
+            try:
+                body.add("# ---- once: values of params and constants only")
+                for item in self.sched.items["once"]:
+                    self.emit_item(body, item)
+                body.add("# ---- hoisted: values of the input alone, for all timesteps at once")
+                for item in self.sched.items["seq"]:
+                    if item.first.name not in skip:
+                        self.emit_item(body, item)
+            finally:
+                terms, self.work_terms = self.work_terms, None
+            if terms:
+                L.add("# ---- the hoisted [T, B, n] buffers live in `work`, which the glue keeps")
+                L.add(
+                    "# for the next call on this thread: no allocation (and no page faults) a call"
+                )
+                L.add(f"need = T * B * ({' + '.join(terms)})")
+                L.add("if work.size < need:")
+                L.add("    work = np.empty(need, _F)")
+                L.add("wo = 0")
+            L.lines += body.lines
+            values = [self.value_name(n) for n in self.prologue_values(skip)] + ["work"]
             L.add("return (" + ", ".join(values) + ("," if len(values) == 1 else "") + ")")
         L.add()
         L.add()
@@ -265,10 +283,16 @@ class CpuEmitter(ColumnsEmitter, CpuStructuralOps, EmitterBase):
                 return f"outputs[{key!r}]"
             if (key := lookup(ns, "n", a)) is not None:
                 return f"sizes[{key!r}]"
+            if a == "work":
+                return "work.get('prologue', _NO_WORK)"
             raise AssertionError(a)
 
         pro = [self.value_name(n) for n in self.prologue_values()]
-        prologue = "    pro = _prologue(" + ", ".join(arg(a) for a in self.prologue_args()) + ")"
+        prologue = (
+            "    pro = _prologue("
+            + ", ".join(arg(a) for a in self.prologue_args())
+            + ")\n    work['prologue'] = pro[-1]  # kept for this thread's next call"
+        )
         pro_units = [self.value_name(n) for n in self.prologue_values(self.split_hoisted())]
         prologue_units = (
             prologue.replace("_prologue(", "_prologue_units(")
@@ -277,9 +301,10 @@ class CpuEmitter(ColumnsEmitter, CpuStructuralOps, EmitterBase):
         )
         spare = "    spare = {name: np.empty_like(a) for name, a in state.items()}"
         lines = [
-            "def _launch(x, state, arrays, outputs, sizes, run_chunks):",
+            "def _launch(x, state, arrays, outputs, sizes, run_chunks, work):",
             '    """Run the prologue, then the time loop on chunks of batch rows (in parallel when',
-            '    `run_chunks` splits the batch), and return the final state. Run-time glue."""',
+            "    `run_chunks` splits the batch), and return the final state. `work` holds this",
+            '    thread\'s scratch memory from call to call. Run-time glue."""',
             prologue,
             spare,
             "",
@@ -309,7 +334,7 @@ class CpuEmitter(ColumnsEmitter, CpuStructuralOps, EmitterBase):
         lines += [
             "",
             "",
-            "def _launch_columns(x, state, arrays, blocks, outputs, sizes, run_threads):",
+            "def _launch_columns(x, state, arrays, blocks, outputs, sizes, run_threads, work):",
             '    """Run the prologue, then the time loop with the step\'s units split across threads:',
             "    blocks[k] holds thread k's units and its blocks of the split weights. Returns the",
             '    final state. Run-time glue."""',
@@ -375,9 +400,19 @@ class CpuEmitter(ColumnsEmitter, CpuStructuralOps, EmitterBase):
 
     def alloc(self, L: _Lines, node: Node, phase: str) -> None:
         n = self.size(node.shape[0])
+        if phase == "seq" and self.work_terms is not None:
+            self.take_work(L, self.acc.array(node), n)
+            return
         shape = {"once": f"({n},)", "seq": f"(T, B, {n})"}.get(phase)
         if shape:  # step buffers are allocated once, before the time loop
             L.add(f"{self.acc.array(node)} = np.empty({shape}, _F)")
+
+    def take_work(self, L: _Lines, name: str, n: str) -> None:
+        """`name` = the next [T, B, n] block of the prologue's workspace (emit_prologue)."""
+        n = n if n.replace("_", "").replace(" * ", "").isalnum() else f"({n})"
+        L.add(f"{name} = work[wo : wo + T * B * {n}].reshape((T, B, {n}))")
+        L.add(f"wo += T * B * {n}")
+        self.work_terms.append(n)
 
     @staticmethod
     def row(item: Item) -> str:

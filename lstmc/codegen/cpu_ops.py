@@ -76,10 +76,12 @@ class CpuStructuralOps:
             self.close(ctxs)
         elif phase == "seq":
             rows = f"T * B, {self.size(vec.shape[0])}"
-            L.add(
-                f"{out} = np.dot({v}.reshape({rows}), {w}).reshape("
-                f"T, B, {self.size(node.shape[0])})"
-            )
+            m = self.size(node.shape[0])
+            if self.work_terms is None:
+                L.add(f"{out} = np.dot({v}.reshape({rows}), {w}).reshape(T, B, {m})")
+            else:  # into the prologue's workspace
+                self.take_work(L, out, m)
+                L.add(f"np.dot({v}.reshape({rows}), {w}, {out}.reshape(T * B, {m}))")
         elif phase == "once":
             L.add(f"{out} = np.dot({v}, {w})")
         else:  # a step's product: the register-blocked kernel, not a BLAS call
