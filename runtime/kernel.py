@@ -9,9 +9,8 @@ entries start at zero. The caller's arrays are never written to.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import threading
+from collections.abc import Mapping
 
 import numpy as np
 from lstmc_runtime.errors import KernelArgumentError
