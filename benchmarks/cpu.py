@@ -270,6 +270,115 @@ def lstm_flops(T: int, B: int, I: int, H: int) -> float:
     return 2.0 * T * B * 4 * H * (I + H)
 
 
+def step_gemm() -> list[dict]:
+    """The step's product alone, one thread: lstmc_runtime.gemm against the BLAS np.dot that
+    the first sessions used (SciPy's OpenBLAS through Numba is the same library as NumPy's
+    here only in kind; both are OpenBLAS sgemm)."""
+    from lstmc_runtime.gemm import matmul_into
+    from threadpoolctl import threadpool_limits
+
+    rows = []
+    rng = np.random.default_rng(0)
+    with threadpool_limits(1):
+        for m, k in ((1, 128), (16, 128), (64, 128), (1, 512), (16, 512), (64, 512)):
+            n = 4 * k
+            a = rng.standard_normal((m, k)).astype(np.float32)
+            w = rng.standard_normal((k, n)).astype(np.float32)
+            out = np.empty((m, n), np.float32)
+            flops = 2.0 * m * k * n
+            ours = best_time(lambda: matmul_into(a, w, out), min_time=0.1)
+            blas = best_time(lambda: np.dot(a, w, out), min_time=0.1)
+            rows.append(
+                dict(
+                    shape=f"[{m}, {k}] x [{k}, {n}]",
+                    ours=flops / ours / 1e9,
+                    blas=flops / blas / 1e9,
+                )
+            )
+            print(
+                f"step product {rows[-1]['shape']:22s} lstmc {rows[-1]['ours']:6.1f} GFLOP/s"
+                f"   np.dot {rows[-1]['blas']:6.1f} GFLOP/s",
+                flush=True,
+            )
+    return rows
+
+
+def two_core_scaling() -> float:
+    """How much of a second core this run had: the time of one thread's product loop over
+    the time of two threads each running the same loop at once (1.0: both cores free; 0.5:
+    the host gave us one). A VM's host can take a vCPU away; the figure says how far to
+    trust the threaded rows of a run."""
+    import threading
+
+    from lstmc_runtime.gemm import matmul_into
+
+    rng = np.random.default_rng(0)
+
+    def work():
+        a = rng.standard_normal((16, 512)).astype(np.float32)
+        w = rng.standard_normal((512, 1024)).astype(np.float32)
+        out = np.empty((16, 1024), np.float32)
+        return lambda: [matmul_into(a, w, out) for _ in range(100)]
+
+    one, other = work(), work()
+    one()
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        one()
+        alone = time.perf_counter() - start
+        helper = threading.Thread(target=other)
+        start = time.perf_counter()
+        helper.start()
+        one()
+        helper.join()
+        best = max(best, alone / (time.perf_counter() - start))
+    return best
+
+
+def grid_one_thread(hs, bs) -> list[dict]:
+    """(a) again with one thread on each side: the per-core comparison, which a busy host
+    (a vCPU taken away) does not distort."""
+    torch.set_num_threads(1)
+    try:
+        rows = []
+        for name, module_cls, convert in (
+            ("lstm", torch.nn.LSTM, torch_params_lstm),
+            ("gru", torch.nn.GRU, torch_params_gru),
+        ):
+            kernel = lstmc.compile(lstmc.builtin(name))
+            kernel.threads = 1
+            for H in hs:
+                for B in bs:
+                    torch.manual_seed(0)
+                    m = module_cls(H, H).eval()
+                    x = torch.randn(T, B, H)
+                    packed = kernel.pack(convert(m, H))
+                    xn = x.numpy()
+                    with torch.inference_mode():
+                        t_torch = best_time(lambda: m(x))
+                    t_ours = best_time(lambda: kernel(xn, packed))
+                    rows.append(
+                        dict(
+                            cell=name,
+                            H=H,
+                            B=B,
+                            torch_ms=t_torch * 1e3,
+                            lstmc_ms=t_ours * 1e3,
+                            speedup=t_torch / t_ours,
+                        )
+                    )
+                    print(
+                        f"{name:5s} H={H:4d} B={B:3d}  one thread each: torch "
+                        f"{t_torch * 1e3:9.3f} ms  lstmc {t_ours * 1e3:9.3f} ms  speedup "
+                        f"{t_torch / t_ours:5.2f}x",
+                        flush=True,
+                    )
+        return rows
+    finally:
+        torch.set_num_threads(cpu_count())
+
+
 # -- (d) compile and load times ------------------------------------------------------------------
 
 _TIMING_CODE = textwrap.dedent("""\
@@ -319,7 +428,11 @@ def blas_report() -> str:
             f"{info['internal_api']} {info.get('version', '')} "
             f"{info.get('architecture', '')} threads={info['num_threads']} "
             f"({Path(info['filepath']).name})"
-            + ("  <- SciPy's: what Numba's np.dot calls" if "scipy.libs" in info["filepath"] else "")
+            + (
+                "  <- SciPy's: what Numba's np.dot calls"
+                if "scipy.libs" in info["filepath"]
+                else ""
+            )
         )
     cfg = torch.__config__.show()
     keys = ("CPU capability usage", "BLAS_INFO", "USE_MKLDNN")
@@ -330,7 +443,17 @@ def blas_report() -> str:
 
 
 def write_results(
-    grid_rows, var_rows, gemm, util, compile_rows, blas: str, threads: int, ablation_rows=()
+    grid_rows,
+    var_rows,
+    gemm,
+    util,
+    compile_rows,
+    blas: str,
+    threads: int,
+    ablation_rows=(),
+    one_thread_rows=(),
+    step_rows=(),
+    scaling=(),
 ):
     date = datetime.date.today().isoformat()
     cpu = platform.processor() or platform.machine()
@@ -354,6 +477,9 @@ def write_results(
         blas,
         "```",
         "",
+        "Two-core scaling at the start and the end of the run (1.00: both cores were ours; "
+        "0.5: the host gave one away): " + " / ".join(f"{v:.2f}" for v in scaling),
+        "",
         "### (a) lstmc vs torch.nn.LSTM / nn.GRU (speedup = torch time / lstmc time)",
         "",
         "| cell | H | B | torch ms | lstmc ms | speedup | max abs diff | lstmc threads |",
@@ -365,6 +491,19 @@ def write_results(
             f"{r['lstmc_ms']:.3f} | {r['speedup']:.2f}x | {r['max_abs_diff']:.1e} | "
             f"{r['plan']} |"
         )
+    if one_thread_rows:
+        md += [
+            "",
+            "### (a1) the same, one thread on each side",
+            "",
+            "| cell | H | B | torch ms | lstmc ms | speedup |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in one_thread_rows:
+            md.append(
+                f"| {r['cell']} | {r['H']} | {r['B']} | {r['torch_ms']:.3f} | "
+                f"{r['lstmc_ms']:.3f} | {r['speedup']:.2f}x |"
+            )
     md += [
         "",
         "### (b) variants vs the compiled plain LSTM and an eager PyTorch loop",
@@ -390,6 +529,17 @@ def write_results(
         md.append(f"| {k} | {v:.1f} |")
     for k, v in util.items():
         md.append(f"| {k} | {v:.1f} |" if "gflops" in k else f"| {k} | {v:.0%} |")
+    if step_rows:
+        md += [
+            "",
+            "Step products alone, one thread (GFLOP/s): lstmc_runtime.gemm against OpenBLAS "
+            "`np.dot`",
+            "",
+            "| a x w | lstmc | np.dot |",
+            "|---|---|---|",
+        ]
+        for r in step_rows:
+            md.append(f"| {r['shape']} | {r['ours']:.1f} | {r['blas']:.1f} |")
     md += [
         "",
         "### (d) compile time (fresh process, empty cache) and warm load (cached)",
@@ -460,9 +610,13 @@ def main() -> None:
     warm(np.zeros((2, 1, 8), np.float32), warm.init_params(input=8, hidden=8))
     blas = blas_report()
     print(blas, flush=True)
+    scaling = [two_core_scaling()]
+    print(f"two-core scaling: {scaling[0]:.2f}", flush=True)
     grid_rows = grid(hs, bs)
+    one_thread_rows = grid_one_thread(hs, bs)
     var_rows = variants((64, 128) if args.quick else (64, 128, 256), B=16)
     gemm = gemm_throughput()
+    step_rows = step_gemm()
     util = {}
     big = [r for r in grid_rows if r["cell"] == "lstm" and r["H"] == max(hs) and r["B"] == max(bs)]
     if big:
@@ -479,8 +633,22 @@ def main() -> None:
             print(f"{k}: {v:.2f}", flush=True)
     ablation_rows = ablation(128 if args.quick else 256, 16)
     compile_rows = compile_times(lstmc.cells.names())
+    scaling.append(two_core_scaling())
+    print(f"two-core scaling at the end: {scaling[1]:.2f}", flush=True)
     if not args.no_write:
-        write_results(grid_rows, var_rows, gemm, util, compile_rows, blas, threads, ablation_rows)
+        write_results(
+            grid_rows,
+            var_rows,
+            gemm,
+            util,
+            compile_rows,
+            blas,
+            threads,
+            ablation_rows,
+            one_thread_rows,
+            step_rows,
+            scaling,
+        )
         print(f"wrote {HERE / 'RESULTS.md'} and {HERE / 'cpu_ratios.png'}")
 
 
