@@ -22,7 +22,6 @@ vector at a time, then, for the last columns (fewer than a vector), a plain loop
 
 from __future__ import annotations
 
-import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
@@ -122,9 +121,11 @@ _R2V4, _R2V1 = _make_tile(2, 4), _make_tile(2, 1)
 _R1V8, _R1V1 = _make_tile(1, 8), _make_tile(1, 1)
 
 
-@njit(inline="always")
+@njit(nogil=True)
 def _columns_tail(a, w, out, i0, i1, j0):
-    """out[i0:i1, j0:] for the last columns, fewer than one vector: a plain loop."""
+    """out[i0:i1, j0:] for the last columns, fewer than one vector: a plain loop. A call, not
+    inlined: the four inlined copies doubled what each kernel calling matmul_into pays in
+    compile time (LLVM optimizes the linked runtime code again in every caller's module)."""
     for i in range(i0, i1):
         for j in range(j0, w.shape[1]):
             out[i, j] = 0
@@ -143,7 +144,9 @@ def matmul_into(a, w, out):
     if a.shape[1] != w.shape[0] or out.shape[0] != m or out.shape[1] != n:
         raise ValueError("matmul_into: shapes do not match")
     if a.strides[1] != a.itemsize or w.strides[1] != w.itemsize or out.strides[1] != out.itemsize:
-        out[:, :] = np.dot(np.ascontiguousarray(a), np.ascontiguousarray(w))
+        # Not rows of contiguous elements (never so in generated kernels): the plain loop.
+        # Not np.dot on copies: its code made every caller's compile 0.4 s longer.
+        _columns_tail(a, w, out, 0, m, 0)
         return
     vec = 64 // a.itemsize  # elements of one vector
     i = 0

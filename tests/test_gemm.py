@@ -75,7 +75,7 @@ def test_strided_and_unaligned_operands(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_column_strided_operands_take_the_copying_path(dtype):
+def test_column_strided_operands_take_the_plain_loop(dtype):
     rng = np.random.default_rng(2)
     a = rng.standard_normal((6, 40)).astype(dtype)[:, ::2]
     w = rng.standard_normal((20, 90)).astype(dtype)[:, ::3]
