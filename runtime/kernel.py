@@ -9,6 +9,7 @@ entries start at zero. The caller's arrays are never written to.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Mapping
 
@@ -16,7 +17,7 @@ import numpy as np
 from lstmc_runtime.errors import KernelArgumentError
 from lstmc_runtime.packing import PackedParams, check_float, pack_weights
 from lstmc_runtime.signature import Signature, size_value
-from lstmc_runtime.threads import plan_call
+from lstmc_runtime.threads import hold_blas, plan_call
 
 # Arrays that several threads write (state, outputs) start on a 128-byte boundary, and the
 # unit split cuts rows on 128-byte boundaries too (packing.unit_bounds): two threads writing
@@ -164,13 +165,18 @@ class Kernel:
             units = size_value(next(iter(self.columns.values()))["extent"], sizes)
         plan = plan_call(T, B, self._work_per_row(sizes), self.threads, units, self.split)
         self.last_plan = plan  # how the last call used the threads (benchmarks report it)
-        if plan.mode == "units":
-            blocks = packed.unit_blocks(plan.threads, self.columns)
-            final = self._launch_columns(
-                x, cur, packed.arrays, blocks, outputs, sizes, plan.run, self.workspace()
-            )
-        else:
-            final = self._launch(x, cur, packed.arrays, outputs, sizes, plan.run, self.workspace())
+        # A split call holds the BLAS to one thread from the prologue on: a BLAS thread left
+        # spinning after the prologue's GEMM would take a core from our threads (threads.py).
+        with hold_blas() if plan.mode != "serial" else contextlib.nullcontext():
+            if plan.mode == "units":
+                blocks = packed.unit_blocks(plan.threads, self.columns)
+                final = self._launch_columns(
+                    x, cur, packed.arrays, blocks, outputs, sizes, plan.run, self.workspace()
+                )
+            else:
+                final = self._launch(
+                    x, cur, packed.arrays, outputs, sizes, plan.run, self.workspace()
+                )
         y = next(iter(outputs.values())) if len(outputs) == 1 else outputs
         return y, final
 

@@ -35,7 +35,7 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _blas_limit():
+def hold_blas():
     """A context manager holding every BLAS to one thread (no-op without threadpoolctl)."""
     global _controller
     try:
@@ -51,17 +51,6 @@ def _blas_limit():
 
 def serial(rows, B: int) -> None:
     rows(0, B)
-
-
-# A step's products smaller than this (multiply-adds) run on one BLAS thread: OpenBLAS would
-# split them across threads that then wait for each other every step, which costs more than
-# it saves, and collapses when another process keeps a core busy.
-_SMALL_STEP = 4_000_000
-
-
-def serial_one_blas_thread(rows, B: int) -> None:
-    with _blas_limit():
-        rows(0, B)
 
 
 # When the unit split pays (measured on a 2-core VM, lstm and gru, T=100, float32, with the
@@ -111,7 +100,7 @@ def plan_call(
     if can_units and units >= _UNITS_MIN_EXTENT * n and step >= _UNITS_MIN_STEP and T >= 2:
         return Plan("units", n, run_units)
     run = plan_chunks(T, B, work_per_row, threads)
-    if run in (serial, serial_one_blas_thread):
+    if run is serial:
         return Plan("serial", 1, run)
     return Plan("batch", n, run)
 
@@ -146,7 +135,7 @@ def run_units(cols, n: int) -> None:
     if n == 1:
         part(0)
         return
-    with _units_lock, _blas_limit():
+    with _units_lock, hold_blas():
         pool = _get_pool(n - 1)
         futures = []
         try:
@@ -172,28 +161,26 @@ def run_units(cols, n: int) -> None:
 def plan_chunks(T: int, B: int, work_per_row: int, threads: int | None):
     """Return the `run_chunks(rows, B)` function for one call.
 
-    `threads=None` (auto) splits the batch only when a step's products are small. Measured on
-    a 2-core machine: OpenBLAS's per-step products stream the whole weight matrix whatever
-    the number of rows, so for large weights two chunks cost each thread nearly what the
-    whole batch costs one, while the BLAS's own threads split the columns (H=256, B=16:
-    17 ms unsplit against 31 ms in two chunks; H=512, B=64: 210 ms against 249 ms). Small
-    weights stay in each core's cache, and there the split wins (H=128, B=16: 3.0 ms
-    against 6.1 ms). `threads=N` asks for N chunks whatever the sizes.
+    `threads=None` (auto) splits the batch into chunks of at least _MIN_ROWS rows once the
+    call has _MIN_WORK multiply-adds; `threads=N` asks for N chunks whatever the sizes. With
+    the step's products in lstmc_runtime.gemm (no BLAS in the time loop) two chunks beat one
+    thread at every size measured once the BLAS is held to one thread for the whole call
+    (Kernel.__call__ does so for split plans): layernorm_lstm H=256, B=64: 60.6 ms against
+    79.6 serial; H=128, B=16: 4.7 against 6.0. Left with two threads, OpenBLAS's second
+    thread keeps spinning after the prologue's GEMM and takes a core from the chunks (H=256,
+    B=64: 66.6 ms).
     """
     step = B * work_per_row
     if threads is None:
-        small = step < _SMALL_STEP and T * step >= _MIN_WORK
-        threads = cpu_count() if small else 1
+        threads = cpu_count() if T * step >= _MIN_WORK else 1
     n = max(1, min(threads, B // _MIN_ROWS))
     if n == 1:
-        if T * step >= _MIN_WORK // 2 and step < _SMALL_STEP:
-            return serial_one_blas_thread  # holding the BLAS costs ~12 us: only when it pays
         return serial
 
     def run_chunks(rows, B: int) -> None:
         pool = _get_pool(n)
         bounds = [B * i // n for i in range(n + 1)]
-        with _blas_limit():
+        with hold_blas():
             futures = [pool.submit(rows, bounds[i], bounds[i + 1]) for i in range(n - 1)]
             rows(bounds[-2], bounds[-1])  # the calling thread takes the last chunk
             for f in futures:
