@@ -151,7 +151,7 @@ class CpuEmitter(ColumnsEmitter, CpuStructuralOps, EmitterBase):
         ]
 
     def prologue_args(self) -> list[str]:
-        return ["x", *self.shared_args(), *self.size_args(), "work"]
+        return ["x", *self.shared_args(), *self.size_args(), "work", "t0", "t1"]
 
     def rows_args(self) -> list[str]:
         args = ["b0", "b1", "x"]
@@ -194,9 +194,9 @@ class CpuEmitter(ColumnsEmitter, CpuStructuralOps, EmitterBase):
                 terms, self.work_terms = self.work_terms, None
             if terms:
                 L.add("# ---- the hoisted [T, B, n] buffers live in `work`, which the glue keeps")
-                L.add(
-                    "# for the next call on this thread: no allocation (and no page faults) a call"
-                )
+                L.add("# for the next call on this thread: no allocation (and no page faults) a")
+                L.add("# call. This call fills steps [t0, t1) of them: the glue calls it once with")
+                L.add("# an empty range to size `work`, then on ranges of steps in its threads.")
                 L.add(f"need = T * B * ({' + '.join(terms)})")
                 L.add("if work.size < need:")
                 L.add("    work = np.empty(need, _F)")
@@ -288,14 +288,24 @@ class CpuEmitter(ColumnsEmitter, CpuStructuralOps, EmitterBase):
             raise AssertionError(a)
 
         pro = [self.value_name(n) for n in self.prologue_values()]
-        prologue = (
-            "    pro = _prologue("
-            + ", ".join(arg(a) for a in self.prologue_args())
-            + ")\n    work['prologue'] = pro[-1]  # kept for this thread's next call"
+        call = ", ".join(arg(a) for a in self.prologue_args()[:-2])
+        prologue = "\n".join(
+            [
+                f"    pro = _prologue({call}, 0, 0)  # sizes the workspace, computes no step",
+                "    work['prologue'] = pro[-1]  # kept for this thread's next call",
+                "",
+                "    def hoisted(t0, t1):  # steps [t0, t1) of the hoisted values",
+                "        _prologue("
+                + call.replace("work.get('prologue', _NO_WORK)", "pro[-1]")
+                + ", t0, t1)",
+                "",
+                "    run_chunks(hoisted, x.shape[0])",
+            ]
         )
         pro_units = [self.value_name(n) for n in self.prologue_values(self.split_hoisted())]
         prologue_units = (
-            prologue.replace("_prologue(", "_prologue_units(")
+            f"    pro = _prologue_units({call}, 0, x.shape[0])\n"
+            "    work['prologue'] = pro[-1]  # kept for this thread's next call"
             if pro_units
             else "    pro = ()  # the prologue's only work, the input projection, is per thread"
         )
@@ -375,8 +385,10 @@ class CpuEmitter(ColumnsEmitter, CpuStructuralOps, EmitterBase):
         """Open the loops of a phase (and over j < extent unless None); returns the context
         managers to close."""
         ctxs = []
-        if phase == "seq":
-            L.add("for t in range(T):")
+        if phase == "seq":  # in the prologue: the steps [t0, t1) this call computes
+            L.add(
+                "for t in range(t0, t1):" if self.work_terms is not None else "for t in range(T):"
+            )
             ctxs.append(L.indent())
             ctxs[-1].__enter__()
         if phase == "seq":

@@ -79,9 +79,13 @@ class CpuStructuralOps:
             m = self.size(node.shape[0])
             if self.work_terms is None:
                 L.add(f"{out} = np.dot({v}.reshape({rows}), {w}).reshape(T, B, {m})")
-            else:  # into the prologue's workspace
+            else:  # into the prologue's workspace, steps [t0, t1) only
                 self.take_work(L, out, m)
-                L.add(f"np.dot({v}.reshape({rows}), {w}, {out}.reshape(T * B, {m}))")
+                part = f"(t1 - t0) * B, {self.size(vec.shape[0])}"
+                L.add(
+                    f"np.dot({v}[t0:t1].reshape({part}), {w}, "
+                    f"{out}[t0:t1].reshape((t1 - t0) * B, {m}))"
+                )
         elif phase == "once":
             L.add(f"{out} = np.dot({v}, {w})")
         else:  # a step's product: the register-blocked kernel, not a BLAS call
