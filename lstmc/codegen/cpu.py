@@ -20,8 +20,9 @@ from lstmc.codegen.common import (
     size_expr,
 )
 from lstmc.codegen.cpu_columns import ColumnsEmitter, column_plan
+from lstmc.codegen.cpu_glue import CpuGlue
 from lstmc.codegen.cpu_ops import CpuAccess, CpuStructuralOps
-from lstmc.codegen.module import lookup, module_header, module_tail
+from lstmc.codegen.module import module_header, module_tail
 from lstmc.codegen.schedule import Item
 from lstmc.ir.graph import Graph, Node
 from lstmc.ir.shapes import Size
@@ -51,7 +52,7 @@ class _Lines:
         return _Ctx()
 
 
-class CpuEmitter(ColumnsEmitter, CpuStructuralOps, EmitterBase):
+class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
     access_class = CpuAccess
 
     def __init__(
@@ -261,109 +262,6 @@ class CpuEmitter(ColumnsEmitter, CpuStructuralOps, EmitterBase):
         for s in self.states:
             cur, nxt = self.acc.array(s), self.nxt(s.attrs["name"])
             L.add(f"{cur}, {nxt} = {nxt}, {cur}  # the new state becomes the current one")
-
-    def launch_lines(self) -> list[str]:
-        """`_launch`: the run-time glue from checked, packed arguments to the two functions."""
-        ns = self.ns
-
-        def arg(a: str, whole: bool = False) -> str:
-            """The glue's expression for argument `a`; `whole`: state rows not chunked."""
-            rows = "" if whole else "[b0:b1]"
-            if a == "x":
-                return "x"
-            if (key := lookup(ns, "st", a)) is not None:
-                return f"state[{key!r}]{rows}"
-            if (key := lookup(ns, "nx", a)) is not None:
-                return f"spare[{key!r}]{rows}"
-            if a in {w.name for w in self.sched.weights.values()}:
-                return f"arrays[{a!r}]"
-            if (key := lookup(ns, "p", a)) is not None:
-                return f"arrays[{key!r}]"
-            if (key := lookup(ns, "y", a)) is not None:
-                return f"outputs[{key!r}]"
-            if (key := lookup(ns, "n", a)) is not None:
-                return f"sizes[{key!r}]"
-            if a == "work":
-                return "work.get('prologue', _NO_WORK)"
-            raise AssertionError(a)
-
-        pro = [self.value_name(n) for n in self.prologue_values()]
-        call = ", ".join(arg(a) for a in self.prologue_args()[:-2])
-        prologue = "\n".join(
-            [
-                f"    pro = _prologue({call}, 0, 0)  # sizes the workspace, computes no step",
-                "    work['prologue'] = pro[-1]  # kept for this thread's next call",
-                "",
-                "    def hoisted(t0, t1):  # steps [t0, t1) of the hoisted values",
-                "        _prologue("
-                + call.replace("work.get('prologue', _NO_WORK)", "pro[-1]")
-                + ", t0, t1)",
-                "",
-                "    run_chunks(hoisted, x.shape[0])",
-            ]
-        )
-        pro_units = [self.value_name(n) for n in self.prologue_values(self.split_hoisted())]
-        prologue_units = (
-            f"    pro = _prologue_units({call}, 0, x.shape[0])\n"
-            "    work['prologue'] = pro[-1]  # kept for this thread's next call"
-            if pro_units
-            else "    pro = ()  # the prologue's only work, the input projection, is per thread"
-        )
-        spare = "    spare = {name: np.empty_like(a) for name, a in state.items()}"
-        lines = [
-            "def _launch(x, state, arrays, outputs, sizes, run_chunks, work):",
-            '    """Run the prologue, then the time loop on chunks of batch rows (in parallel when',
-            "    `run_chunks` splits the batch), and return the final state. `work` holds this",
-            '    thread\'s scratch memory from call to call. Run-time glue."""',
-            prologue,
-            spare,
-            "",
-            "    def rows(b0, b1):",
-            *self.call_lines(
-                "_rows",
-                self.rows_args(),
-                lambda a: (
-                    a if a in ("b0", "b1") else (f"pro[{pro.index(a)}]" if a in pro else arg(a))
-                ),
-            ),
-            "",
-            "    run_chunks(rows, x.shape[1])",
-            "    return state if x.shape[0] % 2 == 0 else spare",
-        ]
-        if self.columns is None:
-            return lines
-        split = set(self.columns_data())
-
-        def cols_arg(a: str) -> str:
-            if a in ("k", "threads", "e0", "e1", "flags"):
-                return a
-            if a in pro_units:
-                return f"pro[{pro_units.index(a)}]"
-            return f"blocks[k][{a!r}]" if a in split else arg(a, whole=True)
-
-        lines += [
-            "",
-            "",
-            "def _launch_columns(x, state, arrays, blocks, outputs, sizes, run_threads, work):",
-            '    """Run the prologue, then the time loop with the step\'s units split across threads:',
-            "    blocks[k] holds thread k's units and its blocks of the split weights. Returns the",
-            '    final state. Run-time glue."""',
-            prologue_units if self.split_hoisted() else prologue,
-            "    spare = {name: aligned_empty_like(a) for name, a in state.items()}",
-            "",
-            "    def cols(k, threads, flags):",
-            "        e0, e1 = blocks[k]['units']",
-            *self.call_lines("_cols", self.cols_args(), cols_arg),
-            "",
-            "    run_threads(cols, len(blocks))",
-            "    return state if x.shape[0] % 2 == 0 else spare",
-        ]
-        return lines
-
-    @staticmethod
-    def call_lines(fn: str, args: list[str], render) -> list[str]:
-        """A call of `fn` in the glue, one argument a line, each rendered by `render`."""
-        return [f"        {fn}(", *(f"            {render(a)}," for a in args), "        )"]
 
     # -- items ---------------------------------------------------------------------------------
 
