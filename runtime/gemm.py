@@ -138,8 +138,10 @@ def _columns_tail(a, w, out, i0, i1, j0):
 @njit(cache=True, nogil=True)
 def matmul_into(a, w, out):
     """out[:, :] = a @ w, for 2-D arrays of one float type: a [M, K], w [K, N], out [M, N].
-    Rows are taken in blocks of 8, then 4, 2 and 1; within a block, the columns in panels of
-    the block's tile width, then one vector, then the plain loop."""
+    Rows are taken in blocks of 8, then 4, 2 and 1, and the columns in panels of the tile's
+    width, then one vector, then the plain loop. A single row with a weight larger than the
+    caches reads it at 0.4-0.5x OpenBLAS's sgemv rate (K=1024..2048, N=4K); every shape with
+    8 or more rows measured 0.9-2.5x OpenBLAS's sgemm (benchmarks/RESULTS.md)."""
     m, n = a.shape[0], w.shape[1]
     if a.shape[1] != w.shape[0] or out.shape[0] != m or out.shape[1] != n:
         raise ValueError("matmul_into: shapes do not match")
@@ -149,17 +151,22 @@ def matmul_into(a, w, out):
         _columns_tail(a, w, out, 0, m, 0)
         return
     vec = 64 // a.itemsize  # elements of one vector
-    i = 0
-    while i + 8 <= m:
-        j = 0
-        while j + 2 * vec <= n:
+    # Blocks of 8 rows, one panel of columns at a time for all the blocks: the panel of w
+    # (K x 2 vectors) is read from memory once and from the core's cache for the other
+    # blocks. (Block-major order read the whole of w once per block: at K=1024, N=4096 that
+    # was 2.5x slower than OpenBLAS.)
+    m8 = m - m % 8
+    j = 0
+    while j + 2 * vec <= n:
+        for i in range(0, m8, 8):
             _R8V2(a, w, out, i, j)
-            j += 2 * vec
-        while j + vec <= n:
+        j += 2 * vec
+    while j + vec <= n:
+        for i in range(0, m8, 8):
             _R8V1(a, w, out, i, j)
-            j += vec
-        _columns_tail(a, w, out, i, i + 8, j)
-        i += 8
+        j += vec
+    _columns_tail(a, w, out, 0, m8, j)
+    i = m8
     if i + 4 <= m:
         j = 0
         while j + 4 * vec <= n:
@@ -180,7 +187,7 @@ def matmul_into(a, w, out):
             j += vec
         _columns_tail(a, w, out, i, i + 2, j)
         i += 2
-    if i < m:
+    if i < m:  # a single row (the batch-of-one case), bound by reading w
         j = 0
         while j + 8 * vec <= n:
             _R1V8(a, w, out, i, j)
