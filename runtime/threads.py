@@ -15,7 +15,9 @@ Three ways, chosen per call by `plan_call` from the sizes:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -35,18 +37,42 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+_hold_lock = threading.Lock()
+_hold_count = 0
+_hold_limiter = None
+
+
+@contextlib.contextmanager
 def hold_blas():
-    """A context manager holding every BLAS to one thread (no-op without threadpoolctl)."""
-    global _controller
+    """Hold every BLAS to one thread while any caller is inside (no-op without threadpoolctl).
+
+    Counted, not nested limits: threadpoolctl's limiter restores the count it saw when it
+    started, so two overlapping calls from two threads, each with its own limiter, could
+    leave the BLAS at one thread for good (the second saw the first's limit). Here the
+    first holder limits and the last one out restores."""
+    global _controller, _hold_count, _hold_limiter
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        import contextlib
-
-        return contextlib.nullcontext()
-    if _controller is None:
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
+        yield
+        return
+    with _hold_lock:
+        if _hold_count == 0:
+            # A controller lists the BLAS libraries loaded when it was made (0.7 ms to make,
+            # so it is kept); SciPy's OpenBLAS, the one Numba calls, loads with the first
+            # compiled product. Made again whenever Python has imported modules since.
+            if _controller is None or _controller[0] != len(sys.modules):
+                _controller = (len(sys.modules), ThreadpoolController())
+            _hold_limiter = _controller[1].limit(limits=1, user_api="blas")
+        _hold_count += 1
+    try:
+        yield
+    finally:
+        with _hold_lock:
+            _hold_count -= 1
+            if _hold_count == 0:
+                _hold_limiter.restore_original_limits()
+                _hold_limiter = None
 
 
 def serial(rows, B: int) -> None:

@@ -170,3 +170,25 @@ def test_a_failed_start_of_a_helper_aborts_the_ones_started(monkeypatch):
         rt_threads.run_units(cols, 3)
     started[0].result(timeout=30)  # returned: aborted instead of waiting forever
     real.shutdown()
+
+
+def test_overlapping_holds_restore_the_blas_threads():
+    """Two holds of the BLAS that overlap, the first in also the first out (two calls on two
+    threads), leave it as it was. With one threadpoolctl limiter each, the second would have
+    recorded the first's limit of one thread and restored that, for good."""
+    from threadpoolctl import ThreadpoolController
+
+    def blas_threads():
+        return [i["num_threads"] for i in ThreadpoolController().info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before or max(before) < 2:
+        pytest.skip("no multi-threaded BLAS loaded")
+    first, second = rt_threads.hold_blas(), rt_threads.hold_blas()
+    first.__enter__()
+    second.__enter__()
+    assert set(blas_threads()) == {1}
+    first.__exit__(None, None, None)
+    assert set(blas_threads()) == {1}  # the second call still runs
+    second.__exit__(None, None, None)
+    assert blas_threads() == before
