@@ -10,6 +10,7 @@ entries start at zero. The caller's arrays are never written to.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 from collections.abc import Mapping
 
@@ -45,6 +46,19 @@ def aligned_empty_like(a: np.ndarray) -> np.ndarray:
     return aligned_empty(a.shape, a.dtype)
 
 
+def _taking_work(launch):
+    """`launch` as a function of the current glue's arguments. Modules that lstmc 0.1.0 wrote
+    before the workspace (artifacts of `lstmc compile`) have a `_launch` without its last
+    argument, `work`; they keep working, allocating their buffers each call as they did."""
+    if "work" in inspect.signature(launch).parameters:
+        return launch
+    return lambda *args: launch(*args[:-1])
+
+
+# Scratch memory a kernel keeps for the next call on a thread (Kernel.workspace), at most.
+WORKSPACE_KEEP_BYTES = 256 << 20
+
+
 class Kernel:
     target = "base"
 
@@ -63,7 +77,7 @@ class Kernel:
         self.signature = signature
         self.weights = weights
         self.vector_params = list(vector_params)
-        self._launch = launch
+        self._launch = _taking_work(launch) if self.target == "cpu" else launch
         self.dtype = np.dtype(dtype)
         self.fixed_sizes = dict(fixed_sizes or {})
         self.__doc__ = doc
@@ -74,7 +88,7 @@ class Kernel:
         # "units" (the step's units, where the module has `launch_columns`); see threads.py.
         self.split: str | None = None
         self.columns = columns
-        self._launch_columns = launch_columns
+        self._launch_columns = launch_columns and _taking_work(launch_columns)
         self.last_plan = None
         self._work = threading.local()
 
@@ -85,12 +99,21 @@ class Kernel:
         Allocating them afresh every call cost page faults: glibc hands large blocks back to
         the OS, and after any call on another thread (the batch split's, say) it did so on
         every call (layernorm_lstm H=64, B=64: 3168 faults, 12.5 ms a call against 9.0 ms).
-        One dict per calling thread, so concurrent calls never share it; it grows to the
-        largest call's needs. `release_workspace()` frees this thread's."""
+        One dict per calling thread and kernel, so concurrent calls never share it; it grows to
+        the largest call's needs, and is dropped after a call that needed more than
+        WORKSPACE_KEEP_BYTES. `release_workspace()` frees this thread's."""
         spaces = getattr(self._work, "spaces", None)
         if spaces is None:
             spaces = self._work.spaces = {}
         return spaces
+
+    def __copy__(self):
+        """A copy with its own workspaces (lstmc.compile hands out copies of a module's
+        kernel: copies sharing one would keep each other's memory alive)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new._work = threading.local()
+        return new
 
     def release_workspace(self) -> None:
         """Free the calling thread's workspace (the next call allocates it again)."""
@@ -177,6 +200,9 @@ class Kernel:
                 final = self._launch(
                     x, cur, packed.arrays, outputs, sizes, plan.run, self.workspace()
                 )
+        spaces = self.workspace()
+        if sum(a.nbytes for a in spaces.values()) > WORKSPACE_KEEP_BYTES:
+            spaces.clear()  # a rare huge call: do not hold its scratch memory for good
         y = next(iter(outputs.values())) if len(outputs) == 1 else outputs
         return y, final
 

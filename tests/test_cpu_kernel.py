@@ -412,13 +412,14 @@ def test_workspace_is_reused_per_thread_and_never_leaks_into_results():
     kernel(cases[2][0], cases[2][1], cases[2][2])
     assert kernel.workspace()["prologue"] is space  # a smaller call reuses it
 
-    errors = []
+    errors, spaces = [], {}
 
     def worker(i):
         try:
             for _ in range(5):
                 x, params, state = cases[i]
                 check_against_interpreter(cell, kernel, x, params, state, F64_TOL)
+            spaces[i] = kernel.workspace()["prologue"]
         except AssertionError as e:  # reported below, in the test's thread
             errors.append(e)
 
@@ -428,5 +429,39 @@ def test_workspace_is_reused_per_thread_and_never_leaks_into_results():
     for t in threads:
         t.join()
     assert not errors, errors
+    assert spaces[0] is not spaces[1] and spaces[0] is not space  # one per thread
+    other = lstmc.compile(cell, dtype="float64")  # another copy of the same module's kernel
+    assert other.workspace() == {}
     kernel.release_workspace()
     assert kernel.workspace() == {}
+
+
+def test_a_huge_call_does_not_keep_its_workspace(monkeypatch):
+    from lstmc_runtime import kernel as rt_kernel
+
+    kernel = lstmc.compile(lstmc.builtin("lstm"), dtype="float64")
+    x, params, state = random_data(kernel, {"input": 3, "hidden": 4}, 5, 2, 0, "float64")
+    kernel(x, params, state)
+    assert kernel.workspace()["prologue"].nbytes >= 5 * 2 * 16 * 8
+    monkeypatch.setattr(rt_kernel, "WORKSPACE_KEEP_BYTES", 64)
+    kernel(x, params, state)
+    assert kernel.workspace() == {}
+
+
+def test_modules_written_before_the_workspace_still_run():
+    """An artifact whose `_launch` has no `work` argument (lstmc 0.1.0 before the workspace)
+    runs with the current runtime."""
+    cell = lstmc.builtin("rnn_tanh")
+    kernel = lstmc.compile(cell, dtype="float64")
+    module = kernel.module
+    x, params, state = random_data(kernel, {"input": 3, "hidden": 4}, 3, 2, 0, "float64")
+
+    def old_launch(x, state, arrays, outputs, sizes, run_chunks):
+        return module._launch(x, state, arrays, outputs, sizes, run_chunks, {})
+
+    old = type(kernel)(
+        kernel.signature, kernel.weights, kernel.vector_params, old_launch, np.float64
+    )
+    y, final = old(x, params, state)
+    y_ref, final_ref = lstmc.interpret(cell, x, params, state)
+    assert_close(y, y_ref, F64_TOL)
