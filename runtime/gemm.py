@@ -30,6 +30,7 @@ from numba.extending import intrinsic
 __all__ = ["matmul_into"]
 
 VECTOR_BYTES = 64  # one AVX-512 register; LLVM splits it in two where only AVX2 is there
+_ROWS_AT_ONCE = 256  # rows of a per pass over w: 256 x K=512 float32 is 512 KB, in L2
 _I64 = ir.IntType(64)
 
 
@@ -150,6 +151,17 @@ def matmul_into(a, w, out):
         # Not np.dot on copies: its code made every caller's compile 0.4 s longer.
         _columns_tail(a, w, out, 0, m, 0)
         return
+    if m > _ROWS_AT_ONCE:  # many rows (an input projection over all steps): in chunks whose
+        for i0 in range(0, m, _ROWS_AT_ONCE):  # rows stay in L2 while the panels go by
+            i1 = min(m, i0 + _ROWS_AT_ONCE)
+            _rows_into(a[i0:i1], w, out[i0:i1])
+        return
+    _rows_into(a, w, out)
+
+
+@njit(nogil=True)
+def _rows_into(a, w, out):
+    m, n = a.shape[0], w.shape[1]
     vec = 64 // a.itemsize  # elements of one vector
     # Blocks of 8 rows, one panel of columns at a time for all the blocks: the panel of w
     # (K x 2 vectors) is read from memory once and from the core's cache for the other

@@ -1,12 +1,13 @@
 """The Numba CPU target: an optimized graph becomes one readable Python module.
 
-The module holds one `@njit` function, `_sequence`, that runs the whole sequence: values that
-depend only on params are computed once, hoisted values for all timesteps at once (the input
-projection is one BLAS GEMM over T*B rows), then the time loop runs each step's products with
-lstmc_runtime.gemm's register-blocked kernel (into preallocated buffers, no library call per
-step) and each element-wise group as one loop nest over (batch, unit). Transcendentals come from `lstmc_runtime.vmath`, written so that LLVM vectorizes
-these loops. State lives in two buffers per variable, swapped after each step. Every block
-carries the IR it came from as a comment.
+The module's `@njit` functions run the sequence: `_prologue` computes the values that depend
+only on params once and the hoisted values for a range of timesteps at once (the input
+projection is one product over those steps' rows); `_rows` (a chunk of batch rows) or `_cols`
+(a thread's share of the units) runs the time loop: each step's products, then each
+element-wise group as one loop nest over (batch, unit). Every product goes through
+lstmc_runtime.gemm's register-blocked kernel, transcendentals through lstmc_runtime.vmath,
+written so that LLVM vectorizes these loops. State lives in two buffers per variable, swapped
+after each step. Every block carries the IR it came from as a comment.
 """
 
 from __future__ import annotations

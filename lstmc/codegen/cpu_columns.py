@@ -177,10 +177,12 @@ class ColumnsEmitter:
                 vec = n.operands[-1] if n.op == "matvec" else n.operands[0]
                 L.add("# ---- hoisted: this thread's units of the input projection, all steps")
                 L.add(ir_comment(n))
+                width = f"{len(plan.offsets[name])} * ne"
+                L.add(f"{self.acc.array(n)} = np.empty((T, B, {width}), _F)")
                 L.add(
-                    f"{self.acc.array(n)} = np.dot({self.vector_array(vec, 'seq')}.reshape("
-                    f"T * B, {self.size(vec.shape[0])}), {self.sched.weights[name].name})"
-                    f".reshape(T, B, {len(plan.offsets[name])} * ne)"
+                    f"_matmul({self.vector_array(vec, 'seq')}.reshape("
+                    f"T * B, {self.size(vec.shape[0])}), {self.sched.weights[name].name}, "
+                    f"{self.acc.array(n)}.reshape(T * B, {width}))"
                 )
             L.add("# ---- buffers reused by every step: this thread's columns of each product")
             for name, slots in plan.offsets.items():

@@ -83,7 +83,7 @@ class CpuStructuralOps:
                 self.take_work(L, out, m)
                 part = f"(t1 - t0) * B, {self.size(vec.shape[0])}"
                 L.add(
-                    f"np.dot({v}[t0:t1].reshape({part}), {w}, "
+                    f"_matmul({v}[t0:t1].reshape({part}), {w}, "
                     f"{out}[t0:t1].reshape((t1 - t0) * B, {m}))"
                 )
         elif phase == "once":
