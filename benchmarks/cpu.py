@@ -231,8 +231,8 @@ def ablation(H: int = 256, B: int = 16) -> list[dict]:
     x = rng.standard_normal((T, B, H)).astype(np.float32)
     n = cpu_count()
     for label, opt, threads, split in (
-        ("-O0 (naive: a product per gate, a loop per op)", 0, None, None),
-        ("-O1 (+ fold, simplify, CSE, DCE)", 1, None, None),
+        ("-O0 one thread (naive: a product per gate, a loop per op)", 0, 1, None),
+        ("-O1 one thread (+ fold, simplify, CSE, DCE)", 1, 1, None),
         ("-O2 one thread (+ gate fusion, hoisting, loop fusion)", 2, 1, None),
         (f"-O2, batch rows split across {n} threads", 2, n, "batch"),
         (f"-O2, step units split across {n} threads", 2, n, "units"),
