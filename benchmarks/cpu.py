@@ -438,6 +438,10 @@ def blas_report() -> str:
     keys = ("CPU capability usage", "BLAS_INFO", "USE_MKLDNN")
     found = [m.group(0) for k in keys for m in [re.search(rf"{k}[=:]\s*[\w.]+", cfg)] if m]
     lines.append("torch: " + ", ".join(found) + " (nn.LSTM inference runs oneDNN's fused LSTM)")
+    lines.append(
+        "lstmc: every product in lstmc_runtime.gemm (register-blocked AVX-512 kernel, LLVM IR); "
+        "OpenBLAS only in the 'np.dot' column of the step-product table"
+    )
     lines.append(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     return "\n".join(lines)
 
