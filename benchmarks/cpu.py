@@ -74,9 +74,13 @@ def torch_params_gru(m: torch.nn.GRU, H: int) -> dict:
     return out
 
 
-def grid(hs, bs) -> list[dict]:
+def grid(hs, bs, threads: int | None = None) -> list[dict]:
+    """lstm and gru against nn.LSTM / nn.GRU over H x B; `threads` fixes lstmc's thread count
+    (the caller sets torch's)."""
     rows = []
     kernels = {name: lstmc.compile(lstmc.builtin(name)) for name in ("lstm", "gru")}
+    for kernel in kernels.values():
+        kernel.threads = threads
     for name, module_cls, convert in (
         ("lstm", torch.nn.LSTM, torch_params_lstm),
         ("gru", torch.nn.GRU, torch_params_gru),
@@ -341,40 +345,7 @@ def grid_one_thread(hs, bs) -> list[dict]:
     (a vCPU taken away) does not distort."""
     torch.set_num_threads(1)
     try:
-        rows = []
-        for name, module_cls, convert in (
-            ("lstm", torch.nn.LSTM, torch_params_lstm),
-            ("gru", torch.nn.GRU, torch_params_gru),
-        ):
-            kernel = lstmc.compile(lstmc.builtin(name))
-            kernel.threads = 1
-            for H in hs:
-                for B in bs:
-                    torch.manual_seed(0)
-                    m = module_cls(H, H).eval()
-                    x = torch.randn(T, B, H)
-                    packed = kernel.pack(convert(m, H))
-                    xn = x.numpy()
-                    with torch.inference_mode():
-                        t_torch = best_time(lambda: m(x))
-                    t_ours = best_time(lambda: kernel(xn, packed))
-                    rows.append(
-                        dict(
-                            cell=name,
-                            H=H,
-                            B=B,
-                            torch_ms=t_torch * 1e3,
-                            lstmc_ms=t_ours * 1e3,
-                            speedup=t_torch / t_ours,
-                        )
-                    )
-                    print(
-                        f"{name:5s} H={H:4d} B={B:3d}  one thread each: torch "
-                        f"{t_torch * 1e3:9.3f} ms  lstmc {t_ours * 1e3:9.3f} ms  speedup "
-                        f"{t_torch / t_ours:5.2f}x",
-                        flush=True,
-                    )
-        return rows
+        return grid(hs, bs, threads=1)
     finally:
         torch.set_num_threads(cpu_count())
 
