@@ -179,32 +179,34 @@ def _rows_into(a, w, out):
         j += vec
     _columns_tail(a, w, out, 0, m8, j)
     i = m8
-    if i + 4 <= m:
-        j = 0
-        while j + 4 * vec <= n:
+    for rows in (4, 2, 1):  # what is left, fewer than 8 rows: at most one block of each
+        if i + rows <= m:
+            _small_block(a, w, out, i, rows)
+            i += rows
+
+
+@njit(nogil=True)
+def _small_block(a, w, out, i, rows):
+    """out[i:i + rows] for 4, 2 or 1 rows: panels of the block's tile width (4 vectors, or 8
+    for a single row, which is bound by reading w), then one vector, then the plain loop."""
+    n = w.shape[1]
+    vec = 64 // a.itemsize
+    wide = 8 * vec if rows == 1 else 4 * vec
+    j = 0
+    while j + wide <= n:
+        if rows == 4:
             _R4V4(a, w, out, i, j)
-            j += 4 * vec
-        while j + vec <= n:
-            _R4V1(a, w, out, i, j)
-            j += vec
-        _columns_tail(a, w, out, i, i + 4, j)
-        i += 4
-    if i + 2 <= m:
-        j = 0
-        while j + 4 * vec <= n:
+        elif rows == 2:
             _R2V4(a, w, out, i, j)
-            j += 4 * vec
-        while j + vec <= n:
-            _R2V1(a, w, out, i, j)
-            j += vec
-        _columns_tail(a, w, out, i, i + 2, j)
-        i += 2
-    if i < m:  # a single row (the batch-of-one case), bound by reading w
-        j = 0
-        while j + 8 * vec <= n:
+        else:
             _R1V8(a, w, out, i, j)
-            j += 8 * vec
-        while j + vec <= n:
+        j += wide
+    while j + vec <= n:
+        if rows == 4:
+            _R4V1(a, w, out, i, j)
+        elif rows == 2:
+            _R2V1(a, w, out, i, j)
+        else:
             _R1V1(a, w, out, i, j)
-            j += vec
-        _columns_tail(a, w, out, i, i + 1, j)
+        j += vec
+    _columns_tail(a, w, out, i, i + rows, j)
