@@ -275,9 +275,9 @@ def lstm_flops(T: int, B: int, I: int, H: int) -> float:
 
 
 def step_gemm() -> list[dict]:
-    """The step's product alone, one thread: lstmc_runtime.gemm against the BLAS np.dot that
-    the first sessions used (SciPy's OpenBLAS through Numba is the same library as NumPy's
-    here only in kind; both are OpenBLAS sgemm)."""
+    """The step's product alone, one thread: lstmc_runtime.gemm against OpenBLAS's sgemm
+    through NumPy's np.dot (the first two sessions' kernels called SciPy's copy of the same
+    OpenBLAS through Numba)."""
     from lstmc_runtime.gemm import matmul_into
     from threadpoolctl import threadpool_limits
 

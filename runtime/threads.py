@@ -1,16 +1,18 @@
-"""How a call uses the cores: the BLAS's threads, chunks of the batch, or the step's units.
+"""How a call uses the cores: one thread, chunks of the batch, or the step's units.
 
 Three ways, chosen per call by `plan_call` from the sizes:
-- serial: one thread runs the time loop; the BLAS may use its own threads for the products
-  (worth it only for large products: small ones run on one BLAS thread);
+- serial: one thread runs the prologue and the time loop (every product is lstmc_runtime.gemm,
+  on the calling thread);
 - batch: rows of a batch never interact, so chunks of rows run the whole time loop on
-  separate threads (the compiled functions release the GIL), the BLAS held to one thread each.
-  Every chunk streams the whole recurrent weight each step, so this pays only for small ones;
-- units: each thread owns a range of the step's units and its block of the recurrent weight,
-  and the threads meet at a spin barrier after each step (cpu_columns.py in the compiler,
-  lstmc_runtime.sync). Each core streams only its share of the weight, and the element-wise
-  work is split too. Kernels whose step allows it (one element-wise group after the products)
-  have `launch_columns`; the others fall back to serial or batch.
+  separate threads (the compiled functions release the GIL), and the hoisted work (the input
+  projection, ...) runs on ranges of steps in the same threads;
+- units: each thread owns a range of the step's units and its blocks of the input and
+  recurrent weights, and the threads meet at a spin barrier after each step (cpu_columns.py
+  in the compiler, lstmc_runtime.sync). Each core streams only its share of the weights, and
+  the element-wise work is split too. Kernels whose step allows it (one element-wise group
+  after the products) have `launch_columns`; the others fall back to serial or batch.
+A split call holds every BLAS to one thread (hold_blas), so that no BLAS thread competes with
+ours.
 """
 
 from __future__ import annotations
