@@ -10,14 +10,16 @@ It is the classic GEMM micro-kernel: a tile of `rows` rows of `out` by `vecs` SI
 of columns lives in registers while k runs over the whole K. Each k loads `vecs` vectors of
 w's row k and, for each row of the tile, broadcasts one element of `a` and does `vecs`
 fused multiply-adds. The tile is written once at the end. The IR is written by hand (the
-`_tile` intrinsic) because Numba has no vector type, and LLVM does not keep an array
+`_make_tile` intrinsics) because Numba has no vector type, and LLVM does not keep an array
 accumulator in registers across a loop on its own.
 
 Accumulation is in the array's own type, in order of k, with fused multiply-adds, as a
 BLAS does; the result matches `np.dot` to the rounding of a K-term sum.
 
-Rows go in blocks of 8, then 4, 2 and 1; columns in panels of the block's tile width, then one
-vector at a time, then, for the last columns (fewer than a vector), a plain loop.
+Rows go in blocks of MAIN_ROWS (8 on AVX-512, 6 on AVX2), then 4, 2 and 1; columns in panels
+of the block's tile width, then one vector at a time, then, for the last columns (fewer than a
+vector), a plain loop. The same kernel serves the input projection over all steps, in chunks
+of rows that stay in L2.
 """
 
 from __future__ import annotations
@@ -29,7 +31,27 @@ from numba.extending import intrinsic
 
 __all__ = ["matmul_into"]
 
-VECTOR_BYTES = 64  # one AVX-512 register; LLVM splits it in two where only AVX2 is there
+
+def _has_avx512() -> bool:
+    """Whether Numba compiles for AVX-512 here (its target: NUMBA_CPU_FEATURES, else the host)."""
+    from llvmlite import binding as llvm
+    from numba.core import config
+
+    features = config.CPU_FEATURES
+    if features is None:
+        features = llvm.get_host_cpu_features().flatten()
+    return "+avx512f" in features
+
+
+# The tile geometry follows the vector registers. AVX-512: 32 registers of 64 bytes, main tile
+# 8 rows x 2 vectors (16 accumulators). AVX2 has 16 registers of 32 bytes, where that tile
+# spilled (measured with NUMBA_CPU_FEATURES set to Haswell's: ~50 GFLOP/s against ~110):
+# there the main tile is the classic 6 x 2 (12 accumulators, 2 loads, 1 broadcast) and the
+# 4-row tile 4 x 3.
+_AVX512 = _has_avx512()
+VECTOR_BYTES = 64 if _AVX512 else 32
+MAIN_ROWS = 8 if _AVX512 else 6
+_FOUR_ROW_VECS = 4 if _AVX512 else 3
 _ROWS_AT_ONCE = 256  # rows of a per pass over w: 256 x K=512 float32 is 512 KB, in L2
 _I64 = ir.IntType(64)
 
@@ -116,8 +138,8 @@ def _make_tile(rows: int, vecs: int):
 # FMA unit busy (measured ~110 GFLOP/s a core, float32, at 8x2 and 4x4, against 45-90 for
 # OpenBLAS at B = 8 to 64). Fewer rows take more vectors, so that each still has enough
 # independent accumulators to hide the FMA latency; a single row is bound by loading w.
-_R8V2, _R8V1 = _make_tile(8, 2), _make_tile(8, 1)
-_R4V4, _R4V1 = _make_tile(4, 4), _make_tile(4, 1)
+_MAIN_V2, _MAIN_V1 = _make_tile(MAIN_ROWS, 2), _make_tile(MAIN_ROWS, 1)
+_R4V4, _R4V1 = _make_tile(4, _FOUR_ROW_VECS), _make_tile(4, 1)
 _R2V4, _R2V1 = _make_tile(2, 4), _make_tile(2, 1)
 _R1V8, _R1V1 = _make_tile(1, 8), _make_tile(1, 1)
 
@@ -162,24 +184,24 @@ def matmul_into(a, w, out):
 @njit(nogil=True)
 def _rows_into(a, w, out):
     m, n = a.shape[0], w.shape[1]
-    vec = 64 // a.itemsize  # elements of one vector
-    # Blocks of 8 rows, one panel of columns at a time for all the blocks: the panel of w
+    vec = VECTOR_BYTES // a.itemsize  # elements of one vector
+    # Blocks of MAIN_ROWS rows, one panel of columns at a time for all the blocks: the panel of w
     # (K x 2 vectors) is read from memory once and from the core's cache for the other
     # blocks. (Block-major order read the whole of w once per block: at K=1024, N=4096 that
     # was 2.5x slower than OpenBLAS.)
-    m8 = m - m % 8
+    m_main = m - m % MAIN_ROWS
     j = 0
     while j + 2 * vec <= n:
-        for i in range(0, m8, 8):
-            _R8V2(a, w, out, i, j)
+        for i in range(0, m_main, MAIN_ROWS):
+            _MAIN_V2(a, w, out, i, j)
         j += 2 * vec
     while j + vec <= n:
-        for i in range(0, m8, 8):
-            _R8V1(a, w, out, i, j)
+        for i in range(0, m_main, MAIN_ROWS):
+            _MAIN_V1(a, w, out, i, j)
         j += vec
-    _columns_tail(a, w, out, 0, m8, j)
-    i = m8
-    for rows in (4, 2, 1):  # what is left, fewer than 8 rows: at most one block of each
+    _columns_tail(a, w, out, 0, m_main, j)
+    i = m_main
+    for rows in (4, 2, 1):  # what is left, fewer than MAIN_ROWS rows: at most one of each
         if i + rows <= m:
             _small_block(a, w, out, i, rows)
             i += rows
@@ -187,11 +209,12 @@ def _rows_into(a, w, out):
 
 @njit(nogil=True)
 def _small_block(a, w, out, i, rows):
-    """out[i:i + rows] for 4, 2 or 1 rows: panels of the block's tile width (4 vectors, or 8
-    for a single row, which is bound by reading w), then one vector, then the plain loop."""
+    """out[i:i + rows] for 4, 2 or 1 rows: panels of the block's tile width (4 vectors, 3 for
+    4 rows on AVX2, 8 for a single row, which is bound by reading w), then one vector, then
+    the plain loop."""
     n = w.shape[1]
-    vec = 64 // a.itemsize
-    wide = 8 * vec if rows == 1 else 4 * vec
+    vec = VECTOR_BYTES // a.itemsize
+    wide = vec * (8 if rows == 1 else (_FOUR_ROW_VECS if rows == 4 else 4))
     j = 0
     while j + wide <= n:
         if rows == 4:
