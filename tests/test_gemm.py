@@ -2,6 +2,12 @@
 every tile and tail path against an exact (float64 / long double) product, over random shapes,
 strided and unaligned operands, both dtypes, special values, and the generated kernels' use."""
 
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -113,3 +119,47 @@ def test_generated_kernels_use_it_for_every_product():
     assert "_matmul(x[t0:t1].reshape((t1 - t0) * B, n_input), w_packed_x" in source
     assert "_matmul(x.reshape(T * B, n_input), w_packed_x" in source  # _cols
     assert "np.dot" not in source
+
+
+_HASWELL = (
+    "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fsgsbase,+lzcnt,+mmx,+movbe,+popcnt,"
+    "+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,-avx512f,-avx512vl,-avx512bw,-avx512dq"
+)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 only")
+def test_avx2_tiles(tmp_path):
+    """Where Numba targets AVX2 (16 vector registers) the kernel takes its AVX2 tiles; they
+    are checked here by compiling for Haswell's features in a fresh process."""
+    code = textwrap.dedent("""\
+        import numpy as np
+        from lstmc_runtime import gemm
+        assert (gemm.MAIN_ROWS, gemm.VECTOR_BYTES) == (6, 32), (gemm.MAIN_ROWS, gemm.VECTOR_BYTES)
+        rng = np.random.default_rng(0)
+        for dtype in (np.float32, np.float64):
+            for m, k, n in [(0, 3, 5), (1, 9, 70), (5, 17, 33), (6, 8, 64), (13, 31, 101), (20, 5, 8)]:
+                a = rng.standard_normal((m, k)).astype(dtype)
+                w = rng.standard_normal((k, n)).astype(dtype)
+                out = np.full((m, n), np.nan, dtype)
+                gemm.matmul_into(a, w, out)
+                exact = a.astype(np.longdouble) @ w.astype(np.longdouble)
+                mag = np.abs(a).astype(np.longdouble) @ np.abs(w).astype(np.longdouble)
+                bound = (k + 1) * np.finfo(dtype).eps / 2 * mag
+                assert (np.abs(out - exact) <= bound).all(), (dtype, m, k, n)
+        print("ok")
+        """)
+    env = {
+        **os.environ,
+        "NUMBA_CPU_NAME": "haswell",
+        "NUMBA_CPU_FEATURES": _HASWELL,
+        "NUMBA_CACHE_DIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
