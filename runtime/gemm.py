@@ -207,6 +207,25 @@ def _rows_into(a, w, out):
             i += rows
 
 
+@njit(inline="always")
+def _small_tile(a, w, out, i, j, rows, wide):
+    """The tile at out[i, j] of a block of 4, 2 or 1 rows: the block's wide one or one vector."""
+    if rows == 4:
+        if wide:
+            _R4V4(a, w, out, i, j)
+        else:
+            _R4V1(a, w, out, i, j)
+    elif rows == 2:
+        if wide:
+            _R2V4(a, w, out, i, j)
+        else:
+            _R2V1(a, w, out, i, j)
+    elif wide:
+        _R1V8(a, w, out, i, j)
+    else:
+        _R1V1(a, w, out, i, j)
+
+
 @njit(nogil=True)
 def _small_block(a, w, out, i, rows):
     """out[i:i + rows] for 4, 2 or 1 rows: panels of the block's tile width (4 vectors, 3 for
@@ -217,19 +236,9 @@ def _small_block(a, w, out, i, rows):
     wide = vec * (8 if rows == 1 else (_FOUR_ROW_VECS if rows == 4 else 4))
     j = 0
     while j + wide <= n:
-        if rows == 4:
-            _R4V4(a, w, out, i, j)
-        elif rows == 2:
-            _R2V4(a, w, out, i, j)
-        else:
-            _R1V8(a, w, out, i, j)
+        _small_tile(a, w, out, i, j, rows, True)
         j += wide
     while j + vec <= n:
-        if rows == 4:
-            _R4V1(a, w, out, i, j)
-        elif rows == 2:
-            _R2V1(a, w, out, i, j)
-        else:
-            _R1V1(a, w, out, i, j)
+        _small_tile(a, w, out, i, j, rows, False)
         j += vec
     _columns_tail(a, w, out, i, i + rows, j)
