@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import threading
 from collections.abc import Mapping
 
@@ -30,9 +31,11 @@ ALIGN = 128
 def aligned_empty(shape, dtype) -> np.ndarray:
     """np.empty whose data starts on an ALIGN-byte boundary."""
     dtype = np.dtype(dtype)
-    n = int(np.prod(shape, dtype=np.int64))
+    n = math.prod(shape)
     raw = np.empty(n * dtype.itemsize + ALIGN, np.uint8)
-    start = -raw.ctypes.data % ALIGN
+    # The address from the array interface: `raw.ctypes.data` builds a ctypes object, which
+    # cost more than the rest of a small call's Python work together.
+    start = -raw.__array_interface__["data"][0] % ALIGN
     return raw[start : start + n * dtype.itemsize].view(dtype).reshape(shape)
 
 
@@ -91,6 +94,7 @@ class Kernel:
         self._launch_columns = launch_columns and _taking_work(launch_columns)
         self.last_plan = None
         self._work = threading.local()
+        self._work_per_row_cache: dict = {}
 
     def workspace(self) -> dict:
         """This thread's scratch memory, kept from call to call: the prologue's hoisted
@@ -120,7 +124,15 @@ class Kernel:
         self._work.spaces = {}
 
     def _work_per_row(self, sizes) -> int:
-        """Multiply-adds of one batch row's step: the size of every packed weight."""
+        """Multiply-adds of one batch row's step: the size of every packed weight. Kept per
+        sizes: working it out from the signature took a quarter of a small call's time."""
+        key = tuple(sizes.items())
+        total = self._work_per_row_cache.get(key)
+        if total is None:
+            total = self._work_per_row_cache[key] = self._count_work_per_row(sizes)
+        return total
+
+    def _count_work_per_row(self, sizes) -> int:
         total = 0
         for blocks in self.weights.values():
             rows = 0
@@ -172,21 +184,25 @@ class Kernel:
         sizes = self.signature.bind(x, None, state, fixed=packed.sizes)
         x = np.ascontiguousarray(x)
         T, B = x.shape[:2]
-        cur = {}
-        for s in self.signature.state:
-            n = size_value(s.shape[0], sizes)
-            cur[s.name] = aligned_zeros((B, n), self.dtype)
-            if state is not None and s.name in state:
-                check_float(f"state `{s.name}`", state[s.name], self.dtype)
-                cur[s.name][...] = state[s.name]  # a copy: the caller's array is not written
-        outputs = {
-            name: aligned_empty((T, B, size_value(size, sizes)), self.dtype)
-            for name, size in self.signature.outputs
-        }
         units = None
         if self.columns and T > 0 and B > 0:
             units = size_value(next(iter(self.columns.values()))["extent"], sizes)
         plan = plan_call(T, B, self._work_per_row(sizes), self.threads, units, self.split)
+        # Arrays that threads write side by side start on ALIGN bytes; a serial call's need not.
+        empty, zeros = (
+            (np.empty, np.zeros) if plan.mode == "serial" else (aligned_empty, aligned_zeros)
+        )
+        cur = {}
+        for s in self.signature.state:
+            n = size_value(s.shape[0], sizes)
+            cur[s.name] = zeros((B, n), self.dtype)
+            if state is not None and s.name in state:
+                check_float(f"state `{s.name}`", state[s.name], self.dtype)
+                cur[s.name][...] = state[s.name]  # a copy: the caller's array is not written
+        outputs = {
+            name: empty((T, B, size_value(size, sizes)), self.dtype)
+            for name, size in self.signature.outputs
+        }
         self.last_plan = plan  # how the last call used the threads (benchmarks report it)
         # A split call holds the BLAS to one thread from the prologue on: a BLAS thread left
         # spinning after the prologue's GEMM would take a core from our threads (threads.py).
