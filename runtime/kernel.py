@@ -188,10 +188,8 @@ class Kernel:
         if self.columns and T > 0 and B > 0:
             units = size_value(next(iter(self.columns.values()))["extent"], sizes)
         plan = plan_call(T, B, self._work_per_row(sizes), self.threads, units, self.split)
-        # Arrays that threads write side by side start on ALIGN bytes; a serial call's need not.
-        empty, zeros = (
-            (np.empty, np.zeros) if plan.mode == "serial" else (aligned_empty, aligned_zeros)
-        )
+        # Arrays that threads write side by side start on ALIGN bytes; one thread's need not.
+        empty, zeros = (np.empty, np.zeros) if plan.threads == 1 else (aligned_empty, aligned_zeros)
         cur = {}
         for s in self.signature.state:
             n = size_value(s.shape[0], sizes)
@@ -206,7 +204,7 @@ class Kernel:
         self.last_plan = plan  # how the last call used the threads (benchmarks report it)
         # A split call holds the BLAS to one thread from the prologue on: a BLAS thread left
         # spinning after the prologue's GEMM would take a core from our threads (threads.py).
-        with hold_blas() if plan.mode != "serial" else contextlib.nullcontext():
+        with hold_blas() if plan.threads > 1 else contextlib.nullcontext():
             if plan.mode == "units":
                 blocks = packed.unit_blocks(plan.threads, self.columns)
                 final = self._launch_columns(

@@ -11,6 +11,10 @@ Three ways, chosen per call by `plan_call` from the sizes:
   in the compiler, lstmc_runtime.sync). Each core streams only its share of the weights, and
   the element-wise work is split too. Kernels whose step allows it (one element-wise group
   after the products) have `launch_columns`; the others fall back to serial or batch.
+  Such kernels run large steps this way on one thread too ("units x1"): `_cols` makes the
+  input projection a few steps at a time, where the serial prologue makes it for all steps
+  up front and the time loop reads it back from memory (lstm H=128, B=64, one thread:
+  20.1 ms against 22.4).
 A split call holds every BLAS to one thread (hold_blas), so that no BLAS thread competes with
 ours.
 """
@@ -91,6 +95,10 @@ def serial(rows, B: int) -> None:
 # H=64, B=4 (131K) is a tie. Each thread gets at least one SIMD vector of units.
 _UNITS_MIN_STEP = 100_000
 _UNITS_MIN_EXTENT = 16
+# On one thread the unit split pays only through _cols' chunked input projection, which
+# gemm.chunk_steps skips once the weights outgrow L2 (lstm H=512, 2.1M a row: units x1
+# measured 0.93x serial there, the projection's buffer being allocated every call).
+_UNITS_ONE_THREAD_MAX_ROW = 512 * 1024
 _units_lock = threading.Lock()
 
 
@@ -121,11 +129,17 @@ def plan_call(
     "units" to force one way.
     """
     n = cpu_count() if threads is None else max(1, threads)
-    can_units = units is not None and split != "batch" and n > 1
-    if can_units and (split == "units" or threads is not None):
+    can_units = units is not None and split != "batch"
+    if can_units and (split == "units" or (threads is not None and n > 1)):
         return Plan("units", max(1, min(n, units)), run_units)
     step = B * work_per_row
-    if can_units and units >= _UNITS_MIN_EXTENT * n and step >= _UNITS_MIN_STEP and T >= 2:
+    if (
+        can_units
+        and units >= _UNITS_MIN_EXTENT * n
+        and step >= _UNITS_MIN_STEP
+        and T >= 2
+        and (n > 1 or work_per_row <= _UNITS_ONE_THREAD_MAX_ROW)
+    ):
         return Plan("units", n, run_units)
     run = plan_chunks(T, B, work_per_row, threads)
     if run is serial:

@@ -139,6 +139,27 @@ def test_random_gated_cells_split_by_units(case, dtype):
         check_against_interpreter(cell, kernel, x, case.params(), state, tolerance(dtype, cell))
 
 
+@pytest.mark.parametrize("name", ["lstm", "gru", "peephole_lstm"])
+@pytest.mark.parametrize("unroll", [1, 3])
+def test_input_projection_made_in_chunks_of_steps(name, unroll):
+    """Under the unit split each thread makes the input projection a few steps at a time
+    (lstmc_runtime.gemm.chunk_steps). At B=128, float64, a chunk holds 1-3 steps of T=11, so
+    chunks start inside the unrolled loop and, on 2 and 3 threads, the last one is partial."""
+    from lstmc_runtime.gemm import chunk_steps
+
+    cell = lstmc.builtin(name)
+    kernel = lstmc.compile(cell, dtype="float64", opt=3 if unroll > 1 else 2, unroll=unroll)
+    sizes, T, B = {"input": 8, "hidden": 64}, 11, 128
+    x, params, state = random_data(kernel, sizes, T, B, 0, "float64")
+    for threads in (1, 2, 3):
+        gates = len(kernel.columns["w_packed_x"]["offsets"])
+        steps = chunk_steps.py_func(T, B, sizes["input"], gates * 64 // threads, 8)
+        assert 1 <= steps < T, (threads, steps)
+        kernel.threads, kernel.split = threads, "units"
+        check_against_interpreter(cell, kernel, x, params, state, F64_TOL)
+        assert kernel.last_plan.mode == "units" and kernel.last_plan.threads == threads
+
+
 def test_fixed_sizes_and_unrolling():
     cell = lstmc.builtin("lstm")
     kernel = lstmc.compile(cell, dtype="float64", opt=3, unroll=3, sizes={"input": 3, "hidden": 5})

@@ -117,7 +117,7 @@ def test_generated_kernels_use_it_for_every_product():
     source = lstmc.compile(lstmc.builtin("lstm")).source
     assert "_matmul(st_h, w_packed_h, v_packed_h)" in source
     assert "_matmul(x[t0:t1].reshape((t1 - t0) * B, n_input), w_packed_x" in source
-    assert "_matmul(x.reshape(T * B, n_input), w_packed_x" in source  # _cols
+    assert "_matmul(x[t : t + tn].reshape(tn * B, n_input), w_packed_x" in source  # _cols
     assert "np.dot" not in source
 
 

@@ -90,6 +90,14 @@ def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypa
     assert (forced.mode, forced.threads) == ("units", 2)  # never more threads than units
     monkeypatch.setattr(rt_threads, "cpu_count", lambda: 1)
     assert rt_threads.plan_call(100, 64, lstm(512), None, 512).mode != "units"
+    # One thread: "units x1" (the chunked input projection of _cols) for large steps while the
+    # weights are small enough for chunks (_UNITS_ONE_THREAD_MAX_ROW); else serial.
+    one = rt_threads.plan_call(100, 64, lstm(128), None, 128)
+    assert (one.mode, one.threads) == ("units", 1)
+    assert rt_threads.plan_call(100, 16, lstm(128), 1, 128).threads == 1
+    assert rt_threads.plan_call(100, 16, lstm(128), 1, 128).mode == "units"
+    assert rt_threads.plan_call(100, 1, lstm(32), 1, 32).mode == "serial"
+    assert rt_threads.plan_call(100, 1, lstm(32), None, 32).mode == "serial"
 
 
 def test_barrier_lets_no_thread_run_ahead():

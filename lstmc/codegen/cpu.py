@@ -90,6 +90,8 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         L.add()
         L.add("from lstmc_runtime import vmath as _vmath")
         L.add("from lstmc_runtime.gemm import matmul_into as _matmul")
+        if self.columns is not None and self.columns.hoisted:
+            L.add("from lstmc_runtime.gemm import chunk_steps as _chunk_steps")
         L.add(
             "from lstmc_runtime.kernel import CpuKernel"
             + (", aligned_empty_like" if self.columns is not None else "")

@@ -118,8 +118,9 @@ class ColumnAccess(CpuAccess):
             return super().element(node, t, b, j, in_group, row)
         s = slots.index(offset)
         col = "jj" if s == 0 else self.offset_index(f"{s} * ne", "jj")
-        if base.name in self.plan.hoisted:
-            return f"{self.array(base)}[{t}, {b}, {col}]"
+        if base.name in self.plan.hoisted:  # made a chunk of steps at a time: `tl` in the chunk
+            assert t == "t", t
+            return f"{self.array(base)}[tl, {b}, {col}]"
         return f"{self.array(base)}[{b if row is None else row}, {col}]"
 
 
@@ -172,18 +173,18 @@ class ColumnsEmitter:
             L.add("b0, b1, nb = 0, B, B  # every batch row")
             L.add("ne = e1 - e0  # units of this thread")
             self.emit_fixed_sizes(L)
-            for name in plan.hoisted:
-                n = self.graph.node(name)
-                vec = n.operands[-1] if n.op == "matvec" else n.operands[0]
-                L.add("# ---- hoisted: this thread's units of the input projection, all steps")
-                L.add(ir_comment(n))
-                width = f"{len(plan.offsets[name])} * ne"
-                L.add(f"{self.acc.array(n)} = np.empty((T, B, {width}), _F)")
-                L.add(
-                    f"_matmul({self.vector_array(vec, 'seq')}.reshape("
-                    f"T * B, {self.size(vec.shape[0])}), {self.sched.weights[name].name}, "
-                    f"{self.acc.array(n)}.reshape(T * B, {width}))"
+            if plan.hoisted:
+                widths = " + ".join(self.hoisted_width(name) for name in sorted(plan.hoisted))
+                inputs = " + ".join(
+                    f"{self.sched.weights[name].name}.shape[0]" for name in sorted(plan.hoisted)
                 )
+                L.add("# ---- hoisted: this thread's units of the input projection, made `tc`")
+                L.add("# steps at a time in the time loop (lstmc_runtime.gemm.chunk_steps)")
+                L.add(f"tc = _chunk_steps(T, B, {inputs}, {widths}, x.itemsize)")
+            for name in sorted(plan.hoisted):
+                n = self.graph.node(name)
+                L.add(ir_comment(n))
+                L.add(f"{self.acc.array(n)} = np.empty((tc, B, {self.hoisted_width(name)}), _F)")
             L.add("# ---- buffers reused by every step: this thread's columns of each product")
             for name, slots in plan.offsets.items():
                 if name in plan.hoisted:
@@ -198,7 +199,26 @@ class ColumnsEmitter:
                     )
             self.emit_time_loop(L, self.emit_cols_step)
 
+    def hoisted_width(self, name: str) -> str:
+        return f"{len(self.columns.offsets[name])} * ne"
+
     def emit_cols_step(self, L) -> None:
+        plan = self.columns
+        if plan.hoisted:
+            L.add("tl = t % tc  # the step's place in the chunk of the hoisted projection")
+            L.add("if tl == 0:  # the next chunk: steps [t, t + tn)")
+            with L.indent():
+                L.add("tn = min(tc, T - t)")
+                for name in sorted(plan.hoisted):
+                    n = self.graph.node(name)
+                    vec = n.operands[-1] if n.op == "matvec" else n.operands[0]
+                    width = self.hoisted_width(name)
+                    L.add(
+                        f"_matmul({self.vector_array(vec, 'seq')}[t : t + tn].reshape("
+                        f"tn * B, {self.size(vec.shape[0])}), {self.sched.weights[name].name}, "
+                        f"{self.acc.array(n)}[:tn].reshape(tn * B, {width}))"
+                        f"  # %{name}"
+                    )
         for item in self.sched.items["step"]:
             if item.kind != "group":
                 self.emit_item(L, item)
