@@ -457,6 +457,27 @@ def test_workspace_is_reused_per_thread_and_never_leaks_into_results():
     assert kernel.workspace() == {}
 
 
+def test_unit_split_threads_keep_their_projection_buffers():
+    """Under the unit split each thread's input-projection buffer (a chunk, or all T steps when
+    the weight is too big for chunks) is kept in the caller's workspace, one per thread, and
+    reused by the next call; results stay right and never alias it."""
+    cell = lstmc.builtin("lstm")
+    kernel = lstmc.compile(cell, dtype="float64")
+    kernel.threads, kernel.split = 2, "units"
+    sizes = {"input": 5, "hidden": 32}
+    x, params, state = random_data(kernel, sizes, 6, 3, 0, "float64")
+    first_y, _ = kernel(x, params, state)
+    kept = first_y.copy()
+    bufs = {k: kernel.workspace()[("cols", k)] for k in (0, 1)}
+    assert bufs[0] is not bufs[1]
+    assert all(b.size >= 6 * 3 * 4 * 16 for b in bufs.values())  # all T steps: one chunk
+    x2, params2, state2 = random_data(kernel, sizes, 4, 2, 1, "float64")
+    check_against_interpreter(cell, kernel, x2, params2, state2, F64_TOL)
+    assert all(kernel.workspace()[("cols", k)] is bufs[k] for k in (0, 1))  # reused
+    check_against_interpreter(cell, kernel, x, params, state, F64_TOL)
+    assert np.array_equal(first_y, kept)
+
+
 def test_a_huge_call_does_not_keep_its_workspace(monkeypatch):
     from lstmc_runtime import kernel as rt_kernel
 

@@ -154,7 +154,7 @@ class ColumnsEmitter:
         args += [self.value_name(n) for n in self.prologue_values(self.split_hoisted())]
         args += self.shared_args()
         args += [self.y(o.attrs["name"]) for o in self.outputs]
-        return args + self.size_args()
+        return [*args, *self.size_args(), "work"]
 
     def emit_cols(self, L) -> None:
         plan = self.columns
@@ -181,10 +181,21 @@ class ColumnsEmitter:
                 L.add("# ---- hoisted: this thread's units of the input projection, made `tc`")
                 L.add("# steps at a time in the time loop (lstmc_runtime.gemm.chunk_steps)")
                 L.add(f"tc = _chunk_steps(T, B, {inputs}, {widths}, x.itemsize)")
+                L.add("# in `work`, this thread's buffer that the glue keeps for its next call:")
+                L.add("# a [T, B, n] one (weights too big for chunks) is no fresh memory a call")
+                L.add(f"need = tc * B * ({widths})")
+                L.add("if work.size < need:")
+                L.add("    work = np.empty(need, _F)")
+                L.add("wo = 0")
             for name in sorted(plan.hoisted):
                 n = self.graph.node(name)
+                width = self.hoisted_width(name)
                 L.add(ir_comment(n))
-                L.add(f"{self.acc.array(n)} = np.empty((tc, B, {self.hoisted_width(name)}), _F)")
+                L.add(
+                    f"{self.acc.array(n)} = work[wo : wo + tc * B * {width}]"
+                    f".reshape((tc, B, {width}))"
+                )
+                L.add(f"wo += tc * B * {width}")
             L.add("# ---- buffers reused by every step: this thread's columns of each product")
             for name, slots in plan.offsets.items():
                 if name in plan.hoisted:
@@ -198,6 +209,7 @@ class ColumnsEmitter:
                         f"  # %{n.name}"
                     )
             self.emit_time_loop(L, self.emit_cols_step)
+            L.add("return work")
 
     def hoisted_width(self, name: str) -> str:
         return f"{len(self.columns.offsets[name])} * ne"
@@ -245,7 +257,7 @@ class ColumnsEmitter:
                     finally:
                         self.acc = plain
         L.add("if threads > 1 and not barrier(flags, k, threads, t + 1):")
-        L.add("    return  # another thread failed")
+        L.add("    return work  # another thread failed")
         self.emit_swaps(L)
 
     def columns_data(self) -> dict | None:

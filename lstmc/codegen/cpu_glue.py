@@ -86,6 +86,8 @@ class CpuGlue:
         def cols_arg(a: str) -> str:
             if a in ("k", "threads", "e0", "e1", "flags"):
                 return a
+            if a == "work":
+                return "work.get(('cols', k), _NO_WORK)"
             if a in pro_units:
                 return f"pro[{pro_units.index(a)}]"
             return f"blocks[k][{a!r}]" if a in split else arg(a, whole=True)
@@ -102,7 +104,7 @@ class CpuGlue:
             "",
             "    def cols(k, threads, flags):",
             "        e0, e1 = blocks[k]['units']",
-            *self.call_lines("_cols", self.cols_args(), cols_arg),
+            *self.call_lines("_cols", self.cols_args(), cols_arg, "work[('cols', k)] = "),
             "",
             "    run_threads(cols, len(blocks))",
             "    return state if x.shape[0] % 2 == 0 else spare",
@@ -110,6 +112,6 @@ class CpuGlue:
         return lines
 
     @staticmethod
-    def call_lines(fn: str, args: list[str], render) -> list[str]:
+    def call_lines(fn: str, args: list[str], render, assign: str = "") -> list[str]:
         """A call of `fn` in the glue, one argument a line, each rendered by `render`."""
-        return [f"        {fn}(", *(f"            {render(a)}," for a in args), "        )"]
+        return [f"        {assign}{fn}(", *(f"            {render(a)}," for a in args), "        )"]
