@@ -160,8 +160,9 @@ def _build(
         """Return (k, r) with x = k*ln2 + r, |r| <= ln2/2 (x clamped to [X_LO, X_HI])."""
         x = X_HI if x > X_HI else x  # comparisons are False for NaN: NaN passes through
         x = X_LO if x < X_LO else x
-        k = np.floor(x * INV_LN2 + HALF)
-        r = (x - k * LN2_HI) - k * LN2_LO  # k*LN2_HI is exact, so is the subtraction
+        k = np.floor(_fma(x, INV_LN2, HALF))  # round(x/ln2), give or take one near the ties
+        # k*LN2_HI is exact, so is x minus it (fused or not); the tail rounds once when fused.
+        r = _fma(-k, LN2_LO, _fma(-k, LN2_HI, x))
         k = k if k == k else ZERO  # NaN would make the int conversion undefined; r stays NaN
         return k, r
 
