@@ -2,7 +2,13 @@
 NaN propagation, float32 purity and SIMD vectorization of loops that call the functions."""
 
 import math
+import os
+import platform
 import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,3 +230,34 @@ def test_loop_is_vectorized(name, dt):
     loop = _LOOPS[(name, dt)]
     asm = loop.inspect_asm(loop.signatures[0])
     assert PACKED.search(asm), f"{name}_{dt}: no packed float instruction on ymm/zmm registers"
+
+
+@needs_extended
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 only")
+def test_accuracy_without_fma(tmp_path):
+    """`_fma` is llvm.fmuladd: fused where the CPU has FMA, a multiply and an add where it has
+    not. The ulp bound must hold both ways: here the functions are compiled for the baseline
+    x86-64 (SSE2, no FMA) in a fresh process and checked on the same grid."""
+    code = textwrap.dedent("""\
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        import test_vmath as t
+        for name, dt in t.CASES:
+            t.check(name, dt, t.grid(t.DTYPES[dt], n=30_000))
+        print("ok")
+        """)
+    env = {
+        **os.environ,
+        "NUMBA_CPU_NAME": "x86-64",
+        "NUMBA_CPU_FEATURES": "",
+        "NUMBA_CACHE_DIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
