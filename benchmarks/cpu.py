@@ -7,7 +7,9 @@
     same cell written as an eager PyTorch loop;
 (c) the machine's float32 GEMM throughput (torch and NumPy's BLAS) and the share of it the
     compiled LSTM reaches at H=512, B=64;
-(d) cold compile and warm (cached) load time per cell, each in a fresh process.
+(d) cold compile and warm (cached) load time per cell, each in a fresh process;
+(e) what each pass and thread plan bought; (f) float32 sigmoid/tanh per element and the cost
+    of a one-step call, against torch's.
 Both sides use the same number of threads. Results go to benchmarks/RESULTS.md (the table
 between the CPU markers) and benchmarks/cpu_ratios.png.
 """
@@ -307,6 +309,59 @@ def step_gemm() -> list[dict]:
     return rows
 
 
+def elementwise_and_overhead() -> list[dict]:
+    """(f) The pieces below the grid, one thread each: ns per element of float32 sigmoid and
+    tanh (lstmc_runtime.vmath in an njit loop, torch.sigmoid/tanh with out=, 4096 values in
+    L1), and the time of a whole call with one step of one row (T=1, B=1, H=32): mostly
+    each side's Python and dispatch work."""
+    from lstmc_runtime import vmath
+    from numba import njit
+
+    def loop(f):
+        @njit(error_model="numpy")
+        def run(a, out, reps):
+            for _ in range(reps):
+                for i in range(a.size):
+                    out[i] = f(a[i])
+
+        return run
+
+    rows = []
+    n, reps = 4096, 500
+    a = (np.random.default_rng(0).standard_normal(n) * 4).astype(np.float32)
+    out = np.empty_like(a)
+    at, ot = torch.from_numpy(a), torch.from_numpy(out)
+    torch.set_num_threads(1)
+    try:
+        for name, ours, theirs in (
+            ("sigmoid", vmath.sigmoid_f32, torch.sigmoid),
+            ("tanh", vmath.tanh_f32, torch.tanh),
+        ):
+            run = loop(ours)
+            t_ours = best_time(lambda run=run: run(a, out, reps)) / reps / n
+            t_torch = best_time(lambda theirs=theirs: theirs(at, out=ot)) / n
+            rows.append(
+                {"what": f"{name}, ns per element", "lstmc": t_ours * 1e9, "torch": t_torch * 1e9}
+            )
+        kernel = lstmc.compile(lstmc.builtin("lstm"))
+        kernel.threads = 1
+        m = torch.nn.LSTM(32, 32).eval()
+        x = torch.randn(1, 1, 32)
+        packed = kernel.pack(torch_params_lstm(m, 32))
+        xn = x.numpy()
+        with torch.inference_mode():
+            t_torch = best_time(lambda: m(x))
+        t_ours = best_time(lambda: kernel(xn, packed))
+        rows.append(
+            {"what": "lstm call, T=1 B=1 H=32, us", "lstmc": t_ours * 1e6, "torch": t_torch * 1e6}
+        )
+    finally:
+        torch.set_num_threads(cpu_count())
+    for r in rows:
+        print(f"{r['what']:32s} lstmc {r['lstmc']:7.3f}   torch {r['torch']:7.3f}", flush=True)
+    return rows
+
+
 def two_core_scaling() -> float:
     """How much of a second core this run had: the time of one thread's product loop over
     the time of two threads each running the same loop at once (1.0: both cores free; 0.5:
@@ -429,6 +484,7 @@ def write_results(
     one_thread_rows=(),
     step_rows=(),
     scaling=(),
+    small_rows=(),
 ):
     date = datetime.date.today().isoformat()
     cpu = platform.processor() or platform.machine()
@@ -534,6 +590,16 @@ def write_results(
         ]
         for r in ablation_rows:
             md.append(f"| {r['step']} | {r['H']} | {r['B']} | {r['ms']:.3f} | {r['mode']} |")
+    if small_rows:
+        md += [
+            "",
+            "### (f) element-wise functions and the cost of a call (one thread each)",
+            "",
+            "| measure | lstmc | torch |",
+            "|---|---|---|",
+        ]
+        for r in small_rows:
+            md.append(f"| {r['what']} | {r['lstmc']:.3f} | {r['torch']:.3f} |")
     md += ["", "![speedup per size](cpu_ratios.png)", "", "<!-- end CPU results -->"]
     section = "\n".join(md)
     path = HERE / "RESULTS.md"
@@ -607,6 +673,7 @@ def main() -> None:
         for k, v in util.items():
             print(f"{k}: {v:.2f}", flush=True)
     ablation_rows = ablation(128 if args.quick else 256, 16)
+    small_rows = elementwise_and_overhead()
     compile_rows = compile_times(lstmc.cells.names())
     scaling.append(two_core_scaling())
     print(f"two-core scaling at the end: {scaling[1]:.2f}", flush=True)
@@ -623,6 +690,7 @@ def main() -> None:
             one_thread_rows,
             step_rows,
             scaling,
+            small_rows,
         )
         print(f"wrote {HERE / 'RESULTS.md'} and {HERE / 'cpu_ratios.png'}")
 
