@@ -248,10 +248,11 @@ def _small_block(a, w, out, i, rows):
 # steps read it, instead of for all T steps up front: [T, B, 4H] of it (13 MB at H=128, B=64)
 # went out to memory and came back for each step's element-wise loop. A chunk of CHUNK_BYTES
 # stays in the core's L2 next to the step's weights. Each chunk reads the input weight again,
-# so chunks are made only while that weight fits in L2 beside them (CHUNK_MAX_WEIGHT_BYTES):
-# at H=512 (a 2-4 MB block) chunks measured 0.83-0.94x all steps at once on one thread.
+# so chunks are made only while that weight is at most CHUNK_MAX_WEIGHT_BYTES (one thread,
+# against all steps at once: lstm H=128, B=64 (256 KB) 1.07-1.09x faster, H=256 (1 MB)
+# 1.03-1.06x; H=512 (2-4 MB) 0.83-0.94x).
 CHUNK_BYTES = 256 << 10
-CHUNK_MAX_WEIGHT_BYTES = 512 << 10
+CHUNK_MAX_WEIGHT_BYTES = 1 << 20
 
 
 @njit(cache=True, nogil=True)

@@ -187,7 +187,9 @@ class Kernel:
         units = None
         if self.columns and T > 0 and B > 0:
             units = size_value(next(iter(self.columns.values()))["extent"], sizes)
-        plan = plan_call(T, B, self._work_per_row(sizes), self.threads, units, self.split)
+        plan = plan_call(
+            T, B, self._work_per_row(sizes), self.threads, units, self.split, self.dtype.itemsize
+        )
         # Arrays that threads write side by side start on ALIGN bytes; one thread's need not.
         empty, zeros = (np.empty, np.zeros) if plan.threads == 1 else (aligned_empty, aligned_zeros)
         cur = {}
@@ -215,6 +217,10 @@ class Kernel:
                     x, cur, packed.arrays, outputs, sizes, plan.run, self.workspace()
                 )
         spaces = self.workspace()
+        if plan.mode == "units":  # per-thread buffers of an earlier call with more threads
+            stale = [k for k in spaces if isinstance(k, tuple) and k[1] >= plan.threads]
+            for key in stale:
+                del spaces[key]
         if sum(a.nbytes for a in spaces.values()) > WORKSPACE_KEEP_BYTES:
             spaces.clear()  # a rare huge call: do not hold its scratch memory for good
         y = next(iter(outputs.values())) if len(outputs) == 1 else outputs

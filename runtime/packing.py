@@ -100,7 +100,12 @@ def split_units(arrays: dict, sizes: Mapping[str, int], columns: dict, threads: 
         block = {"units": (e0, e1)}
         for name, c in columns.items():
             w = arrays[name]
-            cols = [w[:, o + e0 : o + e1] for o in (size_value(d, sizes) for d in c["offsets"])]
+            offsets = [size_value(d, sizes) for d in c["offsets"]]
+            whole = offsets == [s * e1 for s in range(len(offsets))]  # slots side by side
+            if threads == 1 and whole and w.shape[1] == len(offsets) * e1:
+                block[name] = w  # one thread's block is the whole packed weight: not a copy
+                continue
+            cols = [w[:, o + e0 : o + e1] for o in offsets]
             block[name] = np.ascontiguousarray(np.concatenate(cols, axis=1))
         out.append(block)
     return out

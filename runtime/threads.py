@@ -96,9 +96,10 @@ def serial(rows, B: int) -> None:
 _UNITS_MIN_STEP = 100_000
 _UNITS_MIN_EXTENT = 16
 # On one thread the unit split pays only through _cols' chunked input projection, which
-# gemm.chunk_steps skips once the weights outgrow L2: lstm H=512 (2.1M a row) measured
-# 0.83x (B=1) to 1.01x (B=16, 64) serial with units x1.
-_UNITS_ONE_THREAD_MAX_ROW = 512 * 1024
+# gemm.chunk_steps makes while the input weight is at most 1 MB: so "units x1" is used while
+# all the step's weights together (work_per_row elements) are at most twice that. lstm at
+# H=512 (8 MB) measured 0.83x (B=1) to 1.01x (B=16, 64) serial with units x1.
+_UNITS_ONE_THREAD_MAX_BYTES = 2 << 20
 _units_lock = threading.Lock()
 
 
@@ -120,13 +121,15 @@ def plan_call(
     threads: int | None,
     units: int | None,
     split: str | None = None,
+    itemsize: int = 4,
 ) -> Plan:
     """Choose how a call uses the cores.
 
     `units`: the length of the step's splittable group, or None when the kernel has no unit
     split. `threads`: None (auto), or the number of threads to use; a kernel with a unit split
     then splits units (else batch rows), whatever the sizes. `split`: None (auto), "batch" or
-    "units" to force one way.
+    "units" to force one way. `itemsize`: bytes of the kernel's float type (how much of the
+    cache the weights take).
     """
     n = cpu_count() if threads is None else max(1, threads)
     can_units = units is not None and split != "batch"
@@ -138,7 +141,7 @@ def plan_call(
         and units >= _UNITS_MIN_EXTENT * n
         and step >= _UNITS_MIN_STEP
         and T >= 2
-        and (n > 1 or work_per_row <= _UNITS_ONE_THREAD_MAX_ROW)
+        and (n > 1 or work_per_row * itemsize <= _UNITS_ONE_THREAD_MAX_BYTES)
     ):
         return Plan("units", n, run_units)
     run = plan_chunks(T, B, work_per_row, threads)

@@ -181,6 +181,7 @@ def _build(
     @_jit
     def exp(x):
         """e**x: overflow -> inf, underflow -> 0 or subnormal, NaN -> NaN."""
+        x = ft(x)  # a float64 or int argument: this function's type, not a typing error
         k, r = reduce(x)
         # 2**k as two factors: each stays a normal number even when exp(x) is subnormal or
         # k = max exponent + 1 (overflow to inf); p*s1 is exact, the last product rounds once.
@@ -210,6 +211,7 @@ def _build(
     def tanh(x):
         """(e^2|x| - 1)/(e^2|x| + 1) with the sign of x: relative accuracy near 0, +-1 exactly
         for |x| >= TANH_SAT, tanh(-0) = -0, NaN -> NaN."""
+        x = ft(x)  # a float64 or int argument: this function's type, not a typing error
         a = abs(x)
         a = TANH_SAT if a > TANH_SAT else a  # avoid inf/inf; NaN passes through
         e = expm1(a + a)
@@ -223,6 +225,7 @@ def _build(
     @_jit
     def sigmoid(x):
         """1/(1 + e^-x), exactly 0 and 1 in the limits, accurate for tiny results; NaN -> NaN."""
+        x = ft(x)  # a float64 or int argument: this function's type, not a typing error
         e = exp_neg(-abs(x))  # in [0, 1]: no overflow, and tiny results stay accurate
         d = ONE + e
         d_err = (ONE - d) + e  # exact (Fast2Sum)
@@ -250,6 +253,7 @@ def _build(
     @_jit
     def softplus(x):
         """log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow, accurate for x << 0."""
+        x = ft(x)  # a float64 or int argument: this function's type, not a typing error
         # NaN becomes 0 in the max term but reaches the log1p term and propagates.
         return (x if x > ZERO else ZERO) + log1p_01(exp_neg(-abs(x)))
 

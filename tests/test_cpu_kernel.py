@@ -160,6 +160,60 @@ def test_input_projection_made_in_chunks_of_steps(name, unroll):
         assert kernel.last_plan.mode == "units" and kernel.last_plan.threads == threads
 
 
+def test_float32_step_reading_a_scalar_of_the_prologue():
+    """A scalar computed once from constants (exp(-k) + sigmoid(k) here) passes through the
+    Python glue as a float64; the step converts it back, so a float32 step stays float32
+    (its vmath calls took float64 arguments, which they refuse since they fuse multiply-adds)."""
+    spec = textwrap.dedent("""\
+        cell: scalar_offset
+        sizes: [input, hidden]
+        inputs: {x: [input]}
+        state: {h: [hidden]}
+        params: {W: [hidden, input], U: [hidden, hidden]}
+        constants: {k: 2, alpha: 0.3}
+        equations:
+          h_next: tanh(alpha * (W @ x + U @ h) + exp(-k) + sigmoid(k))
+        update: {h: h_next}
+        outputs: [h_next]
+        """)
+    cell = lstmc.loads(spec)
+    for opt in (2, 3):
+        kernel = lstmc.compile(cell, dtype="float32", opt=opt)
+        assert "_F(s_" in kernel.source  # the cast back, in _rows and _cols
+        x, params, state = random_data(kernel, {"input": 3, "hidden": 20}, 5, 2, opt, "float32")
+        for threads, split in ((None, None), (1, None), (2, "units"), (2, "batch")):
+            kernel.threads, kernel.split = threads, split
+            check_against_interpreter(cell, kernel, x, params, state, F32_TOL)
+            assert kernel(x, params, state)[0].dtype == np.float32
+
+
+def test_unit_split_of_a_cell_without_an_input_projection():
+    """A cell whose step splits by units but has no product of the input to make per thread:
+    the glue runs its prologue on the calling thread (it once named `run_chunks`, which the
+    unit split's glue does not have)."""
+    spec = textwrap.dedent("""\
+        cell: no_projection
+        sizes: [hidden]
+        inputs: {x: [hidden]}
+        state: {h: [hidden]}
+        params: {U: [hidden, hidden]}
+        equations:
+          h_next: tanh(U @ h + x)
+        update: {h: h_next}
+        outputs: [h_next]
+        """)
+    cell = lstmc.loads(spec)
+    kernel = lstmc.compile(cell, dtype="float64")
+    params = kernel.init_params(hidden=512)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 1, 512))
+    state = {"h": rng.standard_normal((1, 512))}
+    for threads in (1, 2):
+        kernel.threads = threads
+        check_against_interpreter(cell, kernel, x, params, state, F64_TOL)
+        assert kernel.last_plan.mode == "units"
+
+
 def test_fixed_sizes_and_unrolling():
     cell = lstmc.builtin("lstm")
     kernel = lstmc.compile(cell, dtype="float64", opt=3, unroll=3, sizes={"input": 3, "hidden": 5})

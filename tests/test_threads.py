@@ -66,6 +66,20 @@ def test_split_units_cuts_each_slot_at_the_threads_units():
         assert b["w"].flags.c_contiguous and np.array_equal(b["w"], want)
 
 
+def test_one_thread_takes_the_packed_weight_itself_when_its_slots_are_in_order():
+    rng = np.random.default_rng(0)
+    H, K = 40, 7
+    w = rng.standard_normal((K, 3 * H)).astype(np.float32)
+    in_order = {"w": {"extent": ((("hidden", 1),), 0), "offsets": [
+        ((), 0), ((("hidden", 1),), 0), ((("hidden", 2),), 0)]}}  # fmt: skip
+    (block,) = split_units({"w": w}, {"hidden": H}, in_order, 1)
+    assert block["units"] == (0, H) and block["w"] is w  # no copy of the whole weight
+    shuffled = {"w": {**in_order["w"], "offsets": in_order["w"]["offsets"][::-1]}}
+    (block,) = split_units({"w": w}, {"hidden": H}, shuffled, 1)
+    want = np.concatenate([w[:, 2 * H :], w[:, H : 2 * H], w[:, :H]], 1)
+    assert block["w"] is not w and np.array_equal(block["w"], want)
+
+
 def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypatch):
     monkeypatch.setattr(rt_threads, "cpu_count", lambda: 2)
 
@@ -98,6 +112,11 @@ def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypa
     assert rt_threads.plan_call(100, 16, lstm(128), 1, 128).mode == "units"
     assert rt_threads.plan_call(100, 1, lstm(32), 1, 32).mode == "serial"
     assert rt_threads.plan_call(100, 1, lstm(32), None, 32).mode == "serial"
+    # float64 weights take twice the cache: H=128 (1 MB of float64 weights) stays units x1,
+    # H=256 (4 MB) does not
+    assert rt_threads.plan_call(100, 64, lstm(128), None, 128, itemsize=8).mode == "units"
+    assert rt_threads.plan_call(100, 64, lstm(256), None, 256, itemsize=4).mode == "units"
+    assert rt_threads.plan_call(100, 64, lstm(256), None, 256, itemsize=8).mode == "serial"
 
 
 def test_barrier_lets_no_thread_run_ahead():

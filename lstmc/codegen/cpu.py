@@ -170,6 +170,14 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         for sym, value in self.fixed.items():
             L.add(f"{self.ns.get('n', sym)} = {value}  # fixed at compile time")
 
+    def emit_scalar_casts(self, L: _Lines, skip: set[str] = frozenset()) -> None:
+        """Scalars that `_prologue` computed reach `_rows`/`_cols` through the Python glue as
+        float64: back to the kernel's float type, so that a float32 step stays float32."""
+        for n in self.prologue_values(skip):
+            if not n.shape and n.name not in self.sched.materialized:
+                name = self.value_name(n)
+                L.add(f"{name} = _F({name})  # %{n.name}, a float64 after the glue")
+
     def emit_prologue(self, L: _Lines, name: str, skip: set[str]) -> None:
         L.add('@njit(cache=True, error_model="numpy", nogil=True)')
         L.add(f"def {name}({', '.join(self.prologue_args())}):")
@@ -227,6 +235,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
             L.add("T = x.shape[0]")
             L.add("nb = b1 - b0")
             self.emit_fixed_sizes(L)
+            self.emit_scalar_casts(L)
             L.add("# ---- buffers reused by every step")
             for item in self.sched.items["step"]:
                 for n in item.nodes:

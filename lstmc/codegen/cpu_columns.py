@@ -173,6 +173,7 @@ class ColumnsEmitter:
             L.add("b0, b1, nb = 0, B, B  # every batch row")
             L.add("ne = e1 - e0  # units of this thread")
             self.emit_fixed_sizes(L)
+            self.emit_scalar_casts(L, self.split_hoisted())
             if plan.hoisted:
                 widths = " + ".join(self.hoisted_width(name) for name in sorted(plan.hoisted))
                 inputs = " + ".join(

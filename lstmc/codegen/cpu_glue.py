@@ -99,7 +99,12 @@ class CpuGlue:
             '    """Run the prologue, then the time loop with the step\'s units split across threads:',
             "    blocks[k] holds thread k's units and its blocks of the split weights. Returns the",
             '    final state. Run-time glue."""',
-            prologue_units if self.split_hoisted() else prologue,
+            prologue_units
+            if self.split_hoisted()
+            else prologue.replace(
+                "    run_chunks(hoisted, x.shape[0])",
+                "    hoisted(0, x.shape[0])  # all steps, on this thread",
+            ),
             "    spare = {name: aligned_empty_like(a) for name, a in state.items()}",
             "",
             "    def cols(k, threads, flags):",
