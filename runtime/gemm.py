@@ -256,11 +256,11 @@ CHUNK_MAX_WEIGHT_BYTES = 1 << 20
 
 
 @njit(cache=True, nogil=True)
-def chunk_steps(T, B, K, width, itemsize):
-    """Steps of a [steps, B, width] chunk of the hoisted projection by a [K, width] weight:
-    all T when the weight does not fit in L2 with a chunk, else as many as CHUNK_BYTES hold
-    (at least 1, at most T)."""
+def chunk_steps(T, B, width, weight_elements, itemsize):
+    """Steps of a [steps, B, width] chunk of the hoisted projections, whose weights have
+    `weight_elements` elements: all T when the weights are bigger than CHUNK_MAX_WEIGHT_BYTES,
+    else as many as CHUNK_BYTES hold (at least 1, at most T)."""
     per_step = B * width * itemsize
-    if per_step == 0 or K * width * itemsize > CHUNK_MAX_WEIGHT_BYTES:
+    if per_step == 0 or weight_elements * itemsize > CHUNK_MAX_WEIGHT_BYTES:
         return max(T, 1)
     return max(1, min(T, CHUNK_BYTES // per_step))

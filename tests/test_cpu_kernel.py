@@ -153,7 +153,8 @@ def test_input_projection_made_in_chunks_of_steps(name, unroll):
     x, params, state = random_data(kernel, sizes, T, B, 0, "float64")
     for threads in (1, 2, 3):
         gates = len(kernel.columns["w_packed_x"]["offsets"])
-        steps = chunk_steps.py_func(T, B, sizes["input"], gates * 64 // threads, 8)
+        width = gates * 64 // threads
+        steps = chunk_steps.py_func(T, B, width, sizes["input"] * width, 8)
         assert 1 <= steps < T, (threads, steps)
         kernel.threads, kernel.split = threads, "units"
         check_against_interpreter(cell, kernel, x, params, state, F64_TOL)

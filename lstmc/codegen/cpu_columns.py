@@ -176,12 +176,12 @@ class ColumnsEmitter:
             self.emit_scalar_casts(L, self.split_hoisted())
             if plan.hoisted:
                 widths = " + ".join(self.hoisted_width(name) for name in sorted(plan.hoisted))
-                inputs = " + ".join(
-                    f"{self.sched.weights[name].name}.shape[0]" for name in sorted(plan.hoisted)
+                weights = " + ".join(
+                    f"{self.sched.weights[name].name}.size" for name in sorted(plan.hoisted)
                 )
                 L.add("# ---- hoisted: this thread's units of the input projection, made `tc`")
                 L.add("# steps at a time in the time loop (lstmc_runtime.gemm.chunk_steps)")
-                L.add(f"tc = _chunk_steps(T, B, {inputs}, {widths}, x.itemsize)")
+                L.add(f"tc = _chunk_steps(T, B, {widths}, {weights}, x.itemsize)")
                 L.add("# in `work`, this thread's buffer that the glue keeps for its next call:")
                 L.add("# a [T, B, n] one (weights too big for chunks) is no fresh memory a call")
                 L.add(f"need = tc * B * ({widths})")
