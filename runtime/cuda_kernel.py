@@ -56,6 +56,8 @@ class CudaKernel(Kernel):
         self.variant = "auto"
         self.blocks: int | None = None  # the persistent grid; None: from the device
         self.last_variant: str | None = None  # what the last call ran
+        # the last persistent call's grid: (blocks, threads per block, shared bytes per block)
+        self.last_grid: tuple | None = None
         self._launchers: dict = {}
 
     @property
@@ -172,6 +174,7 @@ class CudaKernel(Kernel):
         run = Run(self, stream, variant)
         final = self._launch(run, xd, cur, nxt, packed.arrays, outputs, sizes)
         self.last_variant = run.used or "stepwise"
+        self.last_grid = run.grid
 
         if kind == "numpy":
             ys = {k: v.copy_to_host(stream=stream or 0) for k, v in outputs.items()}

@@ -170,6 +170,7 @@ class Run:
         self.variant = variant
         self.limits = device_limits()
         self.used = None  # the variant that ran
+        self.grid = None  # the persistent kernel's (blocks, threads, shared bytes), if it ran
 
     def empty(self, shape):
         return cuda.device_array(tuple(int(s) for s in shape), self.dtype, stream=self.stream)
@@ -239,6 +240,7 @@ class Run:
                 )
             return False
         self.used = "persistent"
+        self.grid = config
         if T <= 0 or B <= 0:
             return True
         nblk, nthr, shared = config
