@@ -20,6 +20,15 @@ Rows go in blocks of MAIN_ROWS (8 on AVX-512, 6 on AVX2), then 4, 2 and 1; colum
 of the block's tile width, then one vector at a time, then, for the last columns (fewer than a
 vector), a plain loop. The same kernel serves the input projection over all steps, in chunks
 of rows that stay in L2.
+
+Weights packed once (`kernel.pack`) are laid out in panels (`to_panels`, `matmul_panels`):
+[P, K, PANEL] with panel p holding columns [p * PANEL, (p + 1) * PANEL) of the [K, N] weight,
+PANEL being the main tile's width. A tile then reads w as one sequential stream per panel,
+as a BLAS does after copying w into panels on every call. Read in place from a row-major
+[K, N], a tile takes a piece of every row, N elements apart: a new 4 KB page at each k once
+N >= 1024, where the hardware prefetchers stop, so the step's weight came in at memory
+latency when it was not in L2 (one core of a Xeon, float32, [64, 512] x [512, 1024]: 70
+GFLOP/s row-major, 167 in panels, OpenBLAS 127).
 """
 
 from __future__ import annotations
@@ -27,9 +36,9 @@ from __future__ import annotations
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
-__all__ = ["matmul_into"]
+__all__ = ["matmul_into", "matmul_panels", "to_panels", "from_panels", "PANEL_BYTES"]
 
 
 def _has_avx512() -> bool:
@@ -52,6 +61,7 @@ _AVX512 = _has_avx512()
 VECTOR_BYTES = 64 if _AVX512 else 32
 MAIN_ROWS = 8 if _AVX512 else 6
 _FOUR_ROW_VECS = 4 if _AVX512 else 3
+PANEL_BYTES = 2 * VECTOR_BYTES  # a panel of a packed weight: the main tile's width
 _ROWS_AT_ONCE = 256  # rows of a per pass over w: 256 x K=512 float32 is 512 KB, in L2
 _I64 = ir.IntType(64)
 
@@ -66,12 +76,16 @@ def _element_pointer(builder, ary, itemsize, row, col):
 
 def _make_tile(rows: int, vecs: int):
     """An intrinsic `tile(a, w, out, i0, j0)`: out[i0:i0+rows, j0:j0+vecs*W] =
-    a[i0:i0+rows, :] @ w[:, j0:j0+vecs*W], W being the elements of one vector. The caller
-    keeps the tile inside the arrays and passes rows with contiguous elements."""
+    a[i0:i0+rows, :] @ w[:, j0:j0+vecs*W], W being the elements of one vector. w is a
+    row-major [K, N] or panels [P, K, PANEL] (`to_panels`), whose vector v of row k lies in
+    panel (j0 + v*W) // PANEL. The caller keeps the tile inside the arrays, passes rows with
+    contiguous elements and j0 a multiple of W."""
 
     @intrinsic
     def tile(typingctx, a, w, out, i0, j0):
-        if not all(isinstance(t, types.Array) and t.ndim == 2 for t in (a, w, out)):
+        if not all(isinstance(t, types.Array) and t.ndim == 2 for t in (a, out)):
+            return None
+        if not (isinstance(w, types.Array) and w.ndim in (2, 3)):
             return None
         if not (a.dtype == w.dtype == out.dtype and a.dtype in (types.float32, types.float64)):
             return None
@@ -93,6 +107,29 @@ def _make_tile(rows: int, vecs: int):
             i0 = context.cast(builder, args[3], sig.args[3], types.intp)
             j0 = context.cast(builder, args[4], sig.args[4], types.intp)
             k_total = cgutils.unpack_tuple(builder, a_ary.shape, 2)[1]
+            w_bytes = builder.bitcast(w_ary.data, ir.IntType(8).as_pointer())
+
+            # Where each vector of the tile starts (k = 0), in bytes from w's data, and the
+            # bytes from one k to the next.
+            if sig.args[1].ndim == 2:
+                k_stride = cgutils.unpack_tuple(builder, w_ary.strides, 2)[0]
+                starts = [builder.mul(builder.add(j0, _I64(v * width)), _I64(itemsize))
+                          for v in range(vecs)]
+            else:
+                p_stride, k_stride, _ = cgutils.unpack_tuple(builder, w_ary.strides, 3)
+                panel = cgutils.unpack_tuple(builder, w_ary.shape, 3)[2]
+                starts = []
+                for v in range(vecs):
+                    col = builder.add(j0, _I64(v * width))
+                    p = builder.udiv(col, panel)
+                    c = builder.sub(col, builder.mul(p, panel))
+                    starts.append(
+                        builder.add(builder.mul(p, p_stride), builder.mul(c, _I64(itemsize)))
+                    )
+
+            def w_vector(k, v):
+                byte = builder.add(starts[v], builder.mul(k, k_stride))
+                return builder.bitcast(builder.gep(w_bytes, [byte]), vty.as_pointer())
 
             def vector_at(row_pointer, v):
                 return builder.bitcast(
@@ -112,8 +149,7 @@ def _make_tile(rows: int, vecs: int):
             splat = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
             with cgutils.for_range(builder, k_total) as loop:
                 k = loop.index
-                w_row = _element_pointer(builder, w_ary, itemsize, k, j0)
-                w_vecs = [builder.load(vector_at(w_row, v), align=itemsize) for v in range(vecs)]
+                w_vecs = [builder.load(w_vector(k, v), align=itemsize) for v in range(vecs)]
                 for r in range(rows):
                     a_rk = builder.load(builder.gep(a_rows[r], [k]), align=itemsize)
                     one = builder.insert_element(
@@ -146,16 +182,37 @@ _R1V8, _R1V1 = _make_tile(1, 8), _make_tile(1, 1)
 
 @njit(nogil=True)
 def _columns_tail(a, w, out, i0, i1, j0):
-    """out[i0:i1, j0:] for the last columns, fewer than one vector: a plain loop. A call, not
-    inlined: the four inlined copies doubled what each kernel calling matmul_into pays in
-    compile time (LLVM optimizes the linked runtime code again in every caller's module)."""
+    """out[i0:i1, j0:] for the last columns, fewer than one vector, of a row-major w: a plain
+    loop. A call, not inlined: the four inlined copies doubled what each kernel calling
+    matmul_into pays in compile time (LLVM optimizes the linked runtime code again in every
+    caller's module)."""
     for i in range(i0, i1):
-        for j in range(j0, w.shape[1]):
+        for j in range(j0, out.shape[1]):
             out[i, j] = 0
         for k in range(a.shape[1]):
             s = a[i, k]
-            for j in range(j0, w.shape[1]):
+            for j in range(j0, out.shape[1]):
                 out[i, j] += s * w[k, j]
+
+
+def _tail(a, w, out, i0, i1, j0):
+    """`_columns_tail` for w row-major or in panels (the tail's columns, fewer than a vector,
+    lie in one panel)."""
+
+
+@overload(_tail, jit_options={"nogil": True})
+def _tail_impl(a, w, out, i0, i1, j0):
+    if w.ndim == 2:
+        return lambda a, w, out, i0, i1, j0: _columns_tail(a, w, out, i0, i1, j0)
+
+    def panels(a, w, out, i0, i1, j0):
+        if j0 >= out.shape[1]:
+            return
+        p = j0 // w.shape[2]
+        c0 = j0 - p * w.shape[2]
+        _columns_tail(a, w[p, :, c0 : c0 + out.shape[1] - j0], out[:, j0:], i0, i1, 0)
+
+    return panels
 
 
 @njit(cache=True, nogil=True)
@@ -173,6 +230,32 @@ def matmul_into(a, w, out):
         # Not np.dot on copies: its code made every caller's compile 0.4 s longer.
         _columns_tail(a, w, out, 0, m, 0)
         return
+    _chunks_into(a, w, out)
+
+
+@njit(cache=True, nogil=True)
+def matmul_panels(a, w, out):
+    """out[:, :] = a @ W for W packed in panels (`to_panels`): a [M, K], w [P, K, PANEL],
+    out [M, N] with N <= P * PANEL; what matmul_into does for a row-major W."""
+    m, n = a.shape[0], out.shape[1]
+    if a.shape[1] != w.shape[1] or out.shape[0] != m or n > w.shape[0] * w.shape[2]:
+        raise ValueError("matmul_panels: shapes do not match")
+    vec = VECTOR_BYTES // a.itemsize
+    if w.shape[2] % vec != 0 or w.strides[2] != w.itemsize:
+        raise ValueError("matmul_panels: panels of whole vectors, contiguous, are expected")
+    if a.strides[1] != a.itemsize or out.strides[1] != out.itemsize:
+        for i in range(m):  # not rows of contiguous elements: the plain loop, by panels
+            for p in range(w.shape[0]):
+                j0 = p * w.shape[2]
+                if j0 < n:
+                    _tail(a[i : i + 1], w, out[i : i + 1], 0, 1, j0)
+        return
+    _chunks_into(a, w, out)
+
+
+@njit(nogil=True)
+def _chunks_into(a, w, out):
+    m = a.shape[0]
     if m > _ROWS_AT_ONCE:  # many rows (an input projection over all steps): in chunks whose
         for i0 in range(0, m, _ROWS_AT_ONCE):  # rows stay in L2 while the panels go by
             i1 = min(m, i0 + _ROWS_AT_ONCE)
@@ -183,7 +266,7 @@ def matmul_into(a, w, out):
 
 @njit(nogil=True)
 def _rows_into(a, w, out):
-    m, n = a.shape[0], w.shape[1]
+    m, n = a.shape[0], out.shape[1]
     vec = VECTOR_BYTES // a.itemsize  # elements of one vector
     # Blocks of MAIN_ROWS rows, one panel of columns at a time for all the blocks: the panel of w
     # (K x 2 vectors) is read from memory once and from the core's cache for the other
@@ -199,7 +282,7 @@ def _rows_into(a, w, out):
         for i in range(0, m_main, MAIN_ROWS):
             _MAIN_V1(a, w, out, i, j)
         j += vec
-    _columns_tail(a, w, out, 0, m_main, j)
+    _tail(a, w, out, 0, m_main, j)
     i = m_main
     for rows in (4, 2, 1):  # what is left, fewer than MAIN_ROWS rows: at most one of each
         if i + rows <= m:
@@ -231,7 +314,7 @@ def _small_block(a, w, out, i, rows):
     """out[i:i + rows] for 4, 2 or 1 rows: panels of the block's tile width (4 vectors, 3 for
     4 rows on AVX2, 8 for a single row, which is bound by reading w), then one vector, then
     the plain loop."""
-    n = w.shape[1]
+    n = out.shape[1]
     vec = VECTOR_BYTES // a.itemsize
     wide = vec * (8 if rows == 1 else (_FOUR_ROW_VECS if rows == 4 else 4))
     j = 0
@@ -241,7 +324,32 @@ def _small_block(a, w, out, i, rows):
     while j + vec <= n:
         _small_tile(a, w, out, i, j, rows, False)
         j += vec
-    _columns_tail(a, w, out, i, i + rows, j)
+    _tail(a, w, out, i, i + rows, j)
+
+
+def to_panels(w, dtype=None):
+    """A row-major [K, N] weight as panels [P, K, PANEL] (PANEL = PANEL_BYTES / itemsize,
+    P = ceil(N / PANEL)), zero past column N, 128-byte aligned: what matmul_panels reads."""
+    import numpy as np
+
+    w = np.asarray(w, dtype=dtype)
+    k, n = w.shape
+    panel = PANEL_BYTES // w.dtype.itemsize
+    count = -(-n // panel)
+    raw = np.zeros(count * k * panel * w.dtype.itemsize + 128, np.uint8)
+    start = -raw.__array_interface__["data"][0] % 128
+    out = raw[start : start + count * k * panel * w.dtype.itemsize].view(w.dtype)
+    out = out.reshape(count, k, panel)
+    for p in range(count):
+        cols = min(panel, n - p * panel)
+        out[p, :, :cols] = w[:, p * panel : p * panel + cols]
+    return out
+
+
+def from_panels(w, n: int):
+    """The row-major [K, n] weight that `to_panels` packed (a copy)."""
+    count, k, panel = w.shape
+    return w.transpose(1, 0, 2).reshape(k, count * panel)[:, :n].copy()
 
 
 # The input projection of a unit-split call is made a few steps at a time, just before the

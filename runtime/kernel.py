@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 import numpy as np
 from lstmc_runtime.errors import KernelArgumentError
+from lstmc_runtime.gemm import to_panels
 from lstmc_runtime.packing import PackedParams, check_float, pack_weights
 from lstmc_runtime.signature import Signature, size_value
 from lstmc_runtime.threads import hold_blas, plan_call
@@ -76,6 +77,7 @@ class Kernel:
         doc: str | None = None,
         columns: dict | None = None,
         launch_columns=None,
+        panels=(),
     ):
         self.signature = signature
         self.weights = weights
@@ -91,6 +93,9 @@ class Kernel:
         # "units" (the step's units, where the module has `launch_columns`); see threads.py.
         self.split: str | None = None
         self.columns = columns
+        # packed weights that the products read in panels (lstmc_runtime.gemm.to_panels);
+        # modules written before panels have none and read every weight row-major
+        self.panels = frozenset(panels)
         self._launch_columns = launch_columns and _taking_work(launch_columns)
         self.last_plan = None
         self._work = threading.local()
@@ -171,7 +176,11 @@ class Kernel:
             self.vector_params,
             self.dtype,
         )
-        return PackedParams(arrays, sizes, self.dtype, id(self.weights))
+        widths = {}
+        for name in self.panels:
+            widths[name] = arrays[name].shape[1]
+            arrays[name] = to_panels(arrays[name])
+        return PackedParams(arrays, sizes, self.dtype, id(self.weights), widths)
 
     def __call__(self, x, params, state: Mapping | None = None):
         packed = params if isinstance(params, PackedParams) else self.pack(params)

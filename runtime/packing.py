@@ -19,9 +19,11 @@ class PackedParams:
     """Params packed for one kernel: contiguous arrays in the kernel's dtype, plus the sizes
     they were packed for. Pass it to the kernel in place of the params dict."""
 
-    def __init__(self, arrays: dict, sizes: dict, dtype, owner: int):
+    def __init__(self, arrays: dict, sizes: dict, dtype, owner: int, widths: dict | None = None):
         self.arrays = arrays
         self.sizes = sizes
+        # the column count of each weight packed in panels (lstmc_runtime.gemm.to_panels)
+        self.widths = dict(widths or {})
         self.dtype = np.dtype(dtype)
         self._owner = owner  # id of the weight layout it was packed for
         self._unit_blocks: dict[int, list[dict]] = {}  # thread count -> per-thread blocks
@@ -31,7 +33,7 @@ class PackedParams:
         blocks = self._unit_blocks.get(threads)
         if blocks is None:
             blocks = self._unit_blocks[threads] = split_units(
-                self.arrays, self.sizes, columns, threads
+                self.arrays, self.sizes, columns, threads, self.widths
             )
         return blocks
 
@@ -85,28 +87,45 @@ def unit_bounds(extent: int, threads: int, itemsize: int = 4) -> list[int]:
     return bounds
 
 
-def split_units(arrays: dict, sizes: Mapping[str, int], columns: dict, threads: int) -> list[dict]:
+def split_units(
+    arrays: dict,
+    sizes: Mapping[str, int],
+    columns: dict,
+    threads: int,
+    widths: Mapping[str, int] | None = None,
+) -> list[dict]:
     """Thread k's units [e0, e1) of the split group and, for each split weight ([in, out]),
     the columns it reads at those units: [o + e0, o + e1) for each slice offset o, side by
-    side, as one contiguous [in, slots * (e1 - e0)] array."""
+    side, as one contiguous [in, slots * (e1 - e0)] array. Weights packed in panels (those
+    in `widths`, their column counts) are cut from their row-major form and the blocks packed
+    in panels again."""
+    from lstmc_runtime.gemm import from_panels, to_panels
+
+    widths = widths or {}
     extent = {size_value(c["extent"], sizes) for c in columns.values()}
     if len(extent) != 1:  # the plan splits one group; its weights agree on its length
         raise KernelArgumentError(f"split weights disagree on the group's length: {extent}")
     itemsize = next(iter(arrays.values())).dtype.itemsize
     bounds = unit_bounds(extent.pop(), threads, itemsize)
+    flat = {
+        name: from_panels(arrays[name], widths[name]) if name in widths else arrays[name]
+        for name in columns
+    }
     out = []
     for k in range(threads):
         e0, e1 = bounds[k], bounds[k + 1]
         block = {"units": (e0, e1)}
         for name, c in columns.items():
-            w = arrays[name]
+            w = flat[name]
             offsets = [size_value(d, sizes) for d in c["offsets"]]
             whole = offsets == [s * e1 for s in range(len(offsets))]  # slots side by side
             if threads == 1 and whole and w.shape[1] == len(offsets) * e1:
-                block[name] = w  # one thread's block is the whole packed weight: not a copy
+                block[name] = arrays[name]  # one thread's block is the whole weight: no copy
                 continue
             cols = [w[:, o + e0 : o + e1] for o in offsets]
             block[name] = np.ascontiguousarray(np.concatenate(cols, axis=1))
+            if name in widths:
+                block[name] = to_panels(block[name])
         out.append(block)
     return out
 

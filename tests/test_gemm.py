@@ -1,6 +1,7 @@
-"""Tests for lstmc_runtime.gemm.matmul_into, the step products' register-blocked kernel:
-every tile and tail path against an exact (float64 / long double) product, over random shapes,
-strided and unaligned operands, both dtypes, special values, and the generated kernels' use."""
+"""Tests for lstmc_runtime.gemm, the step products' register-blocked kernel: every tile and
+tail path against an exact (float64 / long double) product, over random shapes, strided and
+unaligned operands, both dtypes, special values, and the generated kernels' use; each case
+with the weight row-major (matmul_into) and packed in panels (to_panels, matmul_panels)."""
 
 import os
 import platform
@@ -12,7 +13,13 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from lstmc_runtime.gemm import matmul_into
+from lstmc_runtime.gemm import (
+    PANEL_BYTES,
+    from_panels,
+    matmul_into,
+    matmul_panels,
+    to_panels,
+)
 
 import lstmc
 
@@ -34,10 +41,16 @@ def error_bound(a, w):
 
 
 def check(a, w, out=None):
-    out = np.full((a.shape[0], w.shape[1]), np.nan, a.dtype) if out is None else out
-    matmul_into(a, w, out)
-    err = np.abs(out.astype(np.longdouble) - exact_product(a, w))
-    assert (err <= error_bound(a, w)).all(), float(err.max())
+    """Both layouts of w give the product within the bound, and the same bits (the same
+    tiles, in the same order of k)."""
+    results = []
+    for product, weight in ((matmul_into, w), (matmul_panels, to_panels(w))):
+        dest = np.full((a.shape[0], w.shape[1]), np.nan, a.dtype) if out is None else out
+        product(a, weight, dest)
+        err = np.abs(dest.astype(np.longdouble) - exact_product(a, w))
+        assert (err <= error_bound(a, w)).all(), (product.__name__, float(err.max()))
+        results.append(dest.copy())
+    np.testing.assert_array_equal(results[0], results[1])
 
 
 # Sizes cross every path: rows 0-19 take the 8-row tile twice plus each of the 4/2/1 tails;
@@ -108,6 +121,32 @@ def test_shape_mismatch_raises():
         matmul_into(a, np.ones((6, 8), np.float32), np.empty((4, 8), np.float32))
     with pytest.raises(ValueError, match="shapes"):
         matmul_into(a, np.ones((5, 8), np.float32), np.empty((4, 9), np.float32))
+    panels = to_panels(np.ones((5, 40), np.float32))  # 2 panels of 32 on AVX-512
+    with pytest.raises(ValueError, match="shapes"):
+        matmul_panels(np.ones((4, 6), np.float32), panels, np.empty((4, 40), np.float32))
+    with pytest.raises(ValueError, match="shapes"):  # more columns than the panels hold
+        wide = panels.shape[0] * panels.shape[2] + 1
+        matmul_panels(a, panels, np.empty((4, wide), np.float32))
+    with pytest.raises(ValueError, match="whole vectors"):
+        matmul_panels(a, panels[:, :, :3], np.empty((4, 3), np.float32))
+
+
+@given(
+    k=st.integers(0, 9),
+    n=st.integers(0, 200),
+    dtype=st.sampled_from(DTYPES),
+)
+def test_panels_layout_round_trips(k, n, dtype):
+    w = np.arange(k * n, dtype=dtype).reshape(k, n) + 1
+    panels = to_panels(w)
+    width = PANEL_BYTES // np.dtype(dtype).itemsize
+    assert panels.shape == (-(-n // width), k, width)
+    assert panels.ctypes.data % 128 == 0 or panels.size == 0
+    for p in range(panels.shape[0]):  # panel p holds columns [p * width, (p + 1) * width)
+        cols = w[:, p * width : (p + 1) * width]
+        np.testing.assert_array_equal(panels[p, :, : cols.shape[1]], cols)
+        assert (panels[p, :, cols.shape[1] :] == 0).all()  # zero past column n
+    np.testing.assert_array_equal(from_panels(panels, n), w)
 
 
 def test_generated_kernels_use_it_for_every_product():
@@ -119,6 +158,12 @@ def test_generated_kernels_use_it_for_every_product():
     assert "_matmul(x[t0:t1].reshape((t1 - t0) * B, n_input), w_packed_x" in source
     assert "_matmul(x[t : t + tn].reshape(tn * B, n_input), w_packed_x" in source  # _cols
     assert "np.dot" not in source
+    # the weights the products read are packed in panels, and only those
+    assert "PANELS = ['w_packed_h', 'w_packed_x']" in source
+    kernel = lstmc.compile(lstmc.builtin("lstm"))
+    packed = kernel.pack(kernel.init_params(input=20, hidden=24))
+    assert packed.arrays["w_packed_h"].ndim == 3 and packed.arrays["b_i"].ndim == 1
+    assert packed.widths == {"w_packed_h": 96, "w_packed_x": 96}
 
 
 _HASWELL = (
@@ -140,12 +185,13 @@ def test_avx2_tiles(tmp_path):
             for m, k, n in [(0, 3, 5), (1, 9, 70), (5, 17, 33), (6, 8, 64), (13, 31, 101), (20, 5, 8)]:
                 a = rng.standard_normal((m, k)).astype(dtype)
                 w = rng.standard_normal((k, n)).astype(dtype)
-                out = np.full((m, n), np.nan, dtype)
-                gemm.matmul_into(a, w, out)
                 exact = a.astype(np.longdouble) @ w.astype(np.longdouble)
                 mag = np.abs(a).astype(np.longdouble) @ np.abs(w).astype(np.longdouble)
                 bound = (k + 1) * np.finfo(dtype).eps / 2 * mag
-                assert (np.abs(out - exact) <= bound).all(), (dtype, m, k, n)
+                for product, weight in ((gemm.matmul_into, w), (gemm.matmul_panels, gemm.to_panels(w))):
+                    out = np.full((m, n), np.nan, dtype)
+                    product(a, weight, out)
+                    assert (np.abs(out - exact) <= bound).all(), (product, dtype, m, k, n)
         print("ok")
         """)
     env = {

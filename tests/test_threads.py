@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from lstmc_runtime import threads as rt_threads
+from lstmc_runtime.gemm import to_panels
 from lstmc_runtime.packing import split_units, unit_bounds
 from lstmc_runtime.sync import FLAG_STRIDE, barrier, new_flags
 
@@ -78,6 +79,26 @@ def test_one_thread_takes_the_packed_weight_itself_when_its_slots_are_in_order()
     (block,) = split_units({"w": w}, {"hidden": H}, shuffled, 1)
     want = np.concatenate([w[:, 2 * H :], w[:, H : 2 * H], w[:, :H]], 1)
     assert block["w"] is not w and np.array_equal(block["w"], want)
+
+
+def test_weights_in_panels_are_cut_as_row_major_and_packed_again():
+    """A weight packed in panels (what kernel.pack makes of the products' weights) splits into
+    the panels of the row-major blocks above; one thread's whole weight is not copied."""
+    rng = np.random.default_rng(0)
+    H, K = 40, 7
+    w = rng.standard_normal((K, 3 * H)).astype(np.float32)
+    columns = {"w": {"extent": ((("hidden", 1),), 0), "offsets": [
+        ((("hidden", 2),), 0), ((), 0), ((("hidden", 1),), 0)]}}  # fmt: skip
+    flat = split_units({"w": w}, {"hidden": H}, columns, 2)
+    paneled = split_units({"w": to_panels(w)}, {"hidden": H}, columns, 2, {"w": 3 * H})
+    for f, p in zip(flat, paneled):
+        assert p["units"] == f["units"] and p["w"].ndim == 3
+        assert np.array_equal(p["w"], to_panels(f["w"]))
+    in_order = {"w": {"extent": ((("hidden", 1),), 0), "offsets": [
+        ((), 0), ((("hidden", 1),), 0), ((("hidden", 2),), 0)]}}  # fmt: skip
+    whole = to_panels(w)
+    (block,) = split_units({"w": whole}, {"hidden": H}, in_order, 1, {"w": 3 * H})
+    assert block["w"] is whole
 
 
 def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypatch):

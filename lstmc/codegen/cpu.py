@@ -67,6 +67,11 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         self.unroll = int(graph.attrs.get("unroll", 1) or 1)
         self.columns = column_plan(graph, self.sched)
         self.work_terms: list[str] | None = None  # set while the prologue is emitted
+        # Packed weights by how the code reads them: through _matmul (lstmc_runtime.gemm),
+        # which takes them in panels (kernel.pack lays them out so), or through np.dot, which
+        # takes them row-major (products of constants, made once).
+        self.panel_weights: set[str] = set()
+        self.dot_weights: set[str] = set()
 
     # -- small helpers -------------------------------------------------------------------------
 
@@ -89,7 +94,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         L.add("from numba import njit")
         L.add()
         L.add("from lstmc_runtime import vmath as _vmath")
-        L.add("from lstmc_runtime.gemm import matmul_into as _matmul")
+        L.add("from lstmc_runtime.gemm import matmul_panels as _matmul")
         if self.columns is not None and self.columns.hoisted:
             L.add("from lstmc_runtime.gemm import chunk_steps as _chunk_steps")
         L.add(

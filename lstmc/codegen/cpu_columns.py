@@ -226,6 +226,7 @@ class ColumnsEmitter:
                     n = self.graph.node(name)
                     vec = n.operands[-1] if n.op == "matvec" else n.operands[0]
                     width = self.hoisted_width(name)
+                    self.panel_weights.add(self.sched.weights[name].name)
                     L.add(
                         f"_matmul({self.vector_array(vec, 'seq')}[t : t + tn].reshape("
                         f"tn * B, {self.size(vec.shape[0])}), {self.sched.weights[name].name}, "

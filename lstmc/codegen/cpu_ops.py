@@ -69,6 +69,7 @@ class CpuStructuralOps:
         )
         if constant and phase != "once":  # W @ (a param vector), not hoisted (-O0, -O1)
             m = self.size(node.shape[0])
+            self.dot_weights.add(w)
             L.add(f"row = np.dot({v}, {w})  # the same for every row and step")
             self.alloc(L, node, phase)
             ctxs = self.loops(L, phase, m)
@@ -78,8 +79,10 @@ class CpuStructuralOps:
             rows = f"T * B, {self.size(vec.shape[0])}"
             m = self.size(node.shape[0])
             if self.work_terms is None:
+                self.dot_weights.add(w)
                 L.add(f"{out} = np.dot({v}.reshape({rows}), {w}).reshape(T, B, {m})")
             else:  # into the prologue's workspace, steps [t0, t1) only
+                self.panel_weights.add(w)
                 self.take_work(L, out, m)
                 part = f"(t1 - t0) * B, {self.size(vec.shape[0])}"
                 L.add(
@@ -87,8 +90,10 @@ class CpuStructuralOps:
                     f"{out}[t0:t1].reshape((t1 - t0) * B, {m}))"
                 )
         elif phase == "once":
+            self.dot_weights.add(w)
             L.add(f"{out} = np.dot({v}, {w})")
         else:  # a step's product: the register-blocked kernel, not a BLAS call
+            self.panel_weights.add(w)
             L.add(f"_matmul({v}, {w}, {out})")
 
     def emit_concat(self, L, node: Node) -> None:

@@ -5,6 +5,7 @@ the cell's equations as the docstring) and the tail (the calling convention as p
 from __future__ import annotations
 
 import lstmc
+from lstmc.errors import CodegenError
 from lstmc.ir.graph import Graph
 from lstmc.ir.interface import signature_of
 
@@ -57,6 +58,16 @@ def module_tail(emitter, target: str) -> list[str]:
     lines.append(f"FIXED_SIZES = {dict(emitter.fixed)!r}")
     columns = getattr(emitter, "columns_data", lambda: None)()
     extra = ""
+    panels = getattr(emitter, "panel_weights", None)
+    if panels is not None:
+        both = panels & emitter.dot_weights
+        if both:  # one layout per packed weight
+            raise CodegenError(f"weights read both in panels and by np.dot: {sorted(both)}")
+        lines.append(
+            "# Weights that the products read in panels (lstmc_runtime.gemm.to_panels)."
+        )
+        lines.append(f"PANELS = {sorted(panels)!r}")
+        extra += ", panels=PANELS"
     if columns is not None:
         lines.append(
             "# Step products split by units across threads: per packed weight, the length of"
@@ -65,7 +76,7 @@ def module_tail(emitter, target: str) -> list[str]:
             "# the split group and the offsets of the slices it reads (lstmc_runtime.packing)."
         )
         lines.append(f"COLUMNS = {columns!r}")
-        extra = ", columns=COLUMNS, launch_columns=_launch_columns"
+        extra += ", columns=COLUMNS, launch_columns=_launch_columns"
     lines += ["", ""]
     lines += emitter.launch_lines()
     lines += ["", ""]
@@ -112,6 +123,7 @@ _MODULE_NAMES = {
     "VECTOR_PARAMS",
     "FIXED_SIZES",
     "COLUMNS",
+    "PANELS",
     "barrier",
     "aligned_empty_like",
     "_mean_inv_std",
