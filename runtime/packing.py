@@ -3,7 +3,8 @@
 A product weight is a list of blocks `(param, cols)`, where `cols` is None (the whole param) or
 `(start, size)` as size data (a column block, for `W @ concat(h, x)` split in two). The blocks'
 rows are stacked and the result is transposed to a contiguous `[in, out]` array, so the
-kernel's product of a `[B, in]` batch is one GEMM with no copy.
+kernel's product of a `[B, in]` batch is one GEMM with no copy. A CPU kernel then lays out the
+weights its products read in panels (`lstmc_runtime.gemm.to_panels`, the module's PANELS).
 """
 
 from __future__ import annotations

@@ -557,7 +557,12 @@ def test_modules_written_before_the_workspace_still_run():
         return module._launch(x, state, arrays, outputs, sizes, run_chunks, {})
 
     old = type(kernel)(
-        kernel.signature, kernel.weights, kernel.vector_params, old_launch, np.float64
+        kernel.signature,
+        kernel.weights,
+        kernel.vector_params,
+        old_launch,
+        np.float64,
+        panels=kernel.panels,  # today's module under the old calling convention
     )
     y, final = old(x, params, state)
     y_ref, final_ref = lstmc.interpret(cell, x, params, state)
