@@ -277,10 +277,9 @@ def lstm_flops(T: int, B: int, I: int, H: int) -> float:
 
 
 def step_gemm() -> list[dict]:
-    """The step's product alone, one thread: lstmc_runtime.gemm against OpenBLAS's sgemm
-    through NumPy's np.dot (the first two sessions' kernels called SciPy's copy of the same
-    OpenBLAS through Numba)."""
-    from lstmc_runtime.gemm import matmul_into
+    """The step's product alone, one thread: lstmc_runtime.gemm with the weight in panels (as
+    packed weights are) and row-major, against OpenBLAS's sgemm through NumPy's np.dot."""
+    from lstmc_runtime.gemm import matmul_into, matmul_panels, to_panels
     from threadpoolctl import threadpool_limits
 
     rows = []
@@ -290,75 +289,25 @@ def step_gemm() -> list[dict]:
             n = 4 * k
             a = rng.standard_normal((m, k)).astype(np.float32)
             w = rng.standard_normal((k, n)).astype(np.float32)
+            panels = to_panels(w)
             out = np.empty((m, n), np.float32)
             flops = 2.0 * m * k * n
-            ours = best_time(lambda: matmul_into(a, w, out), min_time=0.1)
+            ours = best_time(lambda: matmul_panels(a, panels, out), min_time=0.1)
+            flat = best_time(lambda: matmul_into(a, w, out), min_time=0.1)
             blas = best_time(lambda: np.dot(a, w, out), min_time=0.1)
             rows.append(
                 dict(
                     shape=f"[{m}, {k}] x [{k}, {n}]",
                     ours=flops / ours / 1e9,
+                    flat=flops / flat / 1e9,
                     blas=flops / blas / 1e9,
                 )
             )
             print(
                 f"step product {rows[-1]['shape']:22s} lstmc {rows[-1]['ours']:6.1f} GFLOP/s"
-                f"   np.dot {rows[-1]['blas']:6.1f} GFLOP/s",
+                f" (row-major w {rows[-1]['flat']:6.1f})   np.dot {rows[-1]['blas']:6.1f} GFLOP/s",
                 flush=True,
             )
-    return rows
-
-
-def elementwise_and_overhead() -> list[dict]:
-    """(f) The pieces below the grid, one thread each: ns per element of float32 sigmoid and
-    tanh (lstmc_runtime.vmath in an njit loop, torch.sigmoid/tanh with out=, 4096 values in
-    L1), and the time of a whole call with one step of one row (T=1, B=1, H=32): mostly
-    each side's Python and dispatch work."""
-    from lstmc_runtime import vmath
-    from numba import njit
-
-    def loop(f):
-        @njit(error_model="numpy")
-        def run(a, out, reps):
-            for _ in range(reps):
-                for i in range(a.size):
-                    out[i] = f(a[i])
-
-        return run
-
-    rows = []
-    n, reps = 4096, 500
-    a = (np.random.default_rng(0).standard_normal(n) * 4).astype(np.float32)
-    out = np.empty_like(a)
-    at, ot = torch.from_numpy(a), torch.from_numpy(out)
-    torch.set_num_threads(1)
-    try:
-        for name, ours, theirs in (
-            ("sigmoid", vmath.sigmoid_f32, torch.sigmoid),
-            ("tanh", vmath.tanh_f32, torch.tanh),
-        ):
-            run = loop(ours)
-            t_ours = best_time(lambda run=run: run(a, out, reps)) / reps / n
-            t_torch = best_time(lambda theirs=theirs: theirs(at, out=ot)) / n
-            rows.append(
-                {"what": f"{name}, ns per element", "lstmc": t_ours * 1e9, "torch": t_torch * 1e9}
-            )
-        kernel = lstmc.compile(lstmc.builtin("lstm"))
-        kernel.threads = 1
-        m = torch.nn.LSTM(32, 32).eval()
-        x = torch.randn(1, 1, 32)
-        packed = kernel.pack(torch_params_lstm(m, 32))
-        xn = x.numpy()
-        with torch.inference_mode():
-            t_torch = best_time(lambda: m(x))
-        t_ours = best_time(lambda: kernel(xn, packed))
-        rows.append(
-            {"what": "lstm call, T=1 B=1 H=32, us", "lstmc": t_ours * 1e6, "torch": t_torch * 1e6}
-        )
-    finally:
-        torch.set_num_threads(cpu_count())
-    for r in rows:
-        print(f"{r['what']:32s} lstmc {r['lstmc']:7.3f}   torch {r['torch']:7.3f}", flush=True)
     return rows
 
 
@@ -563,14 +512,14 @@ def write_results(
     if step_rows:
         md += [
             "",
-            "Step products alone, one thread (GFLOP/s): lstmc_runtime.gemm against OpenBLAS "
-            "`np.dot`",
+            "Step products alone, one thread (GFLOP/s): lstmc_runtime.gemm with w in panels "
+            "(as `kernel.pack` lays it out) and row-major, against OpenBLAS `np.dot`",
             "",
-            "| a x w | lstmc | np.dot |",
-            "|---|---|---|",
+            "| a x w | lstmc (panels) | lstmc (row-major w) | np.dot |",
+            "|---|---|---|---|",
         ]
         for r in step_rows:
-            md.append(f"| {r['shape']} | {r['ours']:.1f} | {r['blas']:.1f} |")
+            md.append(f"| {r['shape']} | {r['ours']:.1f} | {r['flat']:.1f} | {r['blas']:.1f} |")
     md += [
         "",
         "### (d) compile time (fresh process, empty cache) and warm load (cached)",

@@ -47,6 +47,7 @@ def _worst(y, s, y_ref, s_ref) -> float:
 
 def case(name: str, dtype: str, sizes: dict, T: int, B: int) -> bool:
     import lstmc
+
     cell = lstmc.builtin(name)
     t0 = time.perf_counter()
     kernel = lstmc.compile(cell, target="cuda", dtype=dtype)

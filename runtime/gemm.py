@@ -38,7 +38,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-__all__ = ["matmul_into", "matmul_panels", "to_panels", "from_panels", "PANEL_BYTES"]
+__all__ = ["PANEL_BYTES", "from_panels", "matmul_into", "matmul_panels", "to_panels"]
 
 
 def _has_avx512() -> bool:
@@ -113,8 +113,10 @@ def _make_tile(rows: int, vecs: int):
             # bytes from one k to the next.
             if sig.args[1].ndim == 2:
                 k_stride = cgutils.unpack_tuple(builder, w_ary.strides, 2)[0]
-                starts = [builder.mul(builder.add(j0, _I64(v * width)), _I64(itemsize))
-                          for v in range(vecs)]
+                starts = [
+                    builder.mul(builder.add(j0, _I64(v * width)), _I64(itemsize))
+                    for v in range(vecs)
+                ]
             else:
                 p_stride, k_stride, _ = cgutils.unpack_tuple(builder, w_ary.strides, 3)
                 panel = cgutils.unpack_tuple(builder, w_ary.shape, 3)[2]
@@ -356,11 +358,13 @@ def from_panels(w, n: int):
 # steps read it, instead of for all T steps up front: [T, B, 4H] of it (13 MB at H=128, B=64)
 # went out to memory and came back for each step's element-wise loop. A chunk of CHUNK_BYTES
 # stays in the core's L2 next to the step's weights. Each chunk reads the input weight again,
-# so chunks are made only while that weight is at most CHUNK_MAX_WEIGHT_BYTES (one thread,
-# against all steps at once: lstm H=128, B=64 (256 KB) 1.07-1.09x faster, H=256 (1 MB)
-# 1.03-1.06x; H=512 (2-4 MB) 0.83-0.94x).
+# so chunks are made only while that weight is at most CHUNK_MAX_WEIGHT_BYTES. Measured on
+# one thread against all steps at once: lstm H=128, B=64 (256 KB) 1.07-1.09x faster, H=256
+# (1 MB) 1.03-1.06x. With the weight in panels (read as sequential streams) chunks pay up to
+# 4 MB too: two threads, 2 MB each, lstm H=512, B=64 1.01-1.05x, gru H=512, B=64 1.05x (the
+# limit was 1 MB before panels, where H=512 measured 0.83-0.94x); lstm H=1024 (8 MB) ties.
 CHUNK_BYTES = 256 << 10
-CHUNK_MAX_WEIGHT_BYTES = 1 << 20
+CHUNK_MAX_WEIGHT_BYTES = 4 << 20
 
 
 @njit(cache=True, nogil=True)

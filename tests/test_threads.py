@@ -124,7 +124,7 @@ def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypa
     forced = rt_threads.plan_call(3, 1, 8, 3, 2, split="units")
     assert (forced.mode, forced.threads) == ("units", 2)  # never more threads than units
     monkeypatch.setattr(rt_threads, "cpu_count", lambda: 1)
-    assert rt_threads.plan_call(100, 64, lstm(512), None, 512).mode != "units"
+    assert rt_threads.plan_call(100, 64, lstm(1024), None, 1024).mode != "units"
     # One thread: "units x1" (the chunked input projection of _cols) for large steps while the
     # weights are small enough for chunks (_UNITS_ONE_THREAD_MAX_ROW); else serial.
     one = rt_threads.plan_call(100, 64, lstm(128), None, 128)
@@ -133,11 +133,11 @@ def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypa
     assert rt_threads.plan_call(100, 16, lstm(128), 1, 128).mode == "units"
     assert rt_threads.plan_call(100, 1, lstm(32), 1, 32).mode == "serial"
     assert rt_threads.plan_call(100, 1, lstm(32), None, 32).mode == "serial"
-    # float64 weights take twice the cache: H=128 (1 MB of float64 weights) stays units x1,
-    # H=256 (4 MB) does not
-    assert rt_threads.plan_call(100, 64, lstm(128), None, 128, itemsize=8).mode == "units"
-    assert rt_threads.plan_call(100, 64, lstm(256), None, 256, itemsize=4).mode == "units"
-    assert rt_threads.plan_call(100, 64, lstm(256), None, 256, itemsize=8).mode == "serial"
+    # float64 weights take twice the cache: H=512 (8 MB of float32 weights) stays units x1,
+    # in float64 (16 MB) it does not
+    assert rt_threads.plan_call(100, 64, lstm(256), None, 256, itemsize=8).mode == "units"
+    assert rt_threads.plan_call(100, 64, lstm(512), None, 512, itemsize=4).mode == "units"
+    assert rt_threads.plan_call(100, 64, lstm(512), None, 512, itemsize=8).mode == "serial"
 
 
 def test_barrier_lets_no_thread_run_ahead():
