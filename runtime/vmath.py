@@ -49,6 +49,7 @@ __all__ = [
     "softplus_f64",
     "tanh_f32",
     "tanh_f64",
+    "wide_vectors",
 ]
 
 _jit = njit(inline="always", error_model="numpy")
@@ -109,6 +110,24 @@ def _select(typingctx, cond, a, b):
         return builder.select(*args)
 
     return a(cond, a, b), codegen
+
+
+@intrinsic
+def wide_vectors(typingctx):
+    """Called first in a function, lets LLVM's loop vectorizer use the widest vectors the CPU
+    has in that function: 512 bits on AVX-512, where LLVM's tuning for Intel's AVX-512 cores
+    otherwise prefers 256 (to spare the clock of older ones; the step's products already run
+    in 512-bit registers). It sets the function's "prefer-vector-width" attribute; a CPU
+    without AVX-512 keeps its own widest vectors. An LSTM step's element-wise loop on one Xeon
+    core: 4.4 ns a unit in 256-bit vectors, 3.2 in 512-bit (sigmoid, tanh, the gate adds)."""
+
+    def codegen(context, builder, sig, args):
+        # llvmlite's attribute set only admits attributes without a value: add the string
+        # attribute to the underlying set, whose items go into the IR as they are.
+        set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return types.void(), codegen
 
 
 @intrinsic

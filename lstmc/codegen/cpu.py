@@ -75,6 +75,9 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
 
     # -- small helpers -------------------------------------------------------------------------
 
+    def emit_wide_vectors(self, L) -> None:
+        L.add("_wide_vectors()  # loops in 512-bit vectors on AVX-512 (lstmc_runtime.vmath)")
+
     def size(self, s: Size) -> str:
         return size_expr(s, self.fixed, self.ns)
 
@@ -116,6 +119,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         for fn in _VMATH:
             L.add(f"_vm_{fn} = _vmath.{fn}_{suffix}")
         L.add("_vm_log = np.log")
+        L.add("_wide_vectors = _vmath.wide_vectors")
         L.lines += helpers_and_constants(
             nodes, TARGET, '@njit(inline="always", error_model="numpy")', self.ns
         )
@@ -193,6 +197,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
                 if not skip
                 else '"""`_prologue` less the hoisted products that `_cols` computes per thread."""'
             )
+            self.emit_wide_vectors(L)
             L.add("T = x.shape[0]")
             L.add("B = x.shape[1]")
             self.emit_fixed_sizes(L)
@@ -237,6 +242,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
             L.add(
                 'final state is in the first buffer of each pair if T is even, else the second."""'
             )
+            self.emit_wide_vectors(L)
             L.add("T = x.shape[0]")
             L.add("nb = b1 - b0")
             self.emit_fixed_sizes(L)

@@ -168,6 +168,7 @@ class ColumnsEmitter:
             L.add(
                 'barrier after each step, before the next step\'s product reads the whole state."""'
             )
+            self.emit_wide_vectors(L)
             L.add("T = x.shape[0]")
             L.add("B = x.shape[1]")
             L.add("b0, b1, nb = 0, B, B  # every batch row")
