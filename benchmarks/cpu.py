@@ -311,6 +311,61 @@ def step_gemm() -> list[dict]:
     return rows
 
 
+def elementwise_and_overhead() -> list[dict]:
+    """(f) The pieces below the grid, one thread each: ns per element of float32 sigmoid and
+    tanh (lstmc_runtime.vmath in an njit loop with 512-bit vectors where the CPU has them, as
+    in the generated kernels; torch.sigmoid/tanh with out=; 4096 values in L1), and the time
+    of a whole call with one step of one row (T=1, B=1, H=32): mostly each side's Python and
+    dispatch work."""
+    from lstmc_runtime import vmath
+    from numba import njit
+
+    def loop(f):
+        @njit(error_model="numpy")
+        def run(a, out, reps):
+            vmath.wide_vectors()
+            for _ in range(reps):
+                for i in range(a.size):
+                    out[i] = f(a[i])
+
+        return run
+
+    rows = []
+    n, reps = 4096, 500
+    a = (np.random.default_rng(0).standard_normal(n) * 4).astype(np.float32)
+    out = np.empty_like(a)
+    at, ot = torch.from_numpy(a), torch.from_numpy(out)
+    torch.set_num_threads(1)
+    try:
+        for name, ours, theirs in (
+            ("sigmoid", vmath.sigmoid_f32, torch.sigmoid),
+            ("tanh", vmath.tanh_f32, torch.tanh),
+        ):
+            run = loop(ours)
+            t_ours = best_time(lambda run=run: run(a, out, reps)) / reps / n
+            t_torch = best_time(lambda theirs=theirs: theirs(at, out=ot)) / n
+            rows.append(
+                {"what": f"{name}, ns per element", "lstmc": t_ours * 1e9, "torch": t_torch * 1e9}
+            )
+        kernel = lstmc.compile(lstmc.builtin("lstm"))
+        kernel.threads = 1
+        m = torch.nn.LSTM(32, 32).eval()
+        x = torch.randn(1, 1, 32)
+        packed = kernel.pack(torch_params_lstm(m, 32))
+        xn = x.numpy()
+        with torch.inference_mode():
+            t_torch = best_time(lambda: m(x))
+        t_ours = best_time(lambda: kernel(xn, packed))
+        rows.append(
+            {"what": "lstm call, T=1 B=1 H=32, us", "lstmc": t_ours * 1e6, "torch": t_torch * 1e6}
+        )
+    finally:
+        torch.set_num_threads(cpu_count())
+    for r in rows:
+        print(f"{r['what']:32s} lstmc {r['lstmc']:7.3f}   torch {r['torch']:7.3f}", flush=True)
+    return rows
+
+
 def two_core_scaling() -> float:
     """How much of a second core this run had: the time of one thread's product loop over
     the time of two threads each running the same loop at once (1.0: both cores free; 0.5:
