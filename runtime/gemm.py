@@ -246,11 +246,13 @@ def matmul_panels(a, w, out):
     if w.shape[2] % vec != 0 or w.strides[2] != w.itemsize:
         raise ValueError("matmul_panels: panels of whole vectors, contiguous, are expected")
     if a.strides[1] != a.itemsize or out.strides[1] != out.itemsize:
-        for i in range(m):  # not rows of contiguous elements: the plain loop, by panels
-            for p in range(w.shape[0]):
-                j0 = p * w.shape[2]
-                if j0 < n:
-                    _tail(a[i : i + 1], w, out[i : i + 1], 0, 1, j0)
+        # not rows of contiguous elements (never so in generated kernels): the plain loop,
+        # a panel at a time
+        panel = w.shape[2]
+        for p in range(-(-n // panel)):
+            j0 = p * panel
+            j1 = min(n, j0 + panel)
+            _columns_tail(a, w[p, :, : j1 - j0], out[:, j0:j1], 0, m, 0)
         return
     _chunks_into(a, w, out)
 
@@ -333,18 +335,16 @@ def to_panels(w, dtype=None):
     """A row-major [K, N] weight as panels [P, K, PANEL] (PANEL = PANEL_BYTES / itemsize,
     P = ceil(N / PANEL)), zero past column N, 128-byte aligned: what matmul_panels reads."""
     import numpy as np
+    from lstmc_runtime.kernel import aligned_empty
 
     w = np.asarray(w, dtype=dtype)
     k, n = w.shape
     panel = PANEL_BYTES // w.dtype.itemsize
     count = -(-n // panel)
-    raw = np.zeros(count * k * panel * w.dtype.itemsize + 128, np.uint8)
-    start = -raw.__array_interface__["data"][0] % 128
-    out = raw[start : start + count * k * panel * w.dtype.itemsize].view(w.dtype)
-    out = out.reshape(count, k, panel)
-    for p in range(count):
-        cols = min(panel, n - p * panel)
-        out[p, :, :cols] = w[:, p * panel : p * panel + cols]
+    padded = np.zeros((k, count * panel), w.dtype)
+    padded[:, :n] = w
+    out = aligned_empty((count, k, panel), w.dtype)
+    out[...] = padded.reshape(k, count, panel).transpose(1, 0, 2)
     return out
 
 

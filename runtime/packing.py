@@ -108,21 +108,26 @@ def split_units(
         raise KernelArgumentError(f"split weights disagree on the group's length: {extent}")
     itemsize = next(iter(arrays.values())).dtype.itemsize
     bounds = unit_bounds(extent.pop(), threads, itemsize)
-    flat = {
-        name: from_panels(arrays[name], widths[name]) if name in widths else arrays[name]
-        for name in columns
-    }
+    flat: dict = {}  # the row-major form of each weight, made when a block is first cut
+
+    def row_major(name):
+        if name not in flat:
+            w = arrays[name]
+            flat[name] = from_panels(w, widths[name]) if name in widths else w
+        return flat[name]
+
     out = []
     for k in range(threads):
         e0, e1 = bounds[k], bounds[k + 1]
         block = {"units": (e0, e1)}
         for name, c in columns.items():
-            w = flat[name]
             offsets = [size_value(d, sizes) for d in c["offsets"]]
             whole = offsets == [s * e1 for s in range(len(offsets))]  # slots side by side
-            if threads == 1 and whole and w.shape[1] == len(offsets) * e1:
+            width = widths[name] if name in widths else arrays[name].shape[1]
+            if threads == 1 and whole and width == len(offsets) * e1:
                 block[name] = arrays[name]  # one thread's block is the whole weight: no copy
                 continue
+            w = row_major(name)
             cols = [w[:, o + e0 : o + e1] for o in offsets]
             block[name] = np.ascontiguousarray(np.concatenate(cols, axis=1))
             if name in widths:

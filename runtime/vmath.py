@@ -123,8 +123,11 @@ def wide_vectors(typingctx):
 
     def codegen(context, builder, sig, args):
         # llvmlite's attribute set only admits attributes without a value: add the string
-        # attribute to the underlying set, whose items go into the IR as they are.
-        set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        # attribute to the underlying set, whose items go into the IR as they are. A llvmlite
+        # whose attributes are no such set leaves the vector width to LLVM (slower, not wrong).
+        attributes = builder.function.attributes
+        if isinstance(attributes, set):
+            set.add(attributes, '"prefer-vector-width"="512"')
         return context.get_dummy_value()
 
     return types.void(), codegen

@@ -101,6 +101,33 @@ def test_column_strided_operands_take_the_plain_loop(dtype):
     check(a, w)
 
 
+def test_plain_loop_of_panels_stays_inside_each_panel(tmp_path):
+    """The panels' plain loop (operands whose rows are not contiguous) reads each panel's own
+    columns only: checked with Numba's bounds checks on, in a fresh process."""
+    code = textwrap.dedent("""\
+        import numpy as np
+        from lstmc_runtime.gemm import matmul_panels, to_panels
+        rng = np.random.default_rng(0)
+        for dtype in (np.float32, np.float64):
+            a = np.asfortranarray(rng.standard_normal((8, 64)).astype(dtype))
+            w = rng.standard_normal((64, 70)).astype(dtype)
+            out = np.full((8, 70), np.nan, dtype)
+            matmul_panels(a, to_panels(w), out)
+            assert np.allclose(out, a @ w, rtol=1e-4, atol=1e-4), dtype
+        print("ok")
+        """)
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_and_inf_propagate(dtype):
     a = np.ones((9, 20), dtype)

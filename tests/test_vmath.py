@@ -261,3 +261,28 @@ def test_accuracy_without_fma(tmp_path):
         check=False,
     )
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_wide_vectors_asks_for_512_bit_vectors_in_its_caller():
+    """The generated kernels call wide_vectors() first: it must reach the function's LLVM IR
+    as the "prefer-vector-width" attribute (LLVM's tuning for Intel's AVX-512 cores otherwise
+    vectorizes in 256 bits), and change nothing in what the function computes."""
+
+    @njit(error_model="numpy")
+    def wide(a, out):
+        vmath.wide_vectors()
+        for i in range(a.size):
+            out[i] = vmath.sigmoid_f32(a[i])
+
+    @njit(error_model="numpy")
+    def plain(a, out):
+        for i in range(a.size):
+            out[i] = vmath.sigmoid_f32(a[i])
+
+    a = np.linspace(-30, 30, 1001, dtype=np.float32)
+    got, want = np.empty_like(a), np.empty_like(a)
+    wide(a, got)
+    plain(a, want)
+    np.testing.assert_array_equal(got, want)
+    assert '"prefer-vector-width"="512"' in wide.inspect_llvm(wide.signatures[0])
+    assert "prefer-vector-width" not in plain.inspect_llvm(plain.signatures[0])
