@@ -236,3 +236,22 @@ def test_avx2_tiles(tmp_path):
         check=False,
     )
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+
+
+def test_a_weight_is_read_in_one_layout(monkeypatch):
+    """Packed weights have one layout: panels for the products' kernel, row-major for np.dot.
+    No shipped cell reads a weight both ways; if code generation ever did, it is an error at
+    compile time, not a wrong layout at run time."""
+    from lstmc.codegen.cpu import CpuEmitter
+    from lstmc.compiler import generate_source
+    from lstmc.errors import CodegenError
+
+    emit = CpuEmitter.emit_sequence
+
+    def emit_and_read_by_dot(self, L):
+        emit(self, L)
+        self.dot_weights.add("w_packed_h")
+
+    monkeypatch.setattr(CpuEmitter, "emit_sequence", emit_and_read_by_dot)
+    with pytest.raises(CodegenError, match="w_packed_h"):
+        generate_source(lstmc.builtin("lstm"), target="cpu", dtype="float32")
