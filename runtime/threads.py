@@ -28,9 +28,16 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from lstmc_runtime.gemm import CHUNK_MAX_WEIGHT_BYTES
+from lstmc_runtime.packing import unit_bounds
 
-# Below this many multiply-adds per call, threads cost more than they save.
-_MIN_WORK = 2_000_000
+# Below this many multiply-adds per call, threads cost more than they save: waking a pool
+# thread took ~0.1 ms on this VM (a Future's round trip: 98 us), and a batch split makes two
+# such trips (the hoisted work, then the rows). Measured on two vCPUs, split against one
+# thread: 10-20M multiply-adds lose (gru H=32, B=16: 0.50 ms against 0.37; gru_cho H=64, B=8:
+# 0.55 against 0.44; lstm H=32, B=8, 6.5M: 0.43 against 0.25), 26M ties, 40M and up win
+# (layernorm_lstm H=64, B=16, 52M: 1.19 against 1.64; lstm H=64, B=16 by units: 0.89 against
+# 1.13). It was 2M before, set when no figure below 100M had been measured.
+_MIN_WORK = 24_000_000
 _MIN_ROWS = 4
 
 _pool: ThreadPoolExecutor | None = None
@@ -139,18 +146,26 @@ def plan_call(
     if can_units and (split == "units" or (threads is not None and n > 1)):
         return Plan("units", max(1, min(n, units)), run_units)
     step = B * work_per_row
-    if (
-        can_units
-        and units >= _UNITS_MIN_EXTENT * n
-        and step >= _UNITS_MIN_STEP
-        and T >= 2
-        and (n > 1 or work_per_row * itemsize <= _UNITS_ONE_THREAD_MAX_BYTES)
-    ):
-        return Plan("units", n, run_units)
-    run = plan_chunks(T, B, work_per_row, threads)
+    if threads is None and T * step < _MIN_WORK:
+        n = 1  # too little work to pay for waking another thread
+    if can_units and units >= _UNITS_MIN_EXTENT * n and step >= _UNITS_MIN_STEP and T >= 2:
+        if n > 1 and (B == 1 or _cuts_on_cache_lines(units, n, itemsize)):
+            return Plan("units", n, run_units)
+        if n == 1 and work_per_row * itemsize <= _UNITS_ONE_THREAD_MAX_BYTES:
+            return Plan("units", 1, run_units)
+    run = plan_chunks(T, B, work_per_row, threads if n > 1 else 1)
     if run is serial:
         return Plan("serial", 1, run)
     return Plan("batch", n, run)
+
+
+def _cuts_on_cache_lines(units: int, threads: int, itemsize: int) -> bool:
+    """Whether the unit split's cuts fall on 64-byte cache lines. Where they do not, two
+    threads write one line of every batch row's state and output each step: gru H=48, B=16
+    (cuts at 24 units, 96 bytes) took 1.34-1.41 ms split by units against 0.57 on one thread;
+    H=32 (cuts at 64 bytes) still gains from the split (B=64: 1.23 ms against 1.70)."""
+    line = max(1, 64 // itemsize)
+    return all(cut % line == 0 for cut in unit_bounds(units, threads, itemsize)[1:-1])
 
 
 def _get_pool(workers: int) -> ThreadPoolExecutor:

@@ -107,17 +107,31 @@ def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypa
     def lstm(H: int) -> int:  # multiply-adds per row and step
         return 8 * H * H
 
-    assert rt_threads.plan_call(100, 1, lstm(32), None, 32).mode == "serial"
-    assert rt_threads.plan_call(100, 1, lstm(64), None, 64).mode == "serial"  # 32K a step
-    assert rt_threads.plan_call(100, 1, lstm(128), None, 128).mode == "units"  # 131K
-    assert rt_threads.plan_call(100, 1, lstm(512), None, 512).mode == "units"
-    assert rt_threads.plan_call(100, 16, lstm(32), None, 32).mode == "units"
-    assert rt_threads.plan_call(100, 16, lstm(128), None, 128).mode == "units"
-    assert rt_threads.plan_call(100, 64, lstm(128), None, 128).mode == "units"
+    def plan(*args, **kw):
+        p = rt_threads.plan_call(*args, **kw)
+        return p.mode, p.threads
+
+    assert plan(100, 1, lstm(32), None, 32) == ("serial", 1)
+    assert plan(100, 1, lstm(64), None, 64) == ("serial", 1)  # 32K a step
+    # Two threads once a call has _MIN_WORK multiply-adds and a step _UNITS_MIN_STEP; below
+    # that, one thread ("units x1": the chunked input projection of _cols)
+    assert plan(100, 1, lstm(128), None, 128) == ("units", 1)  # 131K a step, 13M a call
+    assert plan(100, 16, lstm(32), None, 32) == ("units", 1)  # 13M a call
+    assert plan(100, 2, lstm(128), None, 128) == ("units", 2)  # 26M a call
+    assert plan(100, 1, lstm(512), None, 512) == ("units", 2)
+    assert plan(100, 16, lstm(128), None, 128) == ("units", 2)
+    assert plan(100, 64, lstm(128), None, 128) == ("units", 2)
+    assert plan(100, 64, lstm(32), None, 32) == ("units", 2)  # cuts at 16 units: 64 bytes
+    # cuts off the cache lines (24 units of float32: 96 bytes): not by units where several
+    # rows would share lines between the threads; a single row may
+    assert plan(100, 64, lstm(48), None, 48) == ("batch", 2)
+    assert plan(100, 1, 400_000, None, 40) == ("units", 2)  # cut at 20 units, one row
+    assert plan(100, 8, 50_000, None, 40) == ("batch", 2)  # the same cut, eight rows
     # fewer units than one SIMD vector a thread: never split by units
-    assert rt_threads.plan_call(100, 64, lstm(16), None, 16).mode != "units"
-    assert rt_threads.plan_call(1, 64, lstm(128), None, 128).mode != "units"  # one step
-    assert rt_threads.plan_call(100, 64, lstm(512), None, 512).mode == "units"
+    assert plan(100, 64, lstm(16), None, 16) == ("units", 1)  # 13M: one thread anyway
+    assert plan(1000, 64, lstm(16), None, 16) == ("batch", 2)  # 131M
+    assert plan(1, 64, lstm(128), None, 128)[0] != "units"  # one step
+    assert plan(100, 64, lstm(512), None, 512) == ("units", 2)
     # no unit split in the kernel: the batch split or one thread, as before
     assert rt_threads.plan_call(100, 64, lstm(128), None, None).mode in ("batch", "serial")
     assert rt_threads.plan_call(100, 64, lstm(128), None, 128, split="batch").mode != "units"
