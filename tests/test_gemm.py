@@ -101,6 +101,21 @@ def test_column_strided_operands_take_the_plain_loop(dtype):
     check(a, w)
 
 
+def run_in_fresh_process(code: str, cache, **env) -> None:
+    """Run `code` in a new Python with these Numba settings (read once, at its import) and
+    its own Numba cache; it must exit 0 having printed "ok"."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), **env}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+
+
 def test_plain_loop_of_panels_stays_inside_each_panel(tmp_path):
     """The panels' plain loop (operands whose rows are not contiguous) reads each panel's own
     columns only: checked with Numba's bounds checks on, in a fresh process."""
@@ -116,16 +131,7 @@ def test_plain_loop_of_panels_stays_inside_each_panel(tmp_path):
             assert np.allclose(out, a @ w, rtol=1e-4, atol=1e-4), dtype
         print("ok")
         """)
-    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+    run_in_fresh_process(code, tmp_path, NUMBA_BOUNDSCHECK="1")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -221,21 +227,7 @@ def test_avx2_tiles(tmp_path):
                     assert (np.abs(out - exact) <= bound).all(), (product, dtype, m, k, n)
         print("ok")
         """)
-    env = {
-        **os.environ,
-        "NUMBA_CPU_NAME": "haswell",
-        "NUMBA_CPU_FEATURES": _HASWELL,
-        "NUMBA_CACHE_DIR": str(tmp_path),
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+    run_in_fresh_process(code, tmp_path, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=_HASWELL)
 
 
 def test_a_weight_is_read_in_one_layout(monkeypatch):
