@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -465,6 +466,33 @@ def test_float32_layer_norm_of_rows_with_a_large_mean(opt):
     check_against_interpreter(cell, kernel, x, params, state, F32_TOL)
 
 
+def test_layer_norms_are_computed_in_the_group_that_reads_them():
+    """A layer norm whose only readers are one element-wise group (of the step, or hoisted
+    and read in the step) gets no buffer: the group normalizes where it reads, from row
+    statistics computed for all rows of the chunk first. One read by a sink, or by two
+    groups, keeps its buffer. Both give the interpreter's numbers."""
+    kernel = lstmc.compile(lstmc.builtin("layernorm_lstm"))
+    assert not re.search(r"\bv_layer_norm", kernel.source)  # no buffer named after one
+    assert kernel.source.count("_rows_mean_inv_std(") == 9  # 4 of x, 4 of h, 1 of c
+    spec = textwrap.dedent("""\
+        cell: ln_kept
+        sizes: [input]
+        inputs: {x: [input]}
+        state: {h: [input]}
+        params: {U: [input, input], gamma: [input], beta: [input]}
+        equations:
+          n: layer_norm(U @ h, gamma, beta)
+          h_next: tanh(n) * sigmoid(x)
+        update: {h: h_next}
+        outputs: [h_next, n]
+        """)
+    cell = lstmc.loads(spec, "ln_kept.yaml")
+    kernel = lstmc.compile(cell, dtype="float64")
+    assert "v_n = np.empty" in kernel.source and "_rows_mean_inv_std(" not in kernel.source
+    x, params, state = random_data(kernel, {"input": 9}, 4, 3, 0, "float64")
+    check_against_interpreter(cell, kernel, x, params, state, F64_TOL)
+
+
 def test_workspace_is_reused_per_thread_and_never_leaks_into_results():
     """The prologue's hoisted buffers live in a per-thread workspace kept between calls: it
     grows for a bigger call, is reused for a smaller one, results never alias it, and calls
@@ -484,7 +512,9 @@ def test_workspace_is_reused_per_thread_and_never_leaks_into_results():
         check_against_interpreter(cell, kernel, x, params, state, F64_TOL)
     assert np.array_equal(first_y, kept)  # later calls did not write into an earlier result
     space = kernel.workspace()["prologue"]
-    assert space.size >= 7 * 3 * (4 * 6 + 4 * 6)  # grown to the largest call
+    # grown to the largest call: [T, B, 4H] of the hoisted product (its layer norms are
+    # computed in the step's loop, cpu_ops.fold_layer_norms, with no buffer of their own)
+    assert space.size >= 7 * 3 * 4 * 6
     kernel(cases[2][0], cases[2][1], cases[2][2])
     assert kernel.workspace()["prologue"] is space  # a smaller call reuses it
 

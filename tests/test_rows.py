@@ -1,11 +1,13 @@
-"""Tests for lstmc_runtime.rows.mean_inv_std, the statistics of every compiled layer_norm:
+"""Tests for lstmc_runtime.rows.mean_inv_std and rows_mean_inv_std, the statistics of every
+compiled layer_norm:
 against long-double two-pass statistics, with a dtype-justified bound, NaN propagation and
 run-to-run determinism."""
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from lstmc_runtime.rows import mean_inv_std
+from lstmc_runtime.rows import mean_inv_std, rows_mean_inv_std
 
 LD = np.longdouble
 U64 = np.finfo(np.float64).eps / 2
@@ -18,10 +20,18 @@ U64 = np.finfo(np.float64).eps / 2
     dtype=st.sampled_from([np.float32, np.float64]),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_matches_long_double_statistics(n, start, shift, dtype, seed):
+@pytest.mark.parametrize("batched", [False, True], ids=["one_row", "rows"])
+def test_matches_long_double_statistics(n, start, shift, dtype, seed, batched):
     rng = np.random.default_rng(seed)
     row = (rng.standard_normal(start + n + 5) + shift).astype(dtype)
-    mean, inv = mean_inv_std(row, start, n, 1e-5)
+    if batched:  # the row among others, which must not change its statistics
+        rows = (rng.standard_normal((3, row.size)) + shift).astype(dtype)
+        rows[1] = row
+        out = np.full((3, 3), np.nan)
+        rows_mean_inv_std(rows, start, n, 1e-5, out)
+        mean, inv = out[1, 0], out[1, 1]
+    else:
+        mean, inv = mean_inv_std(row, start, n, 1e-5)
     seg = row[start : start + n].astype(LD)
     ref_mean = seg.mean()
     ref_var = ((seg - ref_mean) ** 2).mean()
@@ -61,3 +71,13 @@ def test_nan_propagates_and_results_repeat():
     row[3] = np.inf  # the shift itself: inf - inf is NaN, so NaN out, never a crash
     mean, inv = mean_inv_std(row, 3, 10, 1e-5)
     assert np.isnan(inv)
+
+
+def test_rows_nan_stays_in_its_row():
+    rows = np.random.default_rng(1).standard_normal((4, 70)).astype(np.float32)
+    rows[2, 40] = np.nan
+    out = np.empty((4, 3))
+    rows_mean_inv_std(rows, 5, 64, 1e-5, out)
+    assert np.isnan(out[2, :2]).all()
+    for r in (0, 1, 3):
+        assert (out[r, 0], out[r, 1]) == pytest.approx(mean_inv_std(rows[r], 5, 64, 1e-5), 1e-14)

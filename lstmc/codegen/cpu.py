@@ -22,7 +22,7 @@ from lstmc.codegen.common import (
 )
 from lstmc.codegen.cpu_columns import ColumnsEmitter, column_plan
 from lstmc.codegen.cpu_glue import CpuGlue
-from lstmc.codegen.cpu_ops import CpuAccess, CpuStructuralOps
+from lstmc.codegen.cpu_ops import CpuAccess, CpuStructuralOps, fold_layer_norms
 from lstmc.codegen.module import module_header, module_tail
 from lstmc.codegen.schedule import Item
 from lstmc.ir.graph import Graph, Node
@@ -66,6 +66,16 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         super().__init__(graph, dtype, fixed, info)
         self.unroll = int(graph.attrs.get("unroll", 1) or 1)
         self.columns = column_plan(graph, self.sched)
+        # Layer norms that their reading group computes (cpu_ops.fold_layer_norms). Not with a
+        # column split: a thread there holds only its units of a row, not the row statistics.
+        folded = fold_layer_norms(graph, self.sched) if self.columns is None else {}
+        self.norms_of: dict[int, list[Node]] = {}  # id(group) -> the norms it computes
+        for node in graph.find("layer_norm"):
+            if node.name in folded:
+                self.norms_of.setdefault(id(folded[node.name]), []).append(node)
+                self.acc.folded[node.name] = tuple(
+                    self.ns.get(prefix, node.name) for prefix in ("mhi", "mlo", "inv")
+                )
         self.work_terms: list[str] | None = None  # set while the prologue is emitted
         # Packed weights by how the code reads them: through _matmul (lstmc_runtime.gemm),
         # which takes them in panels (kernel.pack lays them out so), or through np.dot, which
@@ -106,6 +116,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         )
         if self.graph.find("layer_norm"):
             L.add("from lstmc_runtime.rows import mean_inv_std as _mean_inv_std")
+            L.add("from lstmc_runtime.rows import rows_mean_inv_std as _rows_mean_inv_std")
         L.add("from lstmc_runtime.signature import ArraySpec, Signature")
         if self.columns is not None:
             L.add("from lstmc_runtime.sync import barrier")
@@ -255,6 +266,11 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
                             f"{self.acc.array(n)} = np.empty((nb, {self.size(n.shape[0])}), _F)"
                             f"  # %{n.name}"
                         )
+                for n in self.norms_of.get(id(item), []):
+                    L.add(
+                        f"{self.stats_buffer(n)} = np.empty((nb, 3))"
+                        f"  # %{n.name}'s (mean, 1/std) per row, float64"
+                    )
             self.emit_time_loop(L, self.emit_step)
         if self.columns is not None:
             L.add()
@@ -360,7 +376,20 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         for n in item.nodes:
             if n.name in self.sched.materialized:
                 self.alloc(L, n, item.phase)
-        ctxs = self.loops(L, item.phase, self.size(item.extent))
+        norms = self.norms_of.get(id(item), [])
+        # The row statistics of the layer norms this group computes: in the time loop, for
+        # all of the chunk's rows at once into a small buffer (emit_rows_stats), else a row
+        # at a time in the loop over rows.
+        if item.phase == "step":
+            for node in norms:
+                self.emit_rows_stats(L, node)
+        ctxs = self.loops(L, item.phase, None if norms else self.size(item.extent))
+        for node in norms:
+            self.emit_row_stats(L, node, item.phase, self.acc.folded[node.name])
+        if norms:
+            L.add(f"for j in range(_U({self.size(item.extent)})):")
+            ctxs.append(L.indent())
+            ctxs[-1].__enter__()
         row = self.row(item)
         for line in self.group_lines(
             item, TARGET, "t", "b", "j", row, lambda sink: self.sink_target(sink, "j")

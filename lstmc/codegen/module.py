@@ -125,6 +125,7 @@ _MODULE_NAMES = {
     "barrier",
     "aligned_empty_like",
     "_mean_inv_std",
+    "_rows_mean_inv_std",
 }
 
 
