@@ -78,6 +78,7 @@ class Kernel:
         columns: dict | None = None,
         launch_columns=None,
         panels=(),
+        blas_weights=None,
     ):
         self.signature = signature
         self.weights = weights
@@ -96,6 +97,9 @@ class Kernel:
         # packed weights that the products read in panels (lstmc_runtime.gemm.to_panels);
         # modules written before panels have none and read every weight row-major
         self.panels = frozenset(panels)
+        # Whether a call may run a BLAS product (np.dot). Modules that do not say so (written
+        # before BLAS_WEIGHTS) may: their hoisted products were np.dot calls.
+        self.calls_blas = blas_weights is None or bool(blas_weights)
         self._launch_columns = launch_columns and _taking_work(launch_columns)
         self.last_plan = None
         self._work = threading.local()
@@ -213,9 +217,12 @@ class Kernel:
             for name, size in self.signature.outputs
         }
         self.last_plan = plan  # how the last call used the threads (benchmarks report it)
-        # A split call holds the BLAS to one thread from the prologue on: a BLAS thread left
-        # spinning after the prologue's GEMM would take a core from our threads (threads.py).
-        with hold_blas() if plan.threads > 1 else contextlib.nullcontext():
+        # A split call that runs a BLAS product holds the BLAS to one thread from the prologue
+        # on: a BLAS thread left spinning after the prologue's GEMM would take a core from our
+        # threads (threads.py). Holding costs ~20 us a call (threadpoolctl), so a kernel whose
+        # products are all lstmc_runtime.gemm's does not.
+        hold = plan.threads > 1 and self.calls_blas
+        with hold_blas() if hold else contextlib.nullcontext():
             if plan.mode == "units":
                 blocks = packed.unit_blocks(plan.threads, self.columns)
                 final = self._launch_columns(

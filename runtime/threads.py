@@ -15,8 +15,8 @@ Three ways, chosen per call by `plan_call` from the sizes:
   input projection a few steps at a time, where the serial prologue makes it for all steps
   up front and the time loop reads it back from memory (lstm H=128, B=64, one thread:
   20.1 ms against 22.4).
-A split call holds every BLAS to one thread (hold_blas), so that no BLAS thread competes with
-ours.
+A split call of a kernel that calls the BLAS holds every BLAS to one thread (hold_blas, in
+Kernel.__call__), so that no BLAS thread competes with ours.
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def run_units(cols, n: int) -> None:
     if n == 1:
         part(0)
         return
-    with _units_lock, hold_blas():
+    with _units_lock:
         pool = _get_pool(n - 1)
         futures = []
         try:
@@ -228,8 +228,8 @@ def plan_chunks(T: int, B: int, work_per_row: int, threads: int | None):
     call has _MIN_WORK multiply-adds; `threads=N` asks for N chunks whatever the sizes. With
     the step's products in lstmc_runtime.gemm (no BLAS in the time loop) two chunks beat one
     thread at every size measured once the BLAS is held to one thread for the whole call
-    (Kernel.__call__ does so for split plans): layernorm_lstm H=256, B=64: 60.6 ms against
-    79.6 serial; H=128, B=16: 4.7 against 6.0. Left with two threads, OpenBLAS's second
+    (Kernel.__call__ does so for split plans of kernels that call it): layernorm_lstm H=256,
+    B=64: 60.6 ms against 79.6 serial; H=128, B=16: 4.7 against 6.0. Left with two threads, OpenBLAS's second
     thread keeps spinning after the prologue's GEMM and takes a core from the chunks (H=256,
     B=64: 66.6 ms).
     """
@@ -243,10 +243,9 @@ def plan_chunks(T: int, B: int, work_per_row: int, threads: int | None):
     def run_chunks(rows, B: int) -> None:
         pool = _get_pool(n)
         bounds = [B * i // n for i in range(n + 1)]
-        with hold_blas():
-            futures = [pool.submit(rows, bounds[i], bounds[i + 1]) for i in range(n - 1)]
-            rows(bounds[-2], bounds[-1])  # the calling thread takes the last chunk
-            for f in futures:
-                f.result()
+        futures = [pool.submit(rows, bounds[i], bounds[i + 1]) for i in range(n - 1)]
+        rows(bounds[-2], bounds[-1])  # the calling thread takes the last chunk
+        for f in futures:
+            f.result()
 
     return run_chunks

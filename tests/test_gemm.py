@@ -79,6 +79,22 @@ def test_every_row_tail_at_step_shapes(m, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [8, 21])
+def test_weights_larger_than_l2_prefetch_the_next_panel(m, dtype):
+    """A weight of at least _PREFETCH_MIN_BYTES (the L2 size) takes the prefetching tile:
+    the same bits as the row-major tile, the last panel partial, rows past the 8-row blocks."""
+    from lstmc_runtime import gemm
+
+    n = 16 * PANEL_BYTES // np.dtype(dtype).itemsize + 5  # 16 panels, the last one partial
+    k = -(-gemm._PREFETCH_MIN_BYTES // (n * np.dtype(dtype).itemsize)) + 3
+    assert k * to_panels(np.zeros((1, n), dtype)).shape[0] * PANEL_BYTES >= (
+        gemm._PREFETCH_MIN_BYTES
+    )
+    rng = np.random.default_rng(m)
+    check(rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_strided_and_unaligned_operands(dtype):
     """Row slices of bigger arrays (the batch chunks and the weight blocks a thread gets), an
     offset of one element (no vector alignment), and an output that is a view."""

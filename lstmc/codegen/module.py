@@ -66,6 +66,9 @@ def module_tail(emitter, target: str) -> list[str]:
         lines.append("# Weights that the products read in panels (lstmc_runtime.gemm.to_panels).")
         lines.append(f"PANELS = {sorted(panels)!r}")
         extra += ", panels=PANELS"
+        lines.append("# Weights of products that call the BLAS (products of params alone).")
+        lines.append(f"BLAS_WEIGHTS = {sorted(emitter.dot_weights)!r}")
+        extra += ", blas_weights=BLAS_WEIGHTS"
     if columns is not None:
         lines.append(
             "# Step products split by units across threads: per packed weight, the length of"
@@ -122,6 +125,7 @@ _MODULE_NAMES = {
     "FIXED_SIZES",
     "COLUMNS",
     "PANELS",
+    "BLAS_WEIGHTS",
     "barrier",
     "aligned_empty_like",
     "_mean_inv_std",
