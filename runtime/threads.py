@@ -3,9 +3,9 @@
 Three ways, chosen per call by `plan_call` from the sizes:
 - serial: one thread runs the prologue and the time loop (every product is lstmc_runtime.gemm,
   on the calling thread);
-- batch: rows of a batch never interact, so chunks of rows run the whole time loop on
-  separate threads (the compiled functions release the GIL), and the hoisted work (the input
-  projection, ...) runs on ranges of steps in the same threads;
+- batch: rows of a batch never interact, so chunks of rows run on separate threads (the
+  compiled functions release the GIL), each its rows' hoisted work (the input projection,
+  ...) for all steps, then their time loop: one hand-off to a pool thread a call;
 - units: each thread owns a range of the step's units and its blocks of the input and
   recurrent weights, and the threads meet at a spin barrier after each step (cpu_columns.py
   in the compiler, lstmc_runtime.sync). Each core streams only its share of the weights, and
@@ -31,8 +31,8 @@ from lstmc_runtime.gemm import CHUNK_MAX_WEIGHT_BYTES
 from lstmc_runtime.packing import unit_bounds
 
 # Below this many multiply-adds per call, threads cost more than they save: waking a pool
-# thread took ~0.1 ms on this VM (a Future's round trip: 98 us), and a batch split makes two
-# such trips (the hoisted work, then the rows). Measured on two vCPUs, split against one
+# thread took ~0.1 ms on this VM (a Future's round trip: 98 us; a batch split made two such
+# trips, the hoisted work then the rows, when these figures were taken). Measured on two vCPUs, split against one
 # thread: 10-20M multiply-adds lose (gru H=32, B=16: 0.50 ms against 0.37; gru_cho H=64, B=8:
 # 0.55 against 0.44; lstm H=32, B=8, 6.5M: 0.43 against 0.25), 26M ties, 40M and up win
 # (layernorm_lstm H=64, B=16, 52M: 1.19 against 1.64; lstm H=64, B=16 by units: 0.89 against

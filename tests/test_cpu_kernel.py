@@ -119,6 +119,18 @@ def test_random_cells(case, opt, dtype):
     x = case.x().astype(dtype)
     state = {k: v.astype(dtype) for k, v in case.state().items()}
     check_against_interpreter(cell, kernel, x, case.params(), state, tolerance(dtype, cell))
+    # Split by batch rows across 2 threads (each computes its rows' hoisted values, then runs
+    # their time loop), on the batch repeated to at least 8 rows so that the split happens.
+    reps = -(-8 // x.shape[1]) if x.shape[1] else 1
+    kernel.threads, kernel.split = 2, "batch"
+    check_against_interpreter(
+        cell,
+        kernel,
+        np.concatenate([x] * reps, axis=1),
+        case.params(),
+        {k: np.concatenate([v] * reps, axis=0) for k, v in state.items()},
+        tolerance(dtype, cell),
+    )
     if kernel.columns is not None:  # the step's units split across 2 threads
         kernel.threads, kernel.split = 2, "units"
         check_against_interpreter(cell, kernel, x, case.params(), state, tolerance(dtype, cell))

@@ -175,7 +175,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         ]
 
     def prologue_args(self) -> list[str]:
-        return ["x", *self.shared_args(), *self.size_args(), "work", "t0", "t1"]
+        return ["x", *self.shared_args(), *self.size_args(), "work", "t0", "t1", "b0", "b1"]
 
     def rows_args(self) -> list[str]:
         args = ["b0", "b1", "x"]
@@ -228,8 +228,9 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
             if terms:
                 L.add("# ---- the hoisted [T, B, n] buffers live in `work`, which the glue keeps")
                 L.add("# for the next call on this thread: no allocation (and no page faults) a")
-                L.add("# call. This call fills steps [t0, t1) of them: the glue calls it once with")
-                L.add("# an empty range to size `work`, then on ranges of steps in its threads.")
+                L.add("# call. This call fills steps [t0, t1) of rows [b0, b1) of them: the glue")
+                L.add("# calls it once with no steps to size `work`, then for all steps of its")
+                L.add("# threads' chunks of rows.")
                 L.add(f"need = T * B * ({' + '.join(terms)})")
                 L.add("if work.size < need:")
                 L.add("    work = np.empty(need, _F)")
@@ -322,14 +323,14 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         """Open the loops of a phase (and over j < extent unless None); returns the context
         managers to close."""
         ctxs = []
-        if phase == "seq":  # in the prologue: the steps [t0, t1) this call computes
+        if phase == "seq":  # in the prologue: the steps [t0, t1) and rows [b0, b1) it computes
             L.add(
                 "for t in range(t0, t1):" if self.work_terms is not None else "for t in range(T):"
             )
             ctxs.append(L.indent())
             ctxs[-1].__enter__()
         if phase == "seq":
-            L.add("for b in range(B):")
+            L.add("for b in range(b0, b1):" if self.work_terms is not None else "for b in range(B):")
             ctxs.append(L.indent())
             ctxs[-1].__enter__()
         if phase == "step":  # rows of this chunk: r indexes state and buffers, b the batch

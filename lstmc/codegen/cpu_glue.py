@@ -37,23 +37,19 @@ class CpuGlue:
             raise AssertionError(a)
 
         pro = [self.value_name(n) for n in self.prologue_values()]
-        call = ", ".join(arg(a) for a in self.prologue_args()[:-2])
+        call = ", ".join(arg(a) for a in self.prologue_args()[:-4])
+        hoisted_call = (
+            "_prologue(" + call.replace("work.get('prologue', _NO_WORK)", "pro[-1]") + ", "
+        )
         prologue = "\n".join(
             [
-                f"    pro = _prologue({call}, 0, 0)  # sizes the workspace, computes no step",
+                f"    pro = _prologue({call}, 0, 0, 0, 0)  # sizes the workspace, no step",
                 "    work['prologue'] = pro[-1]  # kept for this thread's next call",
-                "",
-                "    def hoisted(t0, t1):  # steps [t0, t1) of the hoisted values",
-                "        _prologue("
-                + call.replace("work.get('prologue', _NO_WORK)", "pro[-1]")
-                + ", t0, t1)",
-                "",
-                "    run_chunks(hoisted, x.shape[0])",
             ]
         )
         pro_units = [self.value_name(n) for n in self.prologue_values(self.split_hoisted())]
         prologue_units = (
-            f"    pro = _prologue_units({call}, 0, x.shape[0])\n"
+            f"    pro = _prologue_units({call}, 0, x.shape[0], 0, x.shape[1])\n"
             "    work['prologue'] = pro[-1]  # kept for this thread's next call"
             if pro_units
             else "    pro = ()  # the prologue's only work, the input projection, is per thread"
@@ -61,13 +57,14 @@ class CpuGlue:
         spare = "    spare = {name: np.empty_like(a) for name, a in state.items()}"
         lines = [
             "def _launch(x, state, arrays, outputs, sizes, run_chunks, work):",
-            '    """Run the prologue, then the time loop on chunks of batch rows (in parallel when',
+            '    """Run the prologue, then the time loop, on chunks of batch rows (in parallel when',
             "    `run_chunks` splits the batch), and return the final state. `work` holds this",
             '    thread\'s scratch memory from call to call. Run-time glue."""',
             prologue,
             spare,
             "",
-            "    def rows(b0, b1):",
+            "    def rows(b0, b1):  # a chunk of rows: its hoisted values, then its time loop",
+            "        " + hoisted_call + "0, x.shape[0], b0, b1)",
             *self.call_lines(
                 "_rows",
                 self.rows_args(),
@@ -101,10 +98,10 @@ class CpuGlue:
             '    final state. Run-time glue."""',
             prologue_units
             if self.split_hoisted()
-            else prologue.replace(
-                "    run_chunks(hoisted, x.shape[0])",
-                "    hoisted(0, x.shape[0])  # all steps, on this thread",
-            ),
+            else prologue
+            + "\n    "
+            + hoisted_call
+            + "0, x.shape[0], 0, x.shape[1])  # all of it, on this thread",
             "    spare = {name: aligned_empty_like(a) for name, a in state.items()}",
             "",
             "    def cols(k, threads, flags):",

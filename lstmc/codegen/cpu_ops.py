@@ -127,14 +127,19 @@ class CpuStructuralOps:
             if self.work_terms is None:
                 self.dot_weights.add(w)
                 L.add(f"{out} = np.dot({v}.reshape({rows}), {w}).reshape(T, B, {m})")
-            else:  # into the prologue's workspace, steps [t0, t1) only
+            else:  # into the prologue's workspace, steps [t0, t1) of rows [b0, b1) only
                 self.panel_weights.add(w)
                 self.take_work(L, out, m)
                 part = f"(t1 - t0) * B, {self.size(vec.shape[0])}"
+                L.add("if b0 == 0 and b1 == B:  # all rows: one product over the steps' rows")
                 L.add(
-                    f"_matmul({v}[t0:t1].reshape({part}), {w}, "
+                    f"    _matmul({v}[t0:t1].reshape({part}), {w}, "
                     f"{out}[t0:t1].reshape((t1 - t0) * B, {m}))"
                 )
+                L.add("else:  # a thread's chunk of rows (the batch split): a product a step")
+                L.add(f"    src = {v}")
+                L.add("    for t in range(t0, t1):")
+                L.add(f"        _matmul(src[t, b0:b1], {w}, {out}[t, b0:b1])")
         elif phase == "once":
             self.dot_weights.add(w)
             L.add(f"{out} = np.dot({v}, {w})")
