@@ -18,10 +18,10 @@ __all__ = ["mean_inv_std", "rows_mean_inv_std"]
 _U = np.uint64  # unsigned indices: no negative-index wrap, so the loops vectorize
 
 
-# The sums themselves, inlined (at Numba IR level) into both entry points below; generated
-# kernels call those, compiled once here, and never inline them.
+# The sums themselves and the statistics from them, inlined (at Numba IR level) into both
+# entry points below; generated kernels call those, compiled once here, and never inline them.
 @njit(nogil=True, error_model="numpy", fastmath={"reassoc"}, inline="always")
-def _stats(row, start, n, eps):
+def _sums(row, start, n):
     shift = row[start] if n > 0 else 0.0
     s1 = 0.0
     s2 = 0.0
@@ -29,6 +29,11 @@ def _stats(row, start, n, eps):
         d = row[_U(start) + k] - shift
         s1 += d
         s2 += d * d
+    return shift, s1, s2
+
+
+@njit(nogil=True, error_model="numpy", fastmath={"reassoc"}, inline="always")
+def _from_sums(shift, s1, s2, n, eps):
     m1 = s1 / n
     var = (s2 - s1 * m1) / n
     return shift + m1, 1.0 / np.sqrt(var + eps)
@@ -51,7 +56,8 @@ def mean_inv_std(row, start, n, eps):
     element, n = 64..512.
     """
     wide_vectors()  # the sums in 512-bit vectors on AVX-512 (8 float64 lanes, not 4)
-    return _stats(row, start, n, eps)
+    shift, s1, s2 = _sums(row, start, n)
+    return _from_sums(shift, s1, s2, n, eps)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
@@ -69,19 +75,6 @@ def rows_mean_inv_std(rows, start, n, eps, out):
     wide_vectors()
     nr = rows.shape[0]
     for r in range(nr):
-        row = rows[r]
-        shift = row[start] if n > 0 else 0.0
-        s1 = 0.0
-        s2 = 0.0
-        for k in range(_U(n)):
-            d = row[_U(start) + k] - shift
-            s1 += d
-            s2 += d * d
-        out[r, 0] = shift
-        out[r, 1] = s1
-        out[r, 2] = s2
+        out[r, 0], out[r, 1], out[r, 2] = _sums(rows[r], start, n)
     for r in range(nr):
-        m1 = out[r, 1] / n
-        var = (out[r, 2] - out[r, 1] * m1) / n
-        out[r, 0] = out[r, 0] + m1
-        out[r, 1] = 1.0 / np.sqrt(var + eps)
+        out[r, 0], out[r, 1] = _from_sums(out[r, 0], out[r, 1], out[r, 2], n, eps)

@@ -481,8 +481,8 @@ def test_float32_layer_norm_of_rows_with_a_large_mean(opt):
 def test_layer_norms_are_computed_in_the_group_that_reads_them():
     """A layer norm whose only readers are one element-wise group (of the step, or hoisted
     and read in the step) gets no buffer: the group normalizes where it reads, from row
-    statistics computed for all rows of the chunk first. One read by a sink, or by two
-    groups, keeps its buffer. Both give the interpreter's numbers."""
+    statistics computed for all rows of the chunk first. One that a sink (an output) also
+    reads keeps its buffer. Both give the interpreter's numbers."""
     kernel = lstmc.compile(lstmc.builtin("layernorm_lstm"))
     assert not re.search(r"\bv_layer_norm", kernel.source)  # no buffer named after one
     assert kernel.source.count("_rows_mean_inv_std(") == 9  # 4 of x, 4 of h, 1 of c
