@@ -505,6 +505,53 @@ def test_layer_norms_are_computed_in_the_group_that_reads_them():
     check_against_interpreter(cell, kernel, x, params, state, F64_TOL)
 
 
+# A layer norm of a param's vector (in the step at -O0 and -O1: not folded, it has no row per
+# batch row), and hoisted layer norms that a hoisted group computes (folded in the prologue,
+# whose loops run over a thread's rows in the batch split).
+_NORM_CELLS = {
+    "of_a_param": """\
+        cell: ln_param
+        sizes: [input]
+        inputs: {x: [input]}
+        state: {h: [input]}
+        params: {U: [input, input], c: [input], gamma: [input], beta: [input]}
+        equations:
+          h_next: tanh(U @ h + x) * layer_norm(c, gamma, beta) + x
+        update: {h: h_next}
+        outputs: [h_next]
+        """,
+    "in_the_prologue": """\
+        cell: ln_hoisted
+        sizes: [input]
+        inputs: {x: [input]}
+        state: {h: [input]}
+        params: {U: [input, input], V: [input, input], gamma: [input], beta: [input]}
+        equations:
+          a: layer_norm(x * 2.0, gamma, beta) + sigmoid(layer_norm(x * 3.0, gamma, beta) + x)
+          h_next: tanh(U @ h + a) * sigmoid(V @ h)
+        update: {h: h_next}
+        outputs: [h_next]
+        """,
+}
+
+
+@pytest.mark.parametrize("opt", [0, 1, 2, 3])
+@pytest.mark.parametrize("which", sorted(_NORM_CELLS))
+def test_layer_norms_of_params_and_in_the_prologue(which, opt):
+    cell = lstmc.loads(textwrap.dedent(_NORM_CELLS[which]), f"{which}.yaml")
+    kernel = lstmc.compile(cell, dtype="float64", opt=opt)
+    plans = [(1, "batch", 3), (2, "batch", 9)]
+    if kernel.columns is not None:  # the hoisted norms stay folded in a column split's prologue
+        plans.append((2, "units", 3))
+    for threads, split, B in plans:
+        kernel.threads, kernel.split = threads, split
+        x, params, state = random_data(kernel, {"input": 7}, 5, B, opt, "float64")
+        check_against_interpreter(cell, kernel, x, params, state, F64_TOL)
+        assert kernel.last_plan.mode == ("serial" if threads == 1 else split)
+    if which == "in_the_prologue" and opt >= 2:
+        assert "v_layer_norm" not in kernel.source.replace("inv_layer_norm", "")
+
+
 def test_workspace_is_reused_per_thread_and_never_leaks_into_results():
     """The prologue's hoisted buffers live in a per-thread workspace kept between calls: it
     grows for a bigger call, is reused for a smaller one, results never alias it, and calls

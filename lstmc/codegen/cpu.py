@@ -66,9 +66,9 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         super().__init__(graph, dtype, fixed, info)
         self.unroll = int(graph.attrs.get("unroll", 1) or 1)
         self.columns = column_plan(graph, self.sched)
-        # Layer norms that their reading group computes (cpu_ops.fold_layer_norms). Not with a
-        # column split: a thread there holds only its units of a row, not the row statistics.
-        folded = fold_layer_norms(graph, self.sched) if self.columns is None else {}
+        # Layer norms that their reading group computes (cpu_ops.fold_layer_norms). Not in the
+        # time loop of a column split: a thread there holds only its units of a row.
+        folded = fold_layer_norms(graph, self.sched, in_step=self.columns is None)
         self.norms_of: dict[int, list[Node]] = {}  # id(group) -> the norms it computes
         for node in graph.find("layer_norm"):
             if node.name in folded:

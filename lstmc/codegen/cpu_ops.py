@@ -45,13 +45,17 @@ class CpuAccess(Access):
         return f"(({v} - {hi}) - {lo}) * {inv} * {gamma} + {beta}"
 
 
-def fold_layer_norms(graph, sched) -> dict[str, Item]:
-    """The layer norms whose every reader is in one element-wise group of their own phase
-    (step or hoisted), or hoisted norms read in one step group, by name, with that group. Such a norm gets no buffer: the group's loop
-    computes its row statistics before running over the units and normalizes each element
-    where it reads it (CpuAccess.element), the same arithmetic as a materialized layer norm.
-    layernorm_lstm's recurrent norms are four of them: each step wrote [B, H] four times and
-    read it back (1.36x the plain LSTM's time at H=64, B=16). Updates `sched.materialized`."""
+def fold_layer_norms(graph, sched, in_step: bool = True) -> dict[str, Item]:
+    """The layer norms that the one element-wise group reading them computes, by name, with
+    that group: every reader is in the group, which is of the norm's phase (step or hoisted)
+    or, for a hoisted norm, of the step; and the norm's input has a row per batch row (state,
+    the input, or a value of the hoisted or step phase, not a param's vector). Such a norm
+    gets no buffer: the group's loop computes its row statistics before running over the
+    units and normalizes each element where it reads it (CpuAccess.element), the same
+    arithmetic as a materialized layer norm. layernorm_lstm's nine norms are all such: each
+    step wrote [B, H] five times and read it back, and its prologue four [T, B, H] buffers.
+    `in_step=False` keeps those the time loop would compute (a column split, whose threads
+    hold only their units of a row, cannot). Updates `sched.materialized`."""
     folded: dict[str, Item] = {}
     for node in graph.find("layer_norm"):
         phase = sched.phase[node.name]
@@ -60,11 +64,17 @@ def fold_layer_norms(graph, sched) -> dict[str, Item]:
         group = sched.group_of.get(users[0].name) if users else None
         if phase not in ("step", "seq") or group is None or len(groups) != 1:
             continue
-        if sched.base(node.operands[0])[0] in group.nodes:
+        base = sched.base(node.operands[0])[0]
+        per_row = base.op in ("state", "input") or (
+            base.op not in ("param", "const") and sched.phase[base.name] in ("seq", "step")
+        )
+        if not per_row or base in group.nodes:  # (a param's vector: -O0/-O1 keep it in the step)
             continue
         # A hoisted norm read in the step: its group normalizes the hoisted row [t, b] there,
         # and the prologue does not write (nor the step read back) a [T, B, n] buffer.
         if group.phase != phase and not (phase == "seq" and group.phase == "step"):
+            continue
+        if group.phase == "step" and not in_step:
             continue
         folded[node.name] = group
         sched.materialized.discard(node.name)
