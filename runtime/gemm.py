@@ -79,7 +79,8 @@ def _l2_bytes(default: int = 1 << 20) -> int:
 # Weights of at least this many bytes do not stay in L2 from one step to the next, so their
 # products prefetch the next panel (_rows_into). A compile-time constant of the cached code;
 # Numba's cache is per CPU model.
-_PREFETCH_MIN_BYTES = _l2_bytes()
+L2_BYTES = _l2_bytes()
+_PREFETCH_MIN_BYTES = L2_BYTES
 _I64 = ir.IntType(64)
 
 
@@ -94,8 +95,9 @@ def _element_pointer(builder, ary, itemsize, row, col):
 def _prefetch_name() -> str:
     from llvmlite import binding
 
-    # the intrinsic is overloaded on the pointer type: opaque `ptr` from LLVM 15 on
-    return "llvm.prefetch.p0" if binding.llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
+    # the intrinsic is overloaded on the pointer type: `ptr` once LLVM dropped typed pointers
+    # (17), `i8*` before (llvmlite 0.43-0.44 build LLVM 14-15 with typed pointers)
+    return "llvm.prefetch.p0" if binding.llvm_version_info[0] >= 17 else "llvm.prefetch.p0i8"
 
 
 def _make_tile(rows: int, vecs: int, prefetch: bool = False):
@@ -106,8 +108,9 @@ def _make_tile(rows: int, vecs: int, prefetch: bool = False):
     contiguous elements and j0 a multiple of W.
 
     With `prefetch`, `tile(a, w, out, i0, j0, pf_start, pf_step)` also asks, at each k, for
-    the cache line at byte pf_start + k * pf_step of w's data to be brought into L2 (see
-    _rows_into); the caller keeps those bytes inside w."""
+    the cache lines at bytes pf_start + k * pf_step and that + pf_step / 2 of w's data to be
+    brought into L2 (see _rows_into), two so that a step up to 128 bytes covers every 64-byte
+    line; the caller keeps those bytes inside w."""
 
     def typer(typingctx, a, w, out, i0, j0, pf_start=None, pf_step=None):
         if not all(isinstance(t, types.Array) and t.ndim == 2 for t in (a, out)):
@@ -191,8 +194,10 @@ def _make_tile(rows: int, vecs: int, prefetch: bool = False):
                 k = loop.index
                 if prefetch:  # (address, write=0, locality=2: keep in L2, data cache)
                     byte = builder.add(pf_start, builder.mul(k, pf_step))
-                    args_pf = [builder.gep(w_bytes, [byte]), *(ir.IntType(32)(v) for v in (0, 2, 1))]
-                    builder.call(pf_fn, args_pf)
+                    half = builder.add(byte, builder.lshr(pf_step, _I64(1)))
+                    hints = [ir.IntType(32)(v) for v in (0, 2, 1)]
+                    for at in (byte, half):
+                        builder.call(pf_fn, [builder.gep(w_bytes, [at]), *hints])
                 w_vecs = [builder.load(w_vector(k, v), align=itemsize) for v in range(vecs)]
                 for r in range(rows):
                     a_rk = builder.load(builder.gep(a_rows[r], [k]), align=itemsize)
@@ -342,13 +347,15 @@ def _rows_into(a, w, out):
         # panel into L2, each a share of it, a line every few k. Else the first block of a
         # panel waits for it to stream in from L3 or memory while the others find it in L2.
         # One core of a Xeon (2 MB L2), float32, GFLOP/s without -> with: [64, 512] x
-        # [512, 2048] 137 -> 146, [16, 512, 2048] 118 -> 142, [64, 1024] x [1024, 2048]
-        # 139 -> 153. Below L2 it cost up to 6% ([64, 256] x [256, 1024], 1 MB: 172 -> 161).
+        # [512, 2048] 137 -> 146, [16, 512] x [512, 2048] 108-118 -> 141-142, [64, 1024] x
+        # [1024, 2048] 139 -> 153. Below L2 it cost up to 6% ([64, 256] x [256, 1024], 1 MB:
+        # 172 -> 161).
         blocks = m_main // MAIN_ROWS
         panel_bytes = w.strides[0]
-        step = (panel_bytes // w.shape[1]) // blocks  # bytes a k, a block's share
+        # bytes a k, a block's share; rounded down, so every address stays inside the panel
+        step = (panel_bytes // w.shape[1]) // blocks
         share = step * w.shape[1]
-        last = (n // (2 * vec) - 1) * panel_bytes
+        last = (w.shape[0] - 1) * panel_bytes  # the last panel, partial or not
         while j + 2 * vec <= n:
             ahead = min((j // (2 * vec) + 1) * panel_bytes, last)
             for b in range(blocks):

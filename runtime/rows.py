@@ -8,9 +8,8 @@ Inlining the statistics into each kernel cost compile time for every layer norm 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
-
 from lstmc_runtime.vmath import wide_vectors
+from numba import njit
 
 __all__ = ["mean_inv_std", "rows_mean_inv_std"]
 

@@ -5,7 +5,9 @@ Three ways, chosen per call by `plan_call` from the sizes:
   on the calling thread);
 - batch: rows of a batch never interact, so chunks of rows run on separate threads (the
   compiled functions release the GIL), each its rows' hoisted work (the input projection,
-  ...) for all steps, then their time loop: one hand-off to a pool thread a call;
+  ...) for all steps, then their time loop: one hand-off to each pool thread a call. A
+  hoisted product whose weight is larger than L2 is made first instead, for all rows of
+  ranges of steps on the threads (the module's `_launch` decides);
 - units: each thread owns a range of the step's units and its blocks of the input and
   recurrent weights, and the threads meet at a spin barrier after each step (cpu_columns.py
   in the compiler, lstmc_runtime.sync). Each core streams only its share of the weights, and
@@ -32,11 +34,12 @@ from lstmc_runtime.packing import unit_bounds
 
 # Below this many multiply-adds per call, threads cost more than they save: waking a pool
 # thread took ~0.1 ms on this VM (a Future's round trip: 98 us; a batch split made two such
-# trips, the hoisted work then the rows, when these figures were taken). Measured on two vCPUs, split against one
-# thread: 10-20M multiply-adds lose (gru H=32, B=16: 0.50 ms against 0.37; gru_cho H=64, B=8:
-# 0.55 against 0.44; lstm H=32, B=8, 6.5M: 0.43 against 0.25), 26M ties, 40M and up win
-# (layernorm_lstm H=64, B=16, 52M: 1.19 against 1.64; lstm H=64, B=16 by units: 0.89 against
-# 1.13). It was 2M before, set when no figure below 100M had been measured.
+# trips, the hoisted work then the rows, when these figures were taken). Measured on two
+# vCPUs, split against one thread: 10-20M multiply-adds lose (gru H=32, B=16: 0.50 ms against
+# 0.37; gru_cho H=64, B=8: 0.55 against 0.44; lstm H=32, B=8, 6.5M: 0.43 against 0.25), 26M
+# ties, 40M and up win (layernorm_lstm H=64, B=16, 52M: 1.19 against 1.64; lstm H=64, B=16
+# by units: 0.89 against 1.13). It was 2M before, set when no figure below 100M had been
+# measured. Not measured again since the batch split makes one trip.
 _MIN_WORK = 24_000_000
 _MIN_ROWS = 4
 
@@ -229,9 +232,9 @@ def plan_chunks(T: int, B: int, work_per_row: int, threads: int | None):
     the step's products in lstmc_runtime.gemm (no BLAS in the time loop) two chunks beat one
     thread at every size measured once the BLAS is held to one thread for the whole call
     (Kernel.__call__ does so for split plans of kernels that call it): layernorm_lstm H=256,
-    B=64: 60.6 ms against 79.6 serial; H=128, B=16: 4.7 against 6.0. Left with two threads, OpenBLAS's second
-    thread keeps spinning after the prologue's GEMM and takes a core from the chunks (H=256,
-    B=64: 66.6 ms).
+    B=64: 60.6 ms against 79.6 serial; H=128, B=16: 4.7 against 6.0. Left with two threads,
+    OpenBLAS's second thread kept spinning after the prologue's GEMM (a BLAS call then) and
+    took a core from the chunks (H=256, B=64: 66.6 ms).
     """
     step = B * work_per_row
     if threads is None:

@@ -81,19 +81,31 @@ def test_shipped_cells(name, dtype):
     if "proj" in sizes:
         sizes["proj"] = 4
     # Splitting a call across threads (by batch rows, or by the step's units where the cell
-    # allows it: 3 threads over 8 units cuts 2/3/3) gives the same numbers.
-    for T, B, threads, split in (
-        (9, 3, 1, None),
-        (4, 9, 2, "batch"),
-        (5, 2, 2, "units"),
-        (6, 1, 3, "units"),
-        (0, 2, 2, "units"),
-    ):
-        kernel.threads, kernel.split = threads, split
-        x, params, state = random_data(kernel, sizes, T, B, 7, dtype)
-        check_against_interpreter(cell, kernel, x, params, state, tolerance(dtype, cell))
-        check_against_interpreter(cell, kernel, x, params, None, tolerance(dtype, cell))
-    kernel.threads = kernel.split = None
+    # allows it: 3 threads over 8 units cuts 2/3/3) gives the same numbers. "batch, by steps":
+    # the hoisted values made for all rows of ranges of steps first, as the batch split does
+    # for a weight larger than L2 (else each thread makes its own rows').
+    l2 = kernel.module._L2_BYTES
+    try:
+        for seed, (T, B, threads, split) in enumerate(
+            (
+                (9, 3, 1, None),
+                (4, 9, 2, "batch"),
+                (4, 9, 2, "batch, by steps"),
+                (5, 2, 2, "units"),
+                (6, 1, 3, "units"),
+                (0, 2, 2, "units"),
+            )
+        ):
+            kernel.module._L2_BYTES = 0 if split and split.endswith("steps") else l2
+            kernel.threads, kernel.split = threads, split and split.split(",")[0]
+            # new data each case: a case that failed to write the workspace would otherwise
+            # find the values of the case before in it
+            x, params, state = random_data(kernel, sizes, T, B, 7 + seed, dtype)
+            check_against_interpreter(cell, kernel, x, params, state, tolerance(dtype, cell))
+            check_against_interpreter(cell, kernel, x, params, None, tolerance(dtype, cell))
+    finally:
+        kernel.module._L2_BYTES = l2
+        kernel.threads = kernel.split = None
 
 
 @pytest.mark.parametrize("opt", [0, 1, 3])

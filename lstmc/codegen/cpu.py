@@ -1,12 +1,14 @@
 """The Numba CPU target: an optimized graph becomes one readable Python module.
 
 The module's `@njit` functions run the sequence: `_prologue` computes the values that depend
-only on params once and the hoisted values for a range of timesteps at once (the input
-projection is one product over those steps' rows); `_rows` (a chunk of batch rows) or `_cols`
-(a thread's share of the units) runs the time loop: each step's products, then each
-element-wise group as one loop nest over (batch, unit). Every product goes through
-lstmc_runtime.gemm's register-blocked kernel, transcendentals through lstmc_runtime.vmath,
-written so that LLVM vectorizes these loops. State lives in two buffers per variable, swapped
+only on params, and the hoisted values of a range of timesteps and batch rows (the input
+projection is one product over those steps' rows when it covers all rows, a product a step
+over a thread's rows when the batch split gives each thread its own); `_rows` (a chunk of
+batch rows) or `_cols` (a thread's share of the units) runs the time loop: each step's
+products, then each element-wise group as one loop nest over (batch, unit), which also
+computes the layer norms that only it reads (cpu_ops.fold_layer_norms). Every product goes
+through lstmc_runtime.gemm's register-blocked kernel, transcendentals through
+lstmc_runtime.vmath, written so that LLVM vectorizes these loops. State lives in two buffers per variable, swapped
 after each step. Every block carries the IR it came from as a comment.
 """
 
@@ -82,6 +84,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         # takes them row-major (products of constants, made once).
         self.panel_weights: set[str] = set()
         self.dot_weights: set[str] = set()
+        self.hoisted_weights: set[str] = set()  # of the prologue's products over the steps
 
     # -- small helpers -------------------------------------------------------------------------
 
@@ -110,6 +113,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         L.add("from lstmc_runtime.gemm import matmul_panels as _matmul")
         if self.columns is not None and self.columns.hoisted:
             L.add("from lstmc_runtime.gemm import chunk_steps as _chunk_steps")
+        L.add("from lstmc_runtime.gemm import L2_BYTES as _L2_BYTES")
         L.add(
             "from lstmc_runtime.kernel import CpuKernel"
             + (", aligned_empty_like" if self.columns is not None else "")
@@ -203,8 +207,8 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         L.add(f"def {name}({', '.join(self.prologue_args())}):")
         with L.indent():
             L.add(
-                '"""What does not depend on the state: computed once per call, before the '
-                'time loop."""'
+                '"""What does not depend on the state, for steps [t0, t1) of rows [b0, b1): '
+                'before the time loop."""'
                 if not skip
                 else '"""`_prologue` less the hoisted products that `_cols` computes per thread."""'
             )
@@ -330,7 +334,9 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
             ctxs.append(L.indent())
             ctxs[-1].__enter__()
         if phase == "seq":
-            L.add("for b in range(b0, b1):" if self.work_terms is not None else "for b in range(B):")
+            L.add(
+                "for b in range(b0, b1):" if self.work_terms is not None else "for b in range(B):"
+            )
             ctxs.append(L.indent())
             ctxs[-1].__enter__()
         if phase == "step":  # rows of this chunk: r indexes state and buffers, b the batch

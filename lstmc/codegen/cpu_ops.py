@@ -139,6 +139,7 @@ class CpuStructuralOps:
                 L.add(f"{out} = np.dot({v}.reshape({rows}), {w}).reshape(T, B, {m})")
             else:  # into the prologue's workspace, steps [t0, t1) of rows [b0, b1) only
                 self.panel_weights.add(w)
+                self.hoisted_weights.add(w)
                 self.take_work(L, out, m)
                 part = f"(t1 - t0) * B, {self.size(vec.shape[0])}"
                 L.add("if b0 == 0 and b1 == B:  # all rows: one product over the steps' rows")
