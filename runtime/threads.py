@@ -179,6 +179,58 @@ def _get_pool(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
+# How long the end of a split call spins for its helpers (pauses of ~12 ns here: ~1 ms)
+# before it blocks on their futures instead.
+_WAIT_SPINS = 80_000
+
+
+def _hand_off(pool, helpers: list, own, on_error=None) -> None:
+    """Run each of `helpers` on a pool thread and `own` on this one, wait for all, and raise
+    the first error (this thread's first). `on_error()` runs as soon as any of them raises.
+
+    Each helper publishes that it is done with a flag (lstmc_runtime.sync.signal), on which
+    this thread spins without the GIL (wait_for) for up to _WAIT_SPINS pauses: the helpers of
+    a split call finish within microseconds of this thread, and a Future's result() would
+    sleep on a lock and cost a futex wake-up (~45 us here) every call. Past that it blocks on
+    the future (a helper that lags, or never ran)."""
+    from lstmc_runtime.sync import FLAG_STRIDE, new_flags, signal, wait_for
+
+    done = new_flags(len(helpers))
+    errors: list = [None] * len(helpers)
+
+    def task(i: int, fn) -> None:
+        try:
+            fn()
+        except BaseException as e:
+            errors[i] = e
+            if on_error is not None:
+                on_error()
+        finally:
+            signal(done, i * FLAG_STRIDE, 1)
+
+    futures = []
+    try:
+        for i, fn in enumerate(helpers):
+            futures.append(pool.submit(task, i, fn))
+    except BaseException:  # the helpers already started might wait for this thread forever
+        if on_error is not None:
+            on_error()
+        raise
+    error = None
+    try:
+        own()
+    except BaseException as e:
+        error = e
+        if on_error is not None:
+            on_error()
+    for i, f in enumerate(futures):
+        if not wait_for(done, i * FLAG_STRIDE, 1, _WAIT_SPINS):
+            f.result()  # `task` never raises
+    error = error or next((e for e in errors if e is not None), None)
+    if error is not None:
+        raise error
+
+
 def run_units(cols, n: int) -> None:
     """Run `cols(k, n, flags)` for k < n on n threads at once (the caller is thread 0).
 
@@ -191,37 +243,19 @@ def run_units(cols, n: int) -> None:
 
     flags = new_flags(n)
 
-    def part(k: int) -> None:
-        try:
-            cols(k, n, flags)
-        except BaseException:
-            flags[n * FLAG_STRIDE] = 1
-            raise
+    def abort() -> None:
+        flags[n * FLAG_STRIDE] = 1
 
     if n == 1:
-        part(0)
+        try:
+            cols(0, 1, flags)
+        except BaseException:
+            abort()
+            raise
         return
     with _units_lock:
-        pool = _get_pool(n - 1)
-        futures = []
-        try:
-            for k in range(1, n):
-                futures.append(pool.submit(part, k))
-        except BaseException:  # the helpers already started would wait for thread 0 forever
-            flags[n * FLAG_STRIDE] = 1
-            raise
-        error = None
-        try:
-            part(0)
-        except BaseException as e:
-            error = e
-        for f in futures:
-            try:
-                f.result()
-            except BaseException as e:
-                error = error or e
-        if error is not None:
-            raise error
+        helpers = [lambda k=k: cols(k, n, flags) for k in range(1, n)]
+        _hand_off(_get_pool(n - 1), helpers, lambda: cols(0, n, flags), abort)
 
 
 def plan_chunks(T: int, B: int, work_per_row: int, threads: int | None):
@@ -244,11 +278,9 @@ def plan_chunks(T: int, B: int, work_per_row: int, threads: int | None):
         return serial
 
     def run_chunks(rows, B: int) -> None:
-        pool = _get_pool(n)
         bounds = [B * i // n for i in range(n + 1)]
-        futures = [pool.submit(rows, bounds[i], bounds[i + 1]) for i in range(n - 1)]
-        rows(bounds[-2], bounds[-1])  # the calling thread takes the last chunk
-        for f in futures:
-            f.result()
+        helpers = [lambda i=i: rows(bounds[i], bounds[i + 1]) for i in range(n - 1)]
+        # the calling thread takes the last chunk
+        _hand_off(_get_pool(n), helpers, lambda: rows(bounds[-2], bounds[-1]))
 
     return run_chunks

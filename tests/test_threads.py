@@ -234,6 +234,65 @@ def test_a_failed_start_of_a_helper_aborts_the_ones_started(monkeypatch):
     real.shutdown()
 
 
+def _in_a_thread(fn, timeout=30):
+    """Run fn() in a daemon thread; its error, or a hang, fails the test here."""
+    result = []
+
+    def run():
+        try:
+            fn()
+            result.append(None)
+        except BaseException as e:
+            result.append(e)
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    th.join(timeout=timeout)
+    assert result, "hung"
+    if result[0] is not None:
+        raise result[0]
+
+
+@pytest.mark.parametrize("helper_time", [0.0, 0.05])
+def test_hand_off_waits_for_every_helper(monkeypatch, helper_time):
+    """The caller returns only after every helper is done, whether a helper finishes while
+    the caller spins (0 s) or long after (50 ms: past the spin, it blocks on the future)."""
+    import time
+
+    monkeypatch.setattr(rt_threads, "_WAIT_SPINS", 1000)  # ~12 us of spinning
+    finished = []
+
+    def helper(i):
+        time.sleep(helper_time * (i + 1))
+        finished.append(i)
+
+    pool = rt_threads._get_pool(3)
+    _in_a_thread(
+        lambda: rt_threads._hand_off(pool, [lambda i=i: helper(i) for i in range(3)], lambda: None)
+    )
+    assert sorted(finished) == [0, 1, 2]
+
+
+def test_hand_off_raises_the_callers_error_first_and_runs_on_error():
+    aborted = []
+
+    def boom(msg):
+        raise ValueError(msg)
+
+    pool = rt_threads._get_pool(2)
+    with pytest.raises(ValueError, match="helper"):
+        _in_a_thread(
+            lambda: rt_threads._hand_off(
+                pool, [lambda: boom("helper")], lambda: None, lambda: aborted.append(1)
+            )
+        )
+    assert aborted == [1]
+    with pytest.raises(ValueError, match="caller"):
+        _in_a_thread(
+            lambda: rt_threads._hand_off(pool, [lambda: boom("helper")], lambda: boom("caller"))
+        )
+
+
 def test_overlapping_holds_restore_the_blas_threads():
     """Two holds of the BLAS that overlap, the first in also the first out (two calls on two
     threads), leave it as it was. With one threadpoolctl limiter each, the second would have
