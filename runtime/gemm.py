@@ -332,6 +332,20 @@ def _chunks_into(a, w, out):
     _rows_into(a, w, out)
 
 
+@njit(inline="always")
+def _prefetch_share(panel_bytes, panels, k_total, p, b, blocks):
+    """What block b of `blocks` asks for while it multiplies by panel p of a weight of
+    `panels` panels of `k_total` rows, `panel_bytes` each: (first byte, bytes a k) of its
+    share of the next panel (the last one for the last). The tile asks for the lines at
+    start + k * step and that + step / 2, k < k_total: with step rounded down, every address
+    stays inside that panel, and the blocks' shares cover it, but for its last
+    (row bytes mod blocks) * k_total bytes when `blocks` does not divide a panel row's bytes
+    (k_total / 32 lines of 64 bytes for 3 blocks of a 128-byte row)."""
+    step = (panel_bytes // k_total) // blocks
+    ahead = min(p + 1, panels - 1) * panel_bytes
+    return ahead + b * step * k_total, step
+
+
 @njit(nogil=True)
 def _rows_into(a, w, out):
     m, n = a.shape[0], out.shape[1]
@@ -351,15 +365,12 @@ def _rows_into(a, w, out):
         # [1024, 2048] 139 -> 153. Below L2 it cost up to 6% ([64, 256] x [256, 1024], 1 MB:
         # 172 -> 161).
         blocks = m_main // MAIN_ROWS
-        panel_bytes = w.strides[0]
-        # bytes a k, a block's share; rounded down, so every address stays inside the panel
-        step = (panel_bytes // w.shape[1]) // blocks
-        share = step * w.shape[1]
-        last = (w.shape[0] - 1) * panel_bytes  # the last panel, partial or not
         while j + 2 * vec <= n:
-            ahead = min((j // (2 * vec) + 1) * panel_bytes, last)
             for b in range(blocks):
-                _MAIN_V2_PREFETCH(a, w, out, b * MAIN_ROWS, j, ahead + b * share, step)
+                start, step = _prefetch_share(
+                    w.strides[0], w.shape[0], w.shape[1], j // (2 * vec), b, blocks
+                )
+                _MAIN_V2_PREFETCH(a, w, out, b * MAIN_ROWS, j, start, step)
             j += 2 * vec
     while j + 2 * vec <= n:
         for i in range(0, m_main, MAIN_ROWS):

@@ -94,6 +94,29 @@ def test_weights_larger_than_l2_prefetch_the_next_panel(m, dtype):
     check(rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype))
 
 
+@pytest.mark.parametrize("blocks", [1, 2, 3, 8, 32])
+@pytest.mark.parametrize("k_total", [1, 7, 512])
+def test_prefetch_shares_stay_in_the_next_panel_and_cover_it(blocks, k_total):
+    """The lines the blocks of a panel ask for (gemm._prefetch_share, two a k) lie inside the
+    next panel (the last panel for itself), and cover its every line when `blocks` divides
+    a panel row's bytes; else all but its last (row bytes mod blocks) * k_total bytes."""
+    from lstmc_runtime.gemm import _prefetch_share
+
+    panel_bytes, panels = k_total * PANEL_BYTES, 4
+    for p in range(panels):
+        lines = set()
+        target = min(p + 1, panels - 1) * panel_bytes
+        for b in range(blocks):
+            start, step = _prefetch_share(panel_bytes, panels, k_total, p, b, blocks)
+            for k in range(k_total):
+                for at in (start + k * step, start + k * step + step // 2):
+                    assert target <= at < target + panel_bytes, (p, b, k)
+                    lines.add((at - target) // 64)
+        missing = set(range(panel_bytes // 64)) - lines
+        uncovered = (PANEL_BYTES % blocks) * k_total  # bytes at the end of the panel
+        assert missing == set(range((panel_bytes - uncovered + 63) // 64, panel_bytes // 64))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_strided_and_unaligned_operands(dtype):
     """Row slices of bigger arrays (the batch chunks and the weight blocks a thread gets), an
