@@ -293,6 +293,39 @@ def test_hand_off_raises_the_callers_error_first_and_runs_on_error():
         )
 
 
+def test_split_calls_from_two_threads_at_once_give_each_its_own_result():
+    """Two Python threads calling split kernels at once (one by units, one by batch rows)
+    share the pool: each call waits for its own helpers only, and neither hangs."""
+    cases = []
+    for name, split in (("lstm", "units"), ("layernorm_lstm", "batch")):
+        kernel = lstmc.compile(lstmc.builtin(name), dtype="float64")
+        params = kernel.pack(kernel.init_params(input=6, hidden=32, seed=1))
+        x = np.random.default_rng(2).standard_normal((7, 12, 6))
+        kernel.threads = 1
+        want = kernel(x, params)[0]
+        kernel.threads, kernel.split = 2, split
+        cases.append((kernel, params, x, want))
+
+    errors = []
+
+    def calls(kernel, params, x, want):
+        try:
+            for _ in range(20):
+                np.testing.assert_array_equal(kernel(x, params)[0], want)
+        except BaseException as e:
+            errors.append(e)
+
+    workers = [threading.Thread(target=calls, args=c, daemon=True) for c in cases]
+    for th in workers:
+        th.start()
+    for th in workers:
+        th.join(timeout=60)
+        assert not th.is_alive(), "hung"
+    assert not errors, errors
+    for kernel, *_ in cases:
+        assert kernel.last_plan.threads == 2
+
+
 def test_overlapping_holds_restore_the_blas_threads():
     """Two holds of the BLAS that overlap, the first in also the first out (two calls on two
     threads), leave it as it was. With one threadpoolctl limiter each, the second would have
