@@ -34,22 +34,34 @@ GFLOP/s row-major, 167 in panels, OpenBLAS 127).
 from __future__ import annotations
 
 from llvmlite import ir
+
+# The machine's sizes and the weight layout: lstmc_runtime.layout (re-exported here, where
+# the kernels that need them live).
+from lstmc_runtime.layout import (
+    _AVX512,
+    CHUNK_MAX_WEIGHT_BYTES,
+    L2_BYTES,
+    PANEL_BYTES,
+    VECTOR_BYTES,
+    chunk_steps,
+    from_panels,
+    to_panels,
+)
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-__all__ = ["PANEL_BYTES", "from_panels", "matmul_into", "matmul_panels", "to_panels"]
-
-
-def _has_avx512() -> bool:
-    """Whether Numba compiles for AVX-512 here (its target: NUMBA_CPU_FEATURES, else the host)."""
-    from llvmlite import binding as llvm
-    from numba.core import config
-
-    features = config.CPU_FEATURES
-    if features is None:
-        features = llvm.get_host_cpu_features().flatten()
-    return "+avx512f" in features
+__all__ = [
+    "CHUNK_MAX_WEIGHT_BYTES",
+    "L2_BYTES",
+    "PANEL_BYTES",
+    "VECTOR_BYTES",
+    "chunk_steps",
+    "from_panels",
+    "matmul_into",
+    "matmul_panels",
+    "to_panels",
+]
 
 
 # The tile geometry follows the vector registers. AVX-512: 32 registers of 64 bytes, main tile
@@ -57,29 +69,14 @@ def _has_avx512() -> bool:
 # spilled (measured with NUMBA_CPU_FEATURES set to Haswell's: ~50 GFLOP/s against ~110):
 # there the main tile is the classic 6 x 2 (12 accumulators, 2 loads, 1 broadcast) and the
 # 4-row tile 4 x 3.
-_AVX512 = _has_avx512()
-VECTOR_BYTES = 64 if _AVX512 else 32
 MAIN_ROWS = 8 if _AVX512 else 6
 _FOUR_ROW_VECS = 4 if _AVX512 else 3
-PANEL_BYTES = 2 * VECTOR_BYTES  # a panel of a packed weight: the main tile's width
 _ROWS_AT_ONCE = 256  # rows of a per pass over w: 256 x K=512 float32 is 512 KB, in L2
-
-
-def _l2_bytes(default: int = 1 << 20) -> int:
-    """The first core's L2 size from sysfs (Linux), else `default`."""
-    try:
-        with open("/sys/devices/system/cpu/cpu0/cache/index2/size") as f:
-            text = f.read().strip().upper()
-        scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
-        return int(text.rstrip("KM")) * scale
-    except (OSError, ValueError):
-        return default
 
 
 # Weights of at least this many bytes do not stay in L2 from one step to the next, so their
 # products prefetch the next panel (_rows_into). A compile-time constant of the cached code;
 # Numba's cache is per CPU model.
-L2_BYTES = _l2_bytes()
 _PREFETCH_MIN_BYTES = L2_BYTES
 _I64 = ir.IntType(64)
 
@@ -423,50 +420,3 @@ def _small_block(a, w, out, i, rows):
         _small_tile(a, w, out, i, j, rows, False)
         j += vec
     _tail(a, w, out, i, i + rows, j)
-
-
-def to_panels(w, dtype=None):
-    """A row-major [K, N] weight as panels [P, K, PANEL] (PANEL = PANEL_BYTES / itemsize,
-    P = ceil(N / PANEL)), zero past column N, 128-byte aligned: what matmul_panels reads."""
-    import numpy as np
-    from lstmc_runtime.kernel import aligned_empty
-
-    w = np.asarray(w, dtype=dtype)
-    k, n = w.shape
-    panel = PANEL_BYTES // w.dtype.itemsize
-    count = -(-n // panel)
-    padded = np.zeros((k, count * panel), w.dtype)
-    padded[:, :n] = w
-    out = aligned_empty((count, k, panel), w.dtype)
-    out[...] = padded.reshape(k, count, panel).transpose(1, 0, 2)
-    return out
-
-
-def from_panels(w, n: int):
-    """The row-major [K, n] weight that `to_panels` packed (a copy)."""
-    count, k, panel = w.shape
-    return w.transpose(1, 0, 2).reshape(k, count * panel)[:, :n].copy()
-
-
-# The input projection of a unit-split call is made a few steps at a time, just before the
-# steps read it, instead of for all T steps up front: [T, B, 4H] of it (13 MB at H=128, B=64)
-# went out to memory and came back for each step's element-wise loop. A chunk of CHUNK_BYTES
-# stays in the core's L2 next to the step's weights. Each chunk reads the input weight again,
-# so chunks are made only while that weight is at most CHUNK_MAX_WEIGHT_BYTES. Measured on
-# one thread against all steps at once: lstm H=128, B=64 (256 KB) 1.07-1.09x faster, H=256
-# (1 MB) 1.03-1.06x. With the weight in panels (read as sequential streams) chunks pay up to
-# 4 MB too: two threads, 2 MB each, lstm H=512, B=64 1.01-1.05x, gru H=512, B=64 1.05x (the
-# limit was 1 MB before panels, where H=512 measured 0.83-0.94x); lstm H=1024 (8 MB) ties.
-CHUNK_BYTES = 256 << 10
-CHUNK_MAX_WEIGHT_BYTES = 4 << 20
-
-
-@njit(cache=True, nogil=True)
-def chunk_steps(T, B, width, weight_elements, itemsize):
-    """Steps of a [steps, B, width] chunk of the hoisted projections, whose weights have
-    `weight_elements` elements: all T when the weights are bigger than CHUNK_MAX_WEIGHT_BYTES,
-    else as many as CHUNK_BYTES hold (at least 1, at most T)."""
-    per_step = B * width * itemsize
-    if per_step == 0 or weight_elements * itemsize > CHUNK_MAX_WEIGHT_BYTES:
-        return max(T, 1)
-    return max(1, min(T, CHUNK_BYTES // per_step))

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import numpy as np
 from lstmc_runtime.errors import KernelArgumentError
-from lstmc_runtime.gemm import to_panels
+from lstmc_runtime.layout import to_panels
 from lstmc_runtime.packing import PackedParams, check_float, pack_weights
 from lstmc_runtime.signature import Signature, size_value
 from lstmc_runtime.threads import hold_blas, plan_call
@@ -94,7 +94,7 @@ class Kernel:
         # "units" (the step's units, where the module has `launch_columns`); see threads.py.
         self.split: str | None = None
         self.columns = columns
-        # packed weights that the products read in panels (lstmc_runtime.gemm.to_panels);
+        # packed weights that the products read in panels (lstmc_runtime.layout.to_panels);
         # modules written before panels have none and read every weight row-major
         self.panels = frozenset(panels)
         # Whether a call may run a BLAS product (np.dot). Modules that do not say so (written

@@ -4,7 +4,7 @@ A product weight is a list of blocks `(param, cols)`, where `cols` is None (the 
 `(start, size)` as size data (a column block, for `W @ concat(h, x)` split in two). The blocks'
 rows are stacked and the result is transposed to a contiguous `[in, out]` array, so the
 kernel's product of a `[B, in]` batch is one GEMM with no copy. A CPU kernel then lays out the
-weights its products read in panels (`lstmc_runtime.gemm.to_panels`, the module's PANELS).
+weights its products read in panels (`lstmc_runtime.layout.to_panels`, the module's PANELS).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class PackedParams:
     def __init__(self, arrays: dict, sizes: dict, dtype, owner: int, widths: dict | None = None):
         self.arrays = arrays
         self.sizes = sizes
-        # the column count of each weight packed in panels (lstmc_runtime.gemm.to_panels)
+        # the column count of each weight packed in panels (lstmc_runtime.layout.to_panels)
         self.widths = dict(widths or {})
         self.dtype = np.dtype(dtype)
         self._owner = owner  # id of the weight layout it was packed for
@@ -100,7 +100,7 @@ def split_units(
     side, as one contiguous [in, slots * (e1 - e0)] array. Weights packed in panels (those
     in `widths`, their column counts) are cut from their row-major form and the blocks packed
     in panels again."""
-    from lstmc_runtime.gemm import from_panels, to_panels
+    from lstmc_runtime.layout import from_panels, to_panels
 
     widths = widths or {}
     extent = {size_value(c["extent"], sizes) for c in columns.values()}

@@ -29,7 +29,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from lstmc_runtime.gemm import CHUNK_MAX_WEIGHT_BYTES
+from lstmc_runtime.layout import CHUNK_MAX_WEIGHT_BYTES
 from lstmc_runtime.packing import unit_bounds
 
 # Below this many multiply-adds per call, threads cost more than they save: waking a pool
@@ -108,7 +108,7 @@ def serial(rows, B: int) -> None:
 _UNITS_MIN_STEP = 100_000
 _UNITS_MIN_EXTENT = 16
 # On one thread the unit split pays only through _cols' chunked input projection, which
-# gemm.chunk_steps makes while the input weight is at most CHUNK_MAX_WEIGHT_BYTES: so
+# layout.chunk_steps makes while the input weight is at most CHUNK_MAX_WEIGHT_BYTES: so
 # "units x1" is used while all the step's weights together (work_per_row elements) are at most
 # twice that. lstm H=512 (8 MB), against serial: 1.03x (B=16), 1.03x (B=64), 0.99x (B=1);
 # gru H=512, B=64 1.03x.

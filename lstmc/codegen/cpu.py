@@ -112,8 +112,8 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         L.add("from lstmc_runtime import vmath as _vmath")
         L.add("from lstmc_runtime.gemm import matmul_panels as _matmul")
         if self.columns is not None and self.columns.hoisted:
-            L.add("from lstmc_runtime.gemm import chunk_steps as _chunk_steps")
-        L.add("from lstmc_runtime.gemm import L2_BYTES as _L2_BYTES")
+            L.add("from lstmc_runtime.layout import chunk_steps as _chunk_steps")
+        L.add("from lstmc_runtime.layout import L2_BYTES as _L2_BYTES")
         L.add(
             "from lstmc_runtime.kernel import CpuKernel"
             + (", aligned_empty_like" if self.columns is not None else "")

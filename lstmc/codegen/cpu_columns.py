@@ -181,7 +181,7 @@ class ColumnsEmitter:
                     f"{self.sched.weights[name].name}.size" for name in sorted(plan.hoisted)
                 )
                 L.add("# ---- hoisted: this thread's units of the input projection, made `tc`")
-                L.add("# steps at a time in the time loop (lstmc_runtime.gemm.chunk_steps)")
+                L.add("# steps at a time in the time loop (lstmc_runtime.layout.chunk_steps)")
                 L.add(f"tc = _chunk_steps(T, B, {widths}, {weights}, x.itemsize)")
                 L.add("# in `work`, this thread's buffer that the glue keeps for its next call:")
                 L.add("# a [T, B, n] one (weights too big for chunks) is no fresh memory a call")
