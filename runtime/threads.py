@@ -246,12 +246,8 @@ def run_units(cols, n: int) -> None:
     def abort() -> None:
         flags[n * FLAG_STRIDE] = 1
 
-    if n == 1:
-        try:
-            cols(0, 1, flags)
-        except BaseException:
-            abort()
-            raise
+    if n == 1:  # no other thread to abort
+        cols(0, 1, flags)
         return
     with _units_lock:
         helpers = [lambda k=k: cols(k, n, flags) for k in range(1, n)]

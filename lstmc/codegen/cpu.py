@@ -8,8 +8,8 @@ batch rows) or `_cols` (a thread's share of the units) runs the time loop: each 
 products, then each element-wise group as one loop nest over (batch, unit), which also
 computes the layer norms that only it reads (cpu_ops.fold_layer_norms). Every product goes
 through lstmc_runtime.gemm's register-blocked kernel, transcendentals through
-lstmc_runtime.vmath, written so that LLVM vectorizes these loops. State lives in two buffers per variable, swapped
-after each step. Every block carries the IR it came from as a comment.
+lstmc_runtime.vmath, written so that LLVM vectorizes these loops. State lives in two buffers
+per variable, swapped after each step. Every block carries the IR it came from as a comment.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def fold_layer_norms(graph, sched, in_step: bool = True) -> dict[str, Item]:
         per_row = base.op in ("state", "input") or (
             base.op not in ("param", "const") and sched.phase[base.name] in ("seq", "step")
         )
-        if not per_row or base in group.nodes:  # (a param's vector: -O0/-O1 keep it in the step)
+        if not per_row:  # a param's vector, which -O0/-O1 keep in the step
             continue
         # A hoisted norm read in the step: its group normalizes the hoisted row [t, b] there,
         # and the prologue does not write (nor the step read back) a [T, B, n] buffer.

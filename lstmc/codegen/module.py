@@ -63,7 +63,7 @@ def module_tail(emitter, target: str) -> list[str]:
         both = panels & emitter.dot_weights
         if both:  # one layout per packed weight
             raise CodegenError(f"weights read both in panels and by np.dot: {sorted(both)}")
-        lines.append("# Weights that the products read in panels (lstmc_runtime.layout.to_panels).")
+        lines.append("# Weights that the products read in panels (lstmc_runtime.layout).")
         lines.append(f"PANELS = {sorted(panels)!r}")
         extra += ", panels=PANELS"
         lines.append("# Weights of products that call the BLAS (products of params alone).")
