@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from lstmc_runtime.layout import CHUNK_MAX_WEIGHT_BYTES
 from lstmc_runtime.packing import unit_bounds
+from lstmc_runtime.placement import keep_off_caller, record_worker
 
 # Below this many multiply-adds per call, threads cost more than they save: waking a pool
 # thread took ~0.1 ms on this VM (a Future's round trip: 98 us; a batch split made two such
@@ -175,7 +176,17 @@ def _get_pool(workers: int) -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None or _pool._max_workers < workers:
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lstmc")
+            _pool = ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="lstmc", initializer=record_worker
+            )
+            # Start every worker now, while they are all held at the gate (an idle worker
+            # would take the next task instead), so that each exists, and has its id recorded,
+            # before a hand-off sets where they may run (lstmc_runtime.placement).
+            gate = threading.Event()
+            started = [_pool.submit(gate.wait) for _ in range(workers)]
+            gate.set()
+            for f in started:
+                f.result()
         return _pool
 
 
@@ -210,6 +221,7 @@ def _hand_off(pool, helpers: list, own, on_error=None) -> None:
 
     futures = []
     try:
+        keep_off_caller(len(helpers))  # so that the helpers wake on other CPUs than this one
         for i, fn in enumerate(helpers):
             futures.append(pool.submit(task, i, fn))
     except BaseException:  # the helpers already started might wait for this thread forever
