@@ -16,8 +16,8 @@ accumulator in registers across a loop on its own.
 Accumulation is in the array's own type, in order of k, with fused multiply-adds, as a
 BLAS does; the result matches `np.dot` to the rounding of a K-term sum.
 
-Rows go in blocks of MAIN_ROWS (8 on AVX-512, 6 on AVX2), then 4, 2 and 1; columns in panels
-of the block's tile width, then one vector at a time, then, for the last columns (fewer than a
+Rows go in blocks of MAIN_ROWS (6), then 4, 2 and 1; columns in groups of the block's tile
+width (MAIN_VECS vectors: 4 on AVX-512, 2 on AVX2), then of two vectors, then one at a time, then, for the last columns (fewer than a
 vector), a plain loop. The same kernel serves the input projection over all steps, in chunks
 of rows that stay in L2.
 
@@ -65,17 +65,28 @@ __all__ = [
 
 
 # The tile geometry follows the vector registers. AVX-512: 32 registers of 64 bytes, main tile
-# 8 rows x 2 vectors (16 accumulators). AVX2 has 16 registers of 32 bytes, where that tile
-# spilled (measured with NUMBA_CPU_FEATURES set to Haswell's: ~50 GFLOP/s against ~110):
-# there the main tile is the classic 6 x 2 (12 accumulators, 2 loads, 1 broadcast) and the
-# 4-row tile 4 x 3.
-MAIN_ROWS = 8 if _AVX512 else 6
+# 6 rows x 4 vectors (24 accumulators; a k loads 4 vectors of w and broadcasts 6 elements of a
+# for 24 fused multiply-adds, where 8 x 2 made 10 loads for 16). One core of a Xeon, float32,
+# GFLOP/s, 8 x 2 -> 6 x 4, measured in turns: [64, 32] x [32, 128] 110 -> 118, [512, 32] x
+# [32, 128] 120 -> 135, [64, 128] x [128, 512] 143 -> 151, [128, 128] x [128, 512] 142 -> 150,
+# [16, 128] x [128, 512] 129 -> 132, [64, 256] x [256, 1024] 137 -> 136. AVX2 has 16 registers
+# of 32 bytes, where an 8 x 2 tile spilled (measured with NUMBA_CPU_FEATURES set to Haswell's:
+# ~50 GFLOP/s against ~110): there the main tile is the classic 6 x 2 (12 accumulators, 2
+# loads, 1 broadcast) and the 4-row tile 4 x 3.
+MAIN_ROWS = 6
+MAIN_VECS = 4 if _AVX512 else 2
+# A weight larger than L2 streams in from L3 or memory once per product: there, blocks of
+# STREAM_ROWS rows x 2 vectors (one panel) go through it once, prefetching the next panel
+# (_streamed_rows_into). 8 rows cover B = 16 and 64 with no rows left over, which a 6-row
+# block leaves (4) and which then read the weight a second time: [16, 512] x [512, 2048]
+# took 86 GFLOP/s with 6 x 4 tiles and the 4 rows after, 122 this way.
+STREAM_ROWS = 8 if _AVX512 else 6
 _FOUR_ROW_VECS = 4 if _AVX512 else 3
 _ROWS_AT_ONCE = 256  # rows of a per pass over w: 256 x K=512 float32 is 512 KB, in L2
 
 
 # Weights of at least this many bytes do not stay in L2 from one step to the next, so their
-# products prefetch the next panel (_rows_into). A compile-time constant of the cached code;
+# products prefetch the next panel (_streamed_rows_into). A compile-time constant of the cached code;
 # Numba's cache is per CPU model.
 _PREFETCH_MIN_BYTES = L2_BYTES
 _I64 = ir.IntType(64)
@@ -106,7 +117,7 @@ def _make_tile(rows: int, vecs: int, prefetch: bool = False):
 
     With `prefetch`, `tile(a, w, out, i0, j0, pf_start, pf_step)` also asks, at each k, for
     the cache lines at bytes pf_start + k * pf_step and that + pf_step / 2 of w's data to be
-    brought into L2 (see _rows_into), two so that a step up to 128 bytes covers every 64-byte
+    brought into L2 (see _streamed_rows_into), two so that a step up to 128 bytes covers every 64-byte
     line; the caller keeps those bytes inside w."""
 
     def typer(typingctx, a, w, out, i0, j0, pf_start=None, pf_step=None):
@@ -236,8 +247,10 @@ def _make_tile(rows: int, vecs: int, prefetch: bool = False):
 # FMA unit busy (measured ~110 GFLOP/s a core, float32, at 8x2 and 4x4, against 45-90 for
 # OpenBLAS at B = 8 to 64). Fewer rows take more vectors, so that each still has enough
 # independent accumulators to hide the FMA latency; a single row is bound by loading w.
+_MAIN_WIDE = _make_tile(MAIN_ROWS, MAIN_VECS)
 _MAIN_V2, _MAIN_V1 = _make_tile(MAIN_ROWS, 2), _make_tile(MAIN_ROWS, 1)
-_MAIN_V2_PREFETCH = _make_tile(MAIN_ROWS, 2, prefetch=True)
+_STREAM_V2_PREFETCH = _make_tile(STREAM_ROWS, 2, prefetch=True)
+_STREAM_V1 = _make_tile(STREAM_ROWS, 1)
 _R4V4, _R4V1 = _make_tile(4, _FOUR_ROW_VECS), _make_tile(4, 1)
 _R2V4, _R2V1 = _make_tile(2, 4), _make_tile(2, 1)
 _R1V8, _R1V1 = _make_tile(1, 8), _make_tile(1, 1)
@@ -346,30 +359,21 @@ def _prefetch_share(panel_bytes, panels, k_total, p, b, blocks):
 @njit(nogil=True)
 def _rows_into(a, w, out):
     m, n = a.shape[0], out.shape[1]
+    if w.ndim == 3 and m >= STREAM_ROWS and w.size * w.itemsize >= _PREFETCH_MIN_BYTES:
+        _streamed_rows_into(a, w, out)
+        return
     vec = VECTOR_BYTES // a.itemsize  # elements of one vector
-    # Blocks of MAIN_ROWS rows, one panel of columns at a time for all the blocks: the panel of w
-    # (K x 2 vectors) is read from memory once and from the core's cache for the other
-    # blocks. (Block-major order read the whole of w once per block: at K=1024, N=4096 that
-    # was 2.5x slower than OpenBLAS.)
+    # Blocks of MAIN_ROWS rows, one tile width of columns at a time for all the blocks: those
+    # columns of w (K x MAIN_VECS vectors) are read from memory once and from the core's
+    # cache for the other blocks. (Block-major order read the whole of w once per block: at
+    # K=1024, N=4096 that was 2.5x slower than OpenBLAS.)
     m_main = m - m % MAIN_ROWS
     j = 0
-    if w.ndim == 3 and m_main > 0 and w.size * w.itemsize >= _PREFETCH_MIN_BYTES:
-        # A weight larger than L2, in panels: the blocks of a panel also bring the next
-        # panel into L2, each a share of it, a line every few k. Else the first block of a
-        # panel waits for it to stream in from L3 or memory while the others find it in L2.
-        # One core of a Xeon (2 MB L2), float32, GFLOP/s without -> with: [64, 512] x
-        # [512, 2048] 137 -> 146, [16, 512] x [512, 2048] 108-118 -> 141-142, [64, 1024] x
-        # [1024, 2048] 139 -> 153. Below L2 it cost up to 6% ([64, 256] x [256, 1024], 1 MB:
-        # 172 -> 161).
-        blocks = m_main // MAIN_ROWS
-        while j + 2 * vec <= n:
-            for b in range(blocks):
-                start, step = _prefetch_share(
-                    w.strides[0], w.shape[0], w.shape[1], j // (2 * vec), b, blocks
-                )
-                _MAIN_V2_PREFETCH(a, w, out, b * MAIN_ROWS, j, start, step)
-            j += 2 * vec
-    while j + 2 * vec <= n:
+    while j + MAIN_VECS * vec <= n:
+        for i in range(0, m_main, MAIN_ROWS):
+            _MAIN_WIDE(a, w, out, i, j)
+        j += MAIN_VECS * vec
+    while MAIN_VECS > 2 and j + 2 * vec <= n:
         for i in range(0, m_main, MAIN_ROWS):
             _MAIN_V2(a, w, out, i, j)
         j += 2 * vec
@@ -378,9 +382,43 @@ def _rows_into(a, w, out):
             _MAIN_V1(a, w, out, i, j)
         j += vec
     _tail(a, w, out, 0, m_main, j)
-    i = m_main
-    for rows in (4, 2, 1):  # what is left, fewer than MAIN_ROWS rows: at most one of each
-        if i + rows <= m:
+    _rows_left(a, w, out, m_main)
+
+
+@njit(nogil=True)
+def _streamed_rows_into(a, w, out):
+    """_rows_into for a weight larger than L2, in panels: blocks of STREAM_ROWS rows, a panel
+    at a time, and the blocks of a panel also bring the next panel into L2, each a share of
+    it, a line every few k. Else the first block of a panel waits for it to stream in from L3
+    or memory while the others find it in L2. One core of a Xeon (2 MB L2), float32, GFLOP/s
+    without -> with: [64, 512] x [512, 2048] 137 -> 146, [16, 512] x [512, 2048] 108-118 ->
+    141-142, [64, 1024] x [1024, 2048] 139 -> 153. Below L2 it cost up to 6% ([64, 256] x
+    [256, 1024], 1 MB: 172 -> 161)."""
+    m, n = a.shape[0], out.shape[1]
+    vec = VECTOR_BYTES // a.itemsize
+    m_main = m - m % STREAM_ROWS
+    blocks = m_main // STREAM_ROWS
+    j = 0
+    while j + 2 * vec <= n:
+        for b in range(blocks):
+            start, step = _prefetch_share(
+                w.strides[0], w.shape[0], w.shape[1], j // (2 * vec), b, blocks
+            )
+            _STREAM_V2_PREFETCH(a, w, out, b * STREAM_ROWS, j, start, step)
+        j += 2 * vec
+    while j + vec <= n:
+        for i in range(0, m_main, STREAM_ROWS):
+            _STREAM_V1(a, w, out, i, j)
+        j += vec
+    _tail(a, w, out, 0, m_main, j)
+    _rows_left(a, w, out, m_main)
+
+
+@njit(inline="always")
+def _rows_left(a, w, out, i):
+    """The rows from i on, fewer than a block: at most one block each of 4, 2 and 1 rows."""
+    for rows in (4, 2, 1):
+        if i + rows <= a.shape[0]:
             _small_block(a, w, out, i, rows)
             i += rows
 

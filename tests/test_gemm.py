@@ -53,9 +53,9 @@ def check(a, w, out=None):
     np.testing.assert_array_equal(results[0], results[1])
 
 
-# Sizes cross every path: rows 0-19 take the 8-row tile twice plus each of the 4/2/1 tails;
-# columns reach past two whole panels of every tile width and leave a tail shorter than a vector
-# (16 float32 or 8 float64 elements).
+# Sizes cross every path: rows 0-19 take the 6-row tile up to three times plus each of the
+# 4/2/1 tails; columns reach past two groups of every tile width (4, 2 and 1 vectors) and leave
+# a tail shorter than a vector (16 float32 or 8 float64 elements).
 @given(
     m=st.integers(0, 19),
     k=st.integers(0, 40),
@@ -79,10 +79,11 @@ def test_every_row_tail_at_step_shapes(m, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("m", [8, 21])
+@pytest.mark.parametrize("m", [7, 8, 21])
 def test_weights_larger_than_l2_prefetch_the_next_panel(m, dtype):
-    """A weight of at least _PREFETCH_MIN_BYTES (the L2 size) takes the prefetching tile:
-    the same bits as the row-major tile, the last panel partial, rows past the 8-row blocks."""
+    """A weight of at least _PREFETCH_MIN_BYTES (the L2 size) takes the prefetching 8-row
+    tile (_streamed_rows_into) once there are 8 rows: the same bits as the row-major tile,
+    the last panel partial, rows past the 8-row blocks; 7 rows take the 6-row tiles."""
     from lstmc_runtime import gemm
 
     n = 16 * PANEL_BYTES // np.dtype(dtype).itemsize + 5  # 16 panels, the last one partial
