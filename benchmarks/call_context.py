@@ -46,15 +46,19 @@ def median_after_gap(fn, gap_s: float, calls: int = 11) -> float:
     return float(np.median(times)) * 1e3
 
 
-def measure() -> list[dict]:
+def cases():
+    """(H, B, kernel, nn.LSTM, x as a tensor, x as an array, the packed params) per size."""
     kernel = lstmc.compile(lstmc.builtin("lstm"))
-    rows = []
     for H, B in SIZES:
         torch.manual_seed(0)
         module = torch.nn.LSTM(H, H).eval()
         x = torch.randn(T, B, H)
-        xn = x.numpy()
-        packed = kernel.pack(torch_params_lstm(module, H))
+        yield H, B, kernel, module, x, x.numpy(), kernel.pack(torch_params_lstm(module, H))
+
+
+def measure() -> list[dict]:
+    rows = []
+    for H, B, kernel, module, x, xn, packed in cases():
         for gap in GAPS_MS:
             row = {"H": H, "B": B, "gap_ms": gap}
             with torch.inference_mode():
@@ -65,7 +69,7 @@ def measure() -> list[dict]:
                 ("lstmc 1 thread", None, 1),
             ):
                 kernel.split, kernel.threads = split, threads
-                row[name] = median_after_gap(lambda a=xn, p=packed: kernel(a, p), gap / 1e3)
+                row[name] = median_after_gap(lambda k=kernel, a=xn, p=packed: k(a, p), gap / 1e3)
                 if split is None and threads is None:
                     row["plan"] = f"{kernel.last_plan.mode} x{kernel.last_plan.threads}"
             kernel.split, kernel.threads = None, None
@@ -95,17 +99,11 @@ def table(rows: list[dict], title: str) -> str:
 
 def after_torch() -> list[dict]:
     """Each side alone, back to back, and lstmc right after an nn.LSTM call (median ms)."""
-    kernel = lstmc.compile(lstmc.builtin("lstm"))
     rows = []
-    for H, B in SIZES:
-        torch.manual_seed(0)
-        module = torch.nn.LSTM(H, H).eval()
-        x = torch.randn(T, B, H)
-        xn = x.numpy()
-        packed = kernel.pack(torch_params_lstm(module, H))
+    for H, B, kernel, module, x, xn, packed in cases():
         with torch.inference_mode():
             row = {"H": H, "B": B, "torch": median_after_gap(lambda m=module, a=x: m(a), 0.0)}
-            row["lstmc"] = median_after_gap(lambda a=xn, p=packed: kernel(a, p), 0.0)
+            row["lstmc"] = median_after_gap(lambda k=kernel, a=xn, p=packed: k(a, p), 0.0)
             times = []
             for _ in range(11):
                 module(x)
