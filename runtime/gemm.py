@@ -17,13 +17,13 @@ Accumulation is in the array's own type, in order of k, with fused multiply-adds
 BLAS does; the result matches `np.dot` to the rounding of a K-term sum.
 
 Rows go in blocks of MAIN_ROWS (6), then 4, 2 and 1; columns in groups of the block's tile
-width (MAIN_VECS vectors: 4 on AVX-512, 2 on AVX2), then of two vectors, then one at a time, then, for the last columns (fewer than a
-vector), a plain loop. The same kernel serves the input projection over all steps, in chunks
-of rows that stay in L2.
+width (MAIN_VECS vectors: 4 on AVX-512, 2 on AVX2), then of two vectors, then one at a time,
+then, for the last columns (fewer than a vector), a plain loop. The same kernel serves the
+input projection over all steps, in chunks of rows that stay in L2.
 
 Weights packed once (`kernel.pack`) are laid out in panels (`to_panels`, `matmul_panels`):
 [P, K, PANEL] with panel p holding columns [p * PANEL, (p + 1) * PANEL) of the [K, N] weight,
-PANEL being the main tile's width. A tile then reads w as one sequential stream per panel,
+PANEL being two vectors. A tile then reads w as one sequential stream per panel,
 as a BLAS does after copying w into panels on every call. Read in place from a row-major
 [K, N], a tile takes a piece of every row, N elements apart: a new 4 KB page at each k once
 N >= 1024, where the hardware prefetchers stop, so the step's weight came in at memory
@@ -86,8 +86,8 @@ _ROWS_AT_ONCE = 256  # rows of a per pass over w: 256 x K=512 float32 is 512 KB,
 
 
 # Weights of at least this many bytes do not stay in L2 from one step to the next, so their
-# products prefetch the next panel (_streamed_rows_into). A compile-time constant of the cached code;
-# Numba's cache is per CPU model.
+# products prefetch the next panel (_streamed_rows_into). A compile-time constant of the
+# cached code; Numba's cache is per CPU model.
 _PREFETCH_MIN_BYTES = L2_BYTES
 _I64 = ir.IntType(64)
 
@@ -117,8 +117,8 @@ def _make_tile(rows: int, vecs: int, prefetch: bool = False):
 
     With `prefetch`, `tile(a, w, out, i0, j0, pf_start, pf_step)` also asks, at each k, for
     the cache lines at bytes pf_start + k * pf_step and that + pf_step / 2 of w's data to be
-    brought into L2 (see _streamed_rows_into), two so that a step up to 128 bytes covers every 64-byte
-    line; the caller keeps those bytes inside w."""
+    brought into L2 (see _streamed_rows_into), two so that a step up to 128 bytes covers
+    every 64-byte line; the caller keeps those bytes inside w."""
 
     def typer(typingctx, a, w, out, i0, j0, pf_start=None, pf_step=None):
         if not all(isinstance(t, types.Array) and t.ndim == 2 for t in (a, out)):
@@ -243,9 +243,9 @@ def _make_tile(rows: int, vecs: int, prefetch: bool = False):
     return intrinsic(tile)
 
 
-# Tiles: (rows, vectors). 16 accumulators fill half the 32 AVX-512 registers and keep the
-# FMA unit busy (measured ~110 GFLOP/s a core, float32, at 8x2 and 4x4, against 45-90 for
-# OpenBLAS at B = 8 to 64). Fewer rows take more vectors, so that each still has enough
+# Tiles: (rows, vectors). 16 or more accumulators keep the FMA units busy (measured ~110
+# GFLOP/s a core, float32, at 8x2 and 4x4, against 45-90 for OpenBLAS at B = 8 to 64; 6x4:
+# above). Fewer rows take more vectors, so that each still has enough
 # independent accumulators to hide the FMA latency; a single row is bound by loading w.
 _MAIN_WIDE = _make_tile(MAIN_ROWS, MAIN_VECS)
 _MAIN_V2, _MAIN_V1 = _make_tile(MAIN_ROWS, 2), _make_tile(MAIN_ROWS, 1)
@@ -294,8 +294,8 @@ def _tail_impl(a, w, out, i0, i1, j0):
 @njit(cache=True, nogil=True)
 def matmul_into(a, w, out):
     """out[:, :] = a @ w, for 2-D arrays of one float type: a [M, K], w [K, N], out [M, N].
-    Rows are taken in blocks of 8, then 4, 2 and 1, and the columns in panels of the tile's
-    width, then one vector, then the plain loop. A single row with a weight larger than the
+    Rows are taken in blocks of 6, then 4, 2 and 1, and the columns in groups of the tile's
+    width, then two vectors, one, and the plain loop. A single row with a weight larger than the
     caches reads it at 0.4-0.5x OpenBLAS's sgemv rate (K=1024..2048, N=4K); every shape with
     8 or more rows measured 0.9-2.5x OpenBLAS's sgemm (benchmarks/RESULTS.md)."""
     m, n = a.shape[0], w.shape[1]

@@ -2,7 +2,7 @@
 weight layout and input-projection chunks that follow from them.
 
 - Vectors: 64 bytes where Numba compiles for AVX-512, else 32; a panel of a packed weight is
-  the main tile's width, two vectors.
+  two vectors wide (the main tile reads two panels at once on AVX-512, one on AVX2).
 - L2: the first core's L2 size, which decides when a product prefetches the next panel
   (gemm) and when the batch split makes the hoisted values for all rows first (cpu_glue).
 - `to_panels` / `from_panels`: a row-major [K, N] weight as [P, K, PANEL] panels and back.
@@ -28,7 +28,7 @@ def _has_avx512() -> bool:
 # Vector registers of 64 bytes on AVX-512, else 32 (AVX2); a panel is two vectors wide.
 _AVX512 = _has_avx512()
 VECTOR_BYTES = 64 if _AVX512 else 32
-PANEL_BYTES = 2 * VECTOR_BYTES  # a panel of a packed weight: the main tile's width
+PANEL_BYTES = 2 * VECTOR_BYTES  # a panel of a packed weight: two vectors
 
 
 def _l2_bytes(default: int = 1 << 20) -> int:

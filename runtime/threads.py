@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from lstmc_runtime.layout import CHUNK_MAX_WEIGHT_BYTES
 from lstmc_runtime.packing import unit_bounds
-from lstmc_runtime.placement import keep_off_caller, record_worker
+from lstmc_runtime.placement import forget_workers, keep_off_caller, record_worker
 
 # Below this many multiply-adds per call, threads cost more than they save: waking a pool
 # thread took ~0.1 ms on this VM (a Future's round trip: 98 us; a batch split made two such
@@ -176,18 +176,38 @@ def _get_pool(workers: int) -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None or _pool._max_workers < workers:
-            _pool = ThreadPoolExecutor(
+            old, _pool = _pool, None
+            if old is not None:  # its threads end once their work is done: forget their ids,
+                old.shutdown(wait=False)  # which the system may give to other threads
+            forget_workers()
+            pool = ThreadPoolExecutor(
                 max_workers=workers, thread_name_prefix="lstmc", initializer=record_worker
             )
             # Start every worker now, while they are all held at the gate (an idle worker
             # would take the next task instead), so that each exists, and has its id recorded,
             # before a hand-off sets where they may run (lstmc_runtime.placement).
             gate = threading.Event()
-            started = [_pool.submit(gate.wait) for _ in range(workers)]
-            gate.set()
+            try:
+                started = [pool.submit(gate.wait) for _ in range(workers)]
+            finally:
+                gate.set()
             for f in started:
                 f.result()
+            _pool = pool
         return _pool
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's pool threads, and a lock some other thread of
+    the parent held stays held in the child: start again from nothing."""
+    global _pool, _pool_lock, _units_lock
+    _pool = None
+    _pool_lock, _units_lock = threading.Lock(), threading.Lock()
+    forget_workers()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # How long the end of a split call spins for its helpers (pauses of ~12 ns here: ~1 ms)

@@ -252,10 +252,13 @@ def test_avx2_tiles(tmp_path):
     code = textwrap.dedent("""\
         import numpy as np
         from lstmc_runtime import gemm
-        assert (gemm.MAIN_ROWS, gemm.VECTOR_BYTES) == (6, 32), (gemm.MAIN_ROWS, gemm.VECTOR_BYTES)
+        geometry = (gemm.MAIN_ROWS, gemm.MAIN_VECS, gemm.STREAM_ROWS, gemm.VECTOR_BYTES)
+        assert geometry == (6, 2, 6, 32), geometry
         rng = np.random.default_rng(0)
+        big = gemm._PREFETCH_MIN_BYTES // 4 // 520 + 1  # k of a [k, 520] weight >= L2 (float32)
         for dtype in (np.float32, np.float64):
-            for m, k, n in [(0, 3, 5), (1, 9, 70), (5, 17, 33), (6, 8, 64), (13, 31, 101), (20, 5, 8)]:
+            for m, k, n in [(0, 3, 5), (1, 9, 70), (5, 17, 33), (6, 8, 64), (13, 31, 101),
+                            (20, 5, 8), (13, big, 520)]:
                 a = rng.standard_normal((m, k)).astype(dtype)
                 w = rng.standard_normal((k, n)).astype(dtype)
                 exact = a.astype(np.longdouble) @ w.astype(np.longdouble)
