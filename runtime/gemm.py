@@ -79,7 +79,10 @@ MAIN_VECS = 4 if _AVX512 else 2
 # STREAM_ROWS rows x 2 vectors (one panel) go through it once, prefetching the next panel
 # (_streamed_rows_into). 8 rows cover B = 16 and 64 with no rows left over, which a 6-row
 # block leaves (4) and which then read the weight a second time: [16, 512] x [512, 2048]
-# took 86 GFLOP/s with 6 x 4 tiles and the 4 rows after, 122 this way.
+# took 86 GFLOP/s with 6 x 4 tiles and the 4 rows after, 122 this way. The same blocks,
+# without the prefetch, take row counts that 8 divides and 6 leaves 2 of (8 rows, a batch
+# of 16 split in two): the 2 rows' tile has 8 accumulators ([8, 128] x [128, 512]: 164
+# GFLOP/s as 8 x 2, 152 as 6 x 4 and 2 x 4).
 STREAM_ROWS = 8 if _AVX512 else 6
 _FOUR_ROW_VECS = 4 if _AVX512 else 3
 _ROWS_AT_ONCE = 256  # rows of a per pass over w: 256 x K=512 float32 is 512 KB, in L2
@@ -250,6 +253,7 @@ def _make_tile(rows: int, vecs: int, prefetch: bool = False):
 _MAIN_WIDE = _make_tile(MAIN_ROWS, MAIN_VECS)
 _MAIN_V2, _MAIN_V1 = _make_tile(MAIN_ROWS, 2), _make_tile(MAIN_ROWS, 1)
 _STREAM_V2_PREFETCH = _make_tile(STREAM_ROWS, 2, prefetch=True)
+_STREAM_V2 = _make_tile(STREAM_ROWS, 2)
 _STREAM_V1 = _make_tile(STREAM_ROWS, 1)
 _R4V4, _R4V1 = _make_tile(4, _FOUR_ROW_VECS), _make_tile(4, 1)
 _R2V4, _R2V1 = _make_tile(2, 4), _make_tile(2, 1)
@@ -360,7 +364,10 @@ def _prefetch_share(panel_bytes, panels, k_total, p, b, blocks):
 def _rows_into(a, w, out):
     m, n = a.shape[0], out.shape[1]
     if w.ndim == 3 and m >= STREAM_ROWS and w.size * w.itemsize >= _PREFETCH_MIN_BYTES:
-        _streamed_rows_into(a, w, out)
+        _streamed_rows_into(a, w, out, True)
+        return
+    if m % STREAM_ROWS == 0 and m % MAIN_ROWS == 2:
+        _streamed_rows_into(a, w, out, False)
         return
     vec = VECTOR_BYTES // a.itemsize  # elements of one vector
     # Blocks of MAIN_ROWS rows, one tile width of columns at a time for all the blocks: those
@@ -386,14 +393,14 @@ def _rows_into(a, w, out):
 
 
 @njit(nogil=True)
-def _streamed_rows_into(a, w, out):
-    """_rows_into for a weight larger than L2, in panels: blocks of STREAM_ROWS rows, a panel
-    at a time, and the blocks of a panel also bring the next panel into L2, each a share of
-    it, a line every few k. Else the first block of a panel waits for it to stream in from L3
-    or memory while the others find it in L2. One core of a Xeon (2 MB L2), float32, GFLOP/s
-    without -> with: [64, 512] x [512, 2048] 137 -> 146, [16, 512] x [512, 2048] 108-118 ->
-    141-142, [64, 1024] x [1024, 2048] 139 -> 153. Below L2 it cost up to 6% ([64, 256] x
-    [256, 1024], 1 MB: 172 -> 161)."""
+def _streamed_rows_into(a, w, out, prefetch):
+    """_rows_into in blocks of STREAM_ROWS rows, a panel at a time. With `prefetch` (a
+    weight larger than L2, in panels) the blocks of a panel also bring the next panel into
+    L2, each a share of it, a line every few k. Else the first block of a panel waits for it
+    to stream in from L3 or memory while the others find it in L2. One core of a Xeon (2 MB
+    L2), float32, GFLOP/s without -> with: [64, 512] x [512, 2048] 137 -> 146, [16, 512] x
+    [512, 2048] 108-118 -> 141-142, [64, 1024] x [1024, 2048] 139 -> 153. Below L2 it cost
+    up to 6% ([64, 256] x [256, 1024], 1 MB: 172 -> 161)."""
     m, n = a.shape[0], out.shape[1]
     vec = VECTOR_BYTES // a.itemsize
     m_main = m - m % STREAM_ROWS
@@ -401,10 +408,13 @@ def _streamed_rows_into(a, w, out):
     j = 0
     while j + 2 * vec <= n:
         for b in range(blocks):
-            start, step = _prefetch_share(
-                w.strides[0], w.shape[0], w.shape[1], j // (2 * vec), b, blocks
-            )
-            _STREAM_V2_PREFETCH(a, w, out, b * STREAM_ROWS, j, start, step)
+            if prefetch:
+                start, step = _prefetch_share(
+                    w.strides[0], w.shape[0], w.shape[1], j // (2 * vec), b, blocks
+                )
+                _STREAM_V2_PREFETCH(a, w, out, b * STREAM_ROWS, j, start, step)
+            else:
+                _STREAM_V2(a, w, out, b * STREAM_ROWS, j)
         j += 2 * vec
     while j + vec <= n:
         for i in range(0, m_main, STREAM_ROWS):
