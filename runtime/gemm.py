@@ -6,15 +6,12 @@ shapes; at these shapes OpenBLAS reached 50-110 GFLOP/s a core here, and every c
 for argument checks and thread decisions, microseconds against steps that last
 microseconds. This kernel is compiled into the cell's own loop instead.
 
-It is the classic GEMM micro-kernel: a tile of `rows` rows of `out` by `vecs` SIMD vectors
-of columns lives in registers while k runs over the whole K. Each k loads `vecs` vectors of
-w's row k and, for each row of the tile, broadcasts one element of `a` and does `vecs`
-fused multiply-adds. The tile is written once at the end. The IR is written by hand (the
-`_make_tile` intrinsics) because Numba has no vector type, and LLVM does not keep an array
-accumulator in registers across a loop on its own.
-
-Accumulation is in the array's own type, in order of k, with fused multiply-adds, as a
-BLAS does; the result matches `np.dot` to the rounding of a K-term sum.
+It is the classic GEMM micro-kernel: a tile of rows of `out` by SIMD vectors of columns lives
+in registers while k runs over the whole K (the tile intrinsics: lstmc_runtime.tiles). This
+module chooses the tiles, their order over `out` and the prefetches. A caveat for
+developers: Numba's cache of the functions below watches this file only; after editing
+tiles.py or layout.py, clear runtime/__pycache__ (an install rewrites them all, and the
+generated kernels' cache key hashes every runtime file).
 
 Rows go in blocks of MAIN_ROWS (6), then 4, 2 and 1; columns in groups of the block's tile
 width (MAIN_VECS vectors: 4 on AVX-512, 2 on AVX2), then of two vectors, then one at a time,
@@ -33,8 +30,6 @@ GFLOP/s row-major, 167 in panels, OpenBLAS 127).
 
 from __future__ import annotations
 
-from llvmlite import ir
-
 # The machine's sizes and the weight layout: lstmc_runtime.layout (re-exported here, where
 # the kernels that need them live).
 from lstmc_runtime.layout import (
@@ -47,9 +42,9 @@ from lstmc_runtime.layout import (
     from_panels,
     to_panels,
 )
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from lstmc_runtime.tiles import make_tile
+from numba import njit
+from numba.extending import overload
 
 __all__ = [
     "CHUNK_MAX_WEIGHT_BYTES",
@@ -92,172 +87,18 @@ _ROWS_AT_ONCE = 256  # rows of a per pass over w: 256 x K=512 float32 is 512 KB,
 # products prefetch the next panel (_streamed_rows_into). A compile-time constant of the
 # cached code; Numba's cache is per CPU model.
 _PREFETCH_MIN_BYTES = L2_BYTES
-_I64 = ir.IntType(64)
-
-
-def _element_pointer(builder, ary, itemsize, row, col):
-    """Pointer to ary[row, col] of a 2-D array whose elements are contiguous within a row."""
-    stride0 = cgutils.unpack_tuple(builder, ary.strides, 2)[0]
-    byte = builder.add(builder.mul(row, stride0), builder.mul(col, _I64(itemsize)))
-    raw = builder.gep(builder.bitcast(ary.data, ir.IntType(8).as_pointer()), [byte])
-    return builder.bitcast(raw, ary.data.type)
-
-
-def _prefetch_name() -> str:
-    from llvmlite import binding
-
-    # the intrinsic is overloaded on the pointer type: `ptr` once LLVM dropped typed pointers
-    # (17), `i8*` before (llvmlite 0.43-0.44 build LLVM 14-15 with typed pointers)
-    return "llvm.prefetch.p0" if binding.llvm_version_info[0] >= 17 else "llvm.prefetch.p0i8"
-
-
-def _make_tile(rows: int, vecs: int, prefetch: bool = False):
-    """An intrinsic `tile(a, w, out, i0, j0)`: out[i0:i0+rows, j0:j0+vecs*W] =
-    a[i0:i0+rows, :] @ w[:, j0:j0+vecs*W], W being the elements of one vector. w is a
-    row-major [K, N] or panels [P, K, PANEL] (`to_panels`), whose vector v of row k lies in
-    panel (j0 + v*W) // PANEL. The caller keeps the tile inside the arrays, passes rows with
-    contiguous elements and j0 a multiple of W.
-
-    With `prefetch`, `tile(a, w, out, i0, j0, pf_start, pf_step)` also asks, at each k, for
-    the cache lines at bytes pf_start + k * pf_step and that + pf_step / 2 of w's data to be
-    brought into L2 (see _streamed_rows_into), two so that a step up to 128 bytes covers
-    every 64-byte line; the caller keeps those bytes inside w."""
-
-    def typer(typingctx, a, w, out, i0, j0, pf_start=None, pf_step=None):
-        if not all(isinstance(t, types.Array) and t.ndim == 2 for t in (a, out)):
-            return None
-        if not (isinstance(w, types.Array) and w.ndim in (2, 3)):
-            return None
-        if not (a.dtype == w.dtype == out.dtype and a.dtype in (types.float32, types.float64)):
-            return None
-
-        def codegen(context, builder, sig, args):
-            dtype = sig.args[0].dtype
-            if prefetch:
-                pf_fn = cgutils.get_or_insert_function(
-                    builder.module,
-                    ir.FunctionType(
-                        ir.VoidType(), [ir.IntType(8).as_pointer()] + [ir.IntType(32)] * 3
-                    ),
-                    _prefetch_name(),
-                )
-                pf_start, pf_step = (
-                    context.cast(builder, v, t, types.intp) for v, t in zip(args[5:], sig.args[5:])
-                )
-            itemsize = dtype.bitwidth // 8
-            scalar = ir.FloatType() if dtype == types.float32 else ir.DoubleType()
-            width = VECTOR_BYTES // itemsize
-            vty = ir.VectorType(scalar, width)
-            fma = cgutils.get_or_insert_function(
-                builder.module,
-                ir.FunctionType(vty, [vty, vty, vty]),
-                f"llvm.fma.v{width}f{dtype.bitwidth}",
-            )
-            a_ary, w_ary, o_ary = (
-                context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:3], args[:3])
-            )
-            i0 = context.cast(builder, args[3], sig.args[3], types.intp)
-            j0 = context.cast(builder, args[4], sig.args[4], types.intp)
-            k_total = cgutils.unpack_tuple(builder, a_ary.shape, 2)[1]
-            w_bytes = builder.bitcast(w_ary.data, ir.IntType(8).as_pointer())
-
-            # Where each vector of the tile starts (k = 0), in bytes from w's data, and the
-            # bytes from one k to the next.
-            if sig.args[1].ndim == 2:
-                k_stride = cgutils.unpack_tuple(builder, w_ary.strides, 2)[0]
-                starts = [
-                    builder.mul(builder.add(j0, _I64(v * width)), _I64(itemsize))
-                    for v in range(vecs)
-                ]
-            else:
-                p_stride, k_stride, _ = cgutils.unpack_tuple(builder, w_ary.strides, 3)
-                panel = cgutils.unpack_tuple(builder, w_ary.shape, 3)[2]
-                starts = []
-                for v in range(vecs):
-                    col = builder.add(j0, _I64(v * width))
-                    p = builder.udiv(col, panel)
-                    c = builder.sub(col, builder.mul(p, panel))
-                    starts.append(
-                        builder.add(builder.mul(p, p_stride), builder.mul(c, _I64(itemsize)))
-                    )
-
-            def w_vector(k, v):
-                byte = builder.add(starts[v], builder.mul(k, k_stride))
-                return builder.bitcast(builder.gep(w_bytes, [byte]), vty.as_pointer())
-
-            def vector_at(row_pointer, v):
-                return builder.bitcast(
-                    builder.gep(row_pointer, [_I64(v * width)]), vty.as_pointer()
-                )
-
-            # Accumulators as allocas in the entry block: LLVM's SROA turns them into
-            # registers (phi nodes of the k loop).
-            zero = ir.Constant(vty, [ir.Constant(scalar, 0.0)] * width)
-            accs = [
-                [cgutils.alloca_once_value(builder, zero) for _ in range(vecs)] for _ in range(rows)
-            ]
-            a_rows = [
-                _element_pointer(builder, a_ary, itemsize, builder.add(i0, _I64(r)), _I64(0))
-                for r in range(rows)
-            ]
-            splat = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
-            with cgutils.for_range(builder, k_total) as loop:
-                k = loop.index
-                if prefetch:  # (address, write=0, locality=2: keep in L2, data cache)
-                    byte = builder.add(pf_start, builder.mul(k, pf_step))
-                    half = builder.add(byte, builder.lshr(pf_step, _I64(1)))
-                    hints = [ir.IntType(32)(v) for v in (0, 2, 1)]
-                    for at in (byte, half):
-                        builder.call(pf_fn, [builder.gep(w_bytes, [at]), *hints])
-                w_vecs = [builder.load(w_vector(k, v), align=itemsize) for v in range(vecs)]
-                for r in range(rows):
-                    a_rk = builder.load(builder.gep(a_rows[r], [k]), align=itemsize)
-                    one = builder.insert_element(
-                        ir.Constant(vty, ir.Undefined), a_rk, ir.IntType(32)(0)
-                    )
-                    a_bcast = builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined), splat)
-                    for v in range(vecs):
-                        total = builder.call(fma, [a_bcast, w_vecs[v], builder.load(accs[r][v])])
-                        builder.store(total, accs[r][v])
-            for r in range(rows):
-                o_row = _element_pointer(builder, o_ary, itemsize, builder.add(i0, _I64(r)), j0)
-                for v in range(vecs):
-                    builder.store(builder.load(accs[r][v]), vector_at(o_row, v), align=itemsize)
-            return context.get_dummy_value()
-
-        if prefetch:
-            if not (isinstance(pf_start, types.Integer) and isinstance(pf_step, types.Integer)):
-                return None
-            return types.void(a, w, out, i0, j0, pf_start, pf_step), codegen
-        if pf_start is not None:
-            return None
-        return types.void(a, w, out, i0, j0), codegen
-
-    if prefetch:
-
-        def tile(typingctx, a, w, out, i0, j0, pf_start, pf_step):
-            return typer(typingctx, a, w, out, i0, j0, pf_start, pf_step)
-
-    else:
-
-        def tile(typingctx, a, w, out, i0, j0):
-            return typer(typingctx, a, w, out, i0, j0)
-
-    return intrinsic(tile)
-
-
 # Tiles: (rows, vectors). 16 or more accumulators keep the FMA units busy (measured ~110
 # GFLOP/s a core, float32, at 8x2 and 4x4, against 45-90 for OpenBLAS at B = 8 to 64; 6x4:
 # above). Fewer rows take more vectors, so that each still has enough
 # independent accumulators to hide the FMA latency; a single row is bound by loading w.
-_MAIN_WIDE = _make_tile(MAIN_ROWS, MAIN_VECS)
-_MAIN_V2, _MAIN_V1 = _make_tile(MAIN_ROWS, 2), _make_tile(MAIN_ROWS, 1)
-_STREAM_V2_PREFETCH = _make_tile(STREAM_ROWS, 2, prefetch=True)
-_STREAM_V2 = _make_tile(STREAM_ROWS, 2)
-_STREAM_V1 = _make_tile(STREAM_ROWS, 1)
-_R4V4, _R4V1 = _make_tile(4, _FOUR_ROW_VECS), _make_tile(4, 1)
-_R2V4, _R2V1 = _make_tile(2, 4), _make_tile(2, 1)
-_R1V8, _R1V1 = _make_tile(1, 8), _make_tile(1, 1)
+_MAIN_WIDE = make_tile(MAIN_ROWS, MAIN_VECS)
+_MAIN_V2, _MAIN_V1 = make_tile(MAIN_ROWS, 2), make_tile(MAIN_ROWS, 1)
+_STREAM_V2_PREFETCH = make_tile(STREAM_ROWS, 2, prefetch=True)
+_STREAM_V2 = make_tile(STREAM_ROWS, 2)
+_STREAM_V1 = make_tile(STREAM_ROWS, 1)
+_R4V4, _R4V1 = make_tile(4, _FOUR_ROW_VECS), make_tile(4, 1)
+_R2V4, _R2V1 = make_tile(2, 4), make_tile(2, 1)
+_R1V8, _R1V1 = make_tile(1, 8), make_tile(1, 1)
 
 
 @njit(nogil=True)
