@@ -30,7 +30,7 @@ __all__ = ["forget_workers", "keep_off_caller", "record_worker", "worker_ids"]
 
 _lock = threading.Lock()
 _workers: list[int] = []  # native ids of the pool threads (every pool's)
-_applied: tuple | None = None  # (caller's CPU, its allowed CPUs, helpers) the masks are for
+_applied: frozenset | None = None  # the mask the pool threads have now
 _refused = False  # the system refused a mask once: leave placement to it from then on
 
 
@@ -58,12 +58,25 @@ def record_worker() -> None:
 
 
 def forget_workers() -> None:
-    """Forget every recorded thread (a pool replaced, or a forked child, whose copies of the
-    parent's ids name no thread of its own)."""
+    """Forget every recorded thread (a pool replaced: the system may give its threads' ids
+    to other threads)."""
+    global _applied
+    with _lock:
+        _workers.clear()
+        _applied = None
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads, and a lock another thread of the
+    parent held stays held in the child."""
     global _lock, _applied
-    _lock = threading.Lock()  # a forked child may inherit it held
+    _lock = threading.Lock()
     _workers.clear()
     _applied = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def worker_ids() -> list[int]:
@@ -82,9 +95,8 @@ def keep_off_caller(helpers: int) -> None:
         return
     allowed = frozenset(os.sched_getaffinity(0))
     others = allowed - {cpu}
-    mask = others if others and helpers < len(others) + 1 else allowed
-    key = (cpu, allowed, mask == allowed)
-    if key == _applied:
+    mask = others if helpers <= len(others) else allowed
+    if mask == _applied:
         return
     with _lock:
         for tid in list(_workers):
@@ -97,4 +109,4 @@ def keep_off_caller(helpers: int) -> None:
                 return
             except OSError:  # e.g. a CPU taken offline since: try again next call
                 return
-        _applied = key
+        _applied = mask

@@ -199,11 +199,11 @@ def _get_pool(workers: int) -> ThreadPoolExecutor:
 
 def _after_fork_in_child() -> None:
     """A forked child has none of the parent's pool threads, and a lock some other thread of
-    the parent held stays held in the child: start again from nothing."""
+    the parent held stays held in the child: start again from nothing (placement forgets
+    the threads' ids in its own handler)."""
     global _pool, _pool_lock, _units_lock
     _pool = None
     _pool_lock, _units_lock = threading.Lock(), threading.Lock()
-    forget_workers()
 
 
 if hasattr(os, "register_at_fork"):
