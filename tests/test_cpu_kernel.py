@@ -668,3 +668,52 @@ def test_modules_written_before_the_workspace_still_run():
     y, final = old(x, params, state)
     y_ref, final_ref = lstmc.interpret(cell, x, params, state)
     assert_close(y, y_ref, F64_TOL)
+
+
+_CHAIN_CELL = """\
+    cell: chained
+    sizes: [input]
+    inputs: {x: [input]}
+    state: {h: [input], c: [input]}
+    params: {U: [input, input], W: [input, input], b: [input]}
+    equations:
+      a: sigmoid(U @ h + x)
+      c_next: a * c + tanh(W @ h + b)
+      d: exp(-abs(tanh(c_next) * a))
+      h_next: a * tanh(d + c_next) - d
+    update: {h: h_next, c: c_next}
+    outputs: [h_next, d]
+    """
+
+
+def test_step_loops_are_cut_between_chained_transcendentals():
+    """The time loop's element-wise group runs a row in one loop per link of its longest
+    chain of transcendental functions (common.chain_stages): an LSTM's gates and c_next,
+    then tanh(c_next) and h_next. Values that a later loop reads pass through a row of
+    scratch; sinks are written in the loop that computes them. Every plan gives the
+    interpreter's numbers."""
+    from lstmc.codegen.common import chain_stages
+    from lstmc.codegen.schedule import schedule
+
+    lstm = lstmc.compile(lstmc.builtin("lstm"))
+    for fn in ("_rows", "_cols"):
+        body = lstm.source.split(f"def {fn}(")[1].split("\n\n\n")[0]
+        assert body.count("# loop 1 of 2 over the row") == 1, fn
+        assert body.count("# loop 2 of 2 over the row") == 1, fn
+        assert re.search(r"s_tanh = _tanh\(sg_c_next\[jj?\]\)", body), fn
+    (step_group,) = [i for i in schedule(lstm.graph).items["step"] if i.kind == "group"]
+    stage = chain_stages(step_group.nodes, "cpu")
+    assert {stage[n] for n in ("i", "f", "g", "o", "c_next")} == {0}
+    assert stage["tanh"] == stage["h_next"] == 1
+    # A cell without a chain keeps one loop.
+    assert "# loop 1 of" not in lstmc.compile(lstmc.builtin("rnn_tanh")).source
+
+    cell = lstmc.loads(textwrap.dedent(_CHAIN_CELL), "chained.yaml")
+    for dtype in ("float64", "float32"):
+        kernel = lstmc.compile(cell, dtype=dtype)
+        assert "# loop 4 of 4 over the row" in kernel.source
+        tol = F64_TOL if dtype == "float64" else F32_TOL
+        x, params, state = random_data(kernel, {"input": 40}, 6, 8, 1, dtype)
+        for threads, split in ((1, None), (2, "batch"), (2, "units"), (3, "units")):
+            kernel.threads, kernel.split = threads, split
+            check_against_interpreter(cell, kernel, x, params, state, tol)

@@ -153,6 +153,35 @@ def helpers_and_constants(
     return lines
 
 
+# Element-wise functions whose SIMD code is one long chain of dependent instructions
+# (lstmc_runtime.vmath: some thirty in a row, then a division).
+CHAIN_HELPERS = frozenset({"_sigmoid", "_tanh", "_exp", "_softplus", "_log"})
+
+
+def chain_stages(nodes: list, target: str) -> dict[str, int]:
+    """The loop of a fused element-wise group's row that each node goes in, when the group is
+    cut where one chain function (CHAIN_HELPERS) reads another's result: a chain function
+    goes in the stage numbered by the chain functions before it on its longest path within
+    the group, any other node in the latest stage of its operands. An LSTM's four gates and
+    c_next are stage 0; tanh(c_next) and h_next stage 1.
+
+    Why: within one loop, an element's gates, then tanh(c_next), then h_next form a chain of
+    two chain functions (~250 cycles), and the core overlaps too few elements to hide it. Cut
+    in two, each loop's chain is one function long: lstm H=128, B=64 on one thread 14.7 ->
+    13.7 ms, H=32 1.80 -> 1.60 ms (benchmarks/RESULTS.md)."""
+    in_group = {n.name for n in nodes}
+    chains: dict[str, int] = {}  # chain functions on the longest path ending at a node
+    stage: dict[str, int] = {}
+    for n in nodes:  # in dependency order
+        ops = [o for o in n.operands if o.name in in_group]
+        before = max((chains[o.name] for o in ops), default=0)
+        rule = n.opdef.codegen.get(target) if n.kind == "elementwise" else None
+        is_chain = getattr(rule, "helper", None) in CHAIN_HELPERS
+        chains[n.name] = before + is_chain
+        stage[n.name] = before if is_chain else max((stage[o.name] for o in ops), default=0)
+    return stage
+
+
 class EmitterBase:
     """What every target's emitter starts from: the graph, its schedule, the namespace and the
     element access of that target, and the names of state and output buffers."""
@@ -186,17 +215,53 @@ class EmitterBase:
         """One element of an element-wise group: each node into a scalar local, stores of
         materialized values, and (in the time loop) the stores of the sinks it feeds.
         `sink_target(sink)` gives the element a sink writes."""
-        lines = []
+        return self.staged_group_lines(item, target, t, b, j, row, sink_target)[0][0]
+
+    def staged_group_lines(
+        self,
+        item,
+        target: str,
+        t: str,
+        b: str,
+        j: str,
+        row: str | None,
+        sink_target,
+        stage_of: dict[str, int] | None = None,
+        index: str | None = None,
+    ) -> tuple[list[list[str]], list]:
+        """`group_lines` cut into the loops of `stage_of` (chain_stages; one stage without
+        it): the lines of each stage's loop, and the nodes that a later stage reads. Such a
+        node's value passes through its row scratch (`scratch_name`), element `index`."""
+        stage_of = stage_of or dict.fromkeys((n.name for n in item.nodes), 0)
+        crossing = [
+            n
+            for n in item.nodes
+            if any(stage_of.get(u.name, -1) > stage_of[n.name] for u in self.graph.users(n))
+        ]
+        crossing_names = {n.name for n in crossing}
+        stages: list[list[str]] = [[] for _ in range(max(stage_of.values()) + 1)]
         for n in item.nodes:
-            ops = [self.acc.element(o, t, b, j, item, row=row) for o in n.operands]
+            s = stage_of[n.name]
+            lines = stages[s]
+            ops = [
+                f"{self.scratch_name(o)}[{index}]"
+                if o.name in crossing_names and stage_of[o.name] < s
+                else self.acc.element(o, t, b, j, item, row=row)
+                for o in n.operands
+            ]
             var = self.acc.scalar_var(n)
             lines.append(f"{var} = {elementwise_expr(n, ops, target)}  {ir_comment(n)}")
             if n.name in self.sched.materialized:
                 lines.append(f"{self.acc.element(n, t, b, j, row=row)} = {var}")
+            if n.name in crossing_names:
+                lines.append(f"{self.scratch_name(n)}[{index}] = {var}  # read by a later loop")
             if item.phase == "step":
                 for user in self.graph.users(n):
                     if user.kind == "sink":
                         lines.append(
                             f"{sink_target(user)} = {var}  # {user.op} {user.attrs['name']}"
                         )
-        return lines
+        return stages, crossing
+
+    def scratch_name(self, node) -> str:
+        return self.ns.get("sg", node.name)

@@ -14,9 +14,12 @@ per variable, swapped after each step. Every block carries the IR it came from a
 
 from __future__ import annotations
 
+import contextlib
+
 from lstmc.codegen.common import (
     DTYPES,
     EmitterBase,
+    chain_stages,
     elementwise_expr,
     helpers_and_constants,
     ir_comment,
@@ -276,6 +279,8 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
                         f"{self.stats_buffer(n)} = np.empty((nb, 3))"
                         f"  # %{n.name}'s (mean, 1/std) per row, float64"
                     )
+                if item.kind == "group":
+                    self.emit_scratch(L, item, self.size(item.extent))
             self.emit_time_loop(L, self.emit_step)
         if self.columns is not None:
             L.add()
@@ -390,19 +395,43 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         if item.phase == "step":
             for node in norms:
                 self.emit_rows_stats(L, node)
-        ctxs = self.loops(L, item.phase, None if norms else self.size(item.extent))
+        stages, _ = self.staged_group_lines(
+            item,
+            TARGET,
+            "t",
+            "b",
+            "j",
+            self.row(item),
+            lambda sink: self.sink_target(sink, "j"),
+            self.stage_of(item),
+            "j",
+        )
+        whole_loop = not norms and len(stages) == 1
+        ctxs = self.loops(L, item.phase, self.size(item.extent) if whole_loop else None)
         for node in norms:
             self.emit_row_stats(L, node, item.phase, self.acc.folded[node.name])
-        if norms:
-            L.add(f"for j in range(_U({self.size(item.extent)})):")
-            ctxs.append(L.indent())
-            ctxs[-1].__enter__()
-        row = self.row(item)
-        for line in self.group_lines(
-            item, TARGET, "t", "b", "j", row, lambda sink: self.sink_target(sink, "j")
-        ):
-            L.add(line)
+        for k, lines in enumerate(stages):
+            if not whole_loop:
+                if len(stages) > 1:
+                    L.add(f"# loop {k + 1} of {len(stages)} over the row (common.chain_stages)")
+                L.add(f"for j in range(_U({self.size(item.extent)})):")
+            with contextlib.nullcontext() if whole_loop else L.indent():
+                for line in lines:
+                    L.add(line)
         self.close(ctxs)
+
+    def stage_of(self, item: Item) -> dict[str, int] | None:
+        """The loops a time-loop group's row is cut into (common.chain_stages); None elsewhere:
+        the prologue's groups run over long rows of steps without a chain to hide."""
+        return chain_stages(item.nodes, TARGET) if item.phase == "step" else None
+
+    def emit_scratch(self, L: _Lines, item: Item, extent: str) -> None:
+        """The row scratch of the values that a later loop of the group's row reads."""
+        _, crossing = self.staged_group_lines(
+            item, TARGET, "t", "b", "j", "r", lambda sink: "", self.stage_of(item), "j"
+        )
+        for n in crossing:
+            L.add(f"{self.scratch_name(n)} = np.empty({extent}, _F)  # %{n.name}, a row of it")
 
 
 def generate(

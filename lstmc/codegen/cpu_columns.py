@@ -145,7 +145,7 @@ class ColumnsEmitter:
     emitter: columns (a ColumnPlan or None), graph, sched, acc, ns, fixed, states, outputs,
     size(), nxt(), y(), value_name(), prologue_values(), split_hoisted(), shared_args(),
     size_args(), vector_array(), emit_fixed_sizes(), emit_time_loop(), emit_item(),
-    emit_swaps(), group_lines(), sink_target()."""
+    emit_swaps(), staged_group_lines(), stage_of(), emit_scratch(), sink_target()."""
 
     def cols_args(self) -> list[str]:
         args = ["k", "threads", "e0", "e1", "flags", "x"]
@@ -210,6 +210,7 @@ class ColumnsEmitter:
                         f"{self.acc.array(n)} = np.empty((nb, {self.size(n.shape[0])}), _F)"
                         f"  # %{n.name}"
                     )
+            self.emit_scratch(L, plan.group, "ne")
             self.emit_time_loop(L, self.emit_cols_step)
             L.add("return work")
 
@@ -242,23 +243,32 @@ class ColumnsEmitter:
                 f"# element-wise group: {', '.join('%' + n.name for n in item.nodes)}; "
                 "this thread's units"
             )
+            plain, self.acc = self.acc, ColumnAccess(self.sched, self.ns, self.fixed, self.columns)
+            try:
+                stages, _ = self.staged_group_lines(
+                    item,
+                    "cpu",
+                    "t",
+                    "b",
+                    "j",
+                    "r",
+                    lambda s: self.sink_target(s, "j"),
+                    self.stage_of(item),
+                    "jj",
+                )
+            finally:
+                self.acc = plain
             L.add("for r in range(nb):")
             with L.indent():
                 L.add("b = r")
-                L.add("for jj in range(_U(ne)):")
-                with L.indent():
-                    L.add("j = _U(e0) + jj")
-                    plain, self.acc = (
-                        self.acc,
-                        ColumnAccess(self.sched, self.ns, self.fixed, self.columns),
-                    )
-                    try:
-                        for line in self.group_lines(
-                            item, "cpu", "t", "b", "j", "r", lambda s: self.sink_target(s, "j")
-                        ):
+                for k, lines in enumerate(stages):
+                    if len(stages) > 1:
+                        L.add(f"# loop {k + 1} of {len(stages)} over the row (common.chain_stages)")
+                    L.add("for jj in range(_U(ne)):")
+                    with L.indent():
+                        L.add("j = _U(e0) + jj")
+                        for line in lines:
                             L.add(line)
-                    finally:
-                        self.acc = plain
         L.add("if threads > 1 and not barrier(flags, k, threads, t + 1):")
         L.add("    return work  # another thread failed")
         self.emit_swaps(L)
