@@ -28,7 +28,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["FLAG_STRIDE", "barrier", "new_flags", "signal", "wait_for"]
+__all__ = ["FLAG_STRIDE", "barrier", "new_flags", "signal", "signal_and_wait", "wait_for"]
 
 FLAG_STRIDE = 16  # int64 slots: 128 bytes, two cache lines, between flags
 _SPINS_BEFORE_YIELD = 2000  # tens of us of `pause`, then give the core back
@@ -131,3 +131,17 @@ def wait_for(flags, index, value, max_spins):
             return True
         _cpu_relax()
     return _load_acquire(flags, index) >= value
+
+
+@njit(cache=True, nogil=True)
+def signal_and_wait(flags, index, value, wait_index, wait_value, max_spins):
+    """`signal(flags, index, value)`, then `wait_for(flags, wait_index, wait_value,
+    max_spins)`, in one call without the GIL: a helper thread publishes that its job is done
+    and watches for the next one without taking the GIL in between, so the caller, which
+    wakes on the first flag, finds the GIL free (lstmc_runtime.workers)."""
+    _store_release(flags, index, value)
+    for _ in range(max_spins):
+        if _load_acquire(flags, wait_index) >= wait_value:
+            return True
+        _cpu_relax()
+    return _load_acquire(flags, wait_index) >= wait_value

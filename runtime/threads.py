@@ -17,6 +17,10 @@ Three ways, chosen per call by `plan_call` from the sizes:
   input projection a few steps at a time, where the serial prologue makes it for all steps
   up front and the time loop reads it back from memory (lstm H=128, B=64, one thread:
   20.1 ms against 22.4).
+Between the two splits, the batch split is taken where the step's weights are small
+(_BATCH_MAX_WEIGHT_BYTES) and there are rows for two chunks, the unit split where the weights
+are larger (each core then streams only its half). The helpers are lstmc_runtime.workers'
+threads, which spin a while after each call before they sleep.
 A split call of a kernel that calls the BLAS holds every BLAS to one thread (hold_blas, in
 Kernel.__call__), so that no BLAS thread competes with ours.
 """
@@ -27,11 +31,11 @@ import contextlib
 import os
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from lstmc_runtime.layout import CHUNK_MAX_WEIGHT_BYTES
 from lstmc_runtime.packing import unit_bounds
-from lstmc_runtime.placement import forget_workers, keep_off_caller, record_worker
+from lstmc_runtime.placement import forget_workers, keep_off_caller
+from lstmc_runtime.workers import Pool
 
 # Below this many multiply-adds per call, threads cost more than they save: waking a pool
 # thread took ~0.1 ms on this VM (a Future's round trip: 98 us; a batch split made two such
@@ -44,7 +48,7 @@ from lstmc_runtime.placement import forget_workers, keep_off_caller, record_work
 _MIN_WORK = 24_000_000
 _MIN_ROWS = 4
 
-_pool: ThreadPoolExecutor | None = None
+_pool: Pool | None = None
 _pool_lock = threading.Lock()
 _controller = None
 
@@ -114,6 +118,14 @@ _UNITS_MIN_EXTENT = 16
 # twice that. lstm H=512 (8 MB), against serial: 1.03x (B=16), 1.03x (B=64), 0.99x (B=1);
 # gru H=512, B=64 1.03x.
 _UNITS_ONE_THREAD_MAX_BYTES = 2 * CHUNK_MAX_WEIGHT_BYTES
+# Where the step's weights are this small, the batch split beats the unit split: each thread
+# reads all the weights, which its L2 holds, and the threads never wait for each other, where
+# the unit split meets at a barrier every step and reads the other thread's half of h from
+# its cache. Two threads, T=100, float32, batch time over unit time (lstmc_runtime.workers'
+# hand-off): lstm 0.78-0.87 at H=32 (32 KB, B=16-64), 0.90-0.93 at H=64 (128 KB), 0.93-0.95
+# at H=96 (288 KB); gru 0.86-0.92 at H=64-96 (96-216 KB); at H=128 lstm (512 KB) 0.97-1.09,
+# gru (384 KB) 0.94-1.05; at H=256 1.10-1.16. Each chunk has at least _MIN_ROWS rows.
+_BATCH_MAX_WEIGHT_BYTES = 320 * 1024
 _units_lock = threading.Lock()
 
 
@@ -152,8 +164,9 @@ def plan_call(
     step = B * work_per_row
     if threads is None and T * step < _MIN_WORK:
         n = 1  # too little work to pay for waking another thread
+    by_rows = n > 1 and B >= 2 * _MIN_ROWS and work_per_row * itemsize <= _BATCH_MAX_WEIGHT_BYTES
     if can_units and units >= _UNITS_MIN_EXTENT * n and step >= _UNITS_MIN_STEP and T >= 2:
-        if n > 1 and (B == 1 or _cuts_on_cache_lines(units, n, itemsize)):
+        if n > 1 and not by_rows and (B == 1 or _cuts_on_cache_lines(units, n, itemsize)):
             return Plan("units", n, run_units)
         if n == 1 and work_per_row * itemsize <= _UNITS_ONE_THREAD_MAX_BYTES:
             return Plan("units", 1, run_units)
@@ -172,28 +185,15 @@ def _cuts_on_cache_lines(units: int, threads: int, itemsize: int) -> bool:
     return all(cut % line == 0 for cut in unit_bounds(units, threads, itemsize)[1:-1])
 
 
-def _get_pool(workers: int) -> ThreadPoolExecutor:
+def _get_pool(workers: int) -> Pool:
     global _pool
     with _pool_lock:
-        if _pool is None or _pool._max_workers < workers:
+        if _pool is None or _pool.size < workers:
             old, _pool = _pool, None
             if old is not None:  # its threads end once their work is done: forget their ids,
-                old.shutdown(wait=False)  # which the system may give to other threads
+                old.shutdown()  # which the system may give to other threads
             forget_workers()
-            pool = ThreadPoolExecutor(
-                max_workers=workers, thread_name_prefix="lstmc", initializer=record_worker
-            )
-            # Start every worker now, while they are all held at the gate (an idle worker
-            # would take the next task instead), so that each exists, and has its id recorded,
-            # before a hand-off sets where they may run (lstmc_runtime.placement).
-            gate = threading.Event()
-            try:
-                started = [pool.submit(gate.wait) for _ in range(workers)]
-            finally:
-                gate.set()
-            for f in started:
-                f.result()
-            _pool = pool
+            _pool = Pool(workers)  # its threads' ids recorded before any hand-off
         return _pool
 
 
@@ -211,22 +211,18 @@ if hasattr(os, "register_at_fork"):
 
 
 # How long the end of a split call spins for its helpers (pauses of ~12 ns here: ~1 ms)
-# before it blocks on their futures instead.
+# before it waits in short sleeps instead.
 _WAIT_SPINS = 80_000
 
 
-def _hand_off(pool, helpers: list, own, on_error=None) -> None:
+def _hand_off(pool: Pool, helpers: list, own, on_error=None) -> None:
     """Run each of `helpers` on a pool thread and `own` on this one, wait for all, and raise
     the first error (this thread's first). `on_error()` runs as soon as any of them raises.
 
-    Each helper publishes that it is done with a flag (lstmc_runtime.sync.signal), on which
-    this thread spins without the GIL (wait_for) for up to _WAIT_SPINS pauses: the helpers of
-    a split call finish within microseconds of this thread, and a Future's result() would
-    sleep on a lock and cost a futex wake-up (~45 us here) every call. Past that it blocks on
-    the future (a helper that lags, or never ran)."""
-    from lstmc_runtime.sync import FLAG_STRIDE, new_flags, signal, wait_for
-
-    done = new_flags(len(helpers))
+    The helpers are rung (lstmc_runtime.workers) and this thread then spins on their done
+    flags without the GIL for up to _WAIT_SPINS pauses: the helpers of a split call finish
+    within microseconds of this thread, and sleeping instead cost a futex wake-up (~45 us
+    here) every call. One hand-off at a time holds the pool."""
     errors: list = [None] * len(helpers)
 
     def task(i: int, fn) -> None:
@@ -236,28 +232,37 @@ def _hand_off(pool, helpers: list, own, on_error=None) -> None:
             errors[i] = e
             if on_error is not None:
                 on_error()
-        finally:
-            signal(done, i * FLAG_STRIDE, 1)
 
-    futures = []
+    while True:  # a pool replaced by a bigger one since the caller took it is stopped
+        pool.lock.acquire()
+        if not pool.stopped:
+            break
+        pool.lock.release()
+        pool = _get_pool(len(helpers))
     try:
-        keep_off_caller(len(helpers))  # so that the helpers wake on other CPUs than this one
-        for i, fn in enumerate(helpers):
-            futures.append(pool.submit(task, i, fn))
-    except BaseException:  # the helpers already started might wait for this thread forever
-        if on_error is not None:
-            on_error()
-        raise
-    error = None
-    try:
-        own()
-    except BaseException as e:
-        error = e
-        if on_error is not None:
-            on_error()
-    for i, f in enumerate(futures):
-        if not wait_for(done, i * FLAG_STRIDE, 1, _WAIT_SPINS):
-            f.result()  # `task` never raises
+        rung = []
+        try:
+            keep_off_caller(len(helpers))  # so that the helpers wake on other CPUs than this one
+            for i, fn in enumerate(helpers):
+                pool.workers[i].ring(lambda i=i, fn=fn: task(i, fn))
+                rung.append(pool.workers[i])
+        except BaseException:  # the helpers already rung might wait for this thread forever
+            if on_error is not None:
+                on_error()
+            for w in rung:
+                w.wait(_WAIT_SPINS)
+            raise
+        error = None
+        try:
+            own()
+        except BaseException as e:
+            error = e
+            if on_error is not None:
+                on_error()
+        for w in rung:
+            w.wait(_WAIT_SPINS)
+    finally:
+        pool.lock.release()
     error = error or next((e for e in errors if e is not None), None)
     if error is not None:
         raise error
@@ -268,7 +273,7 @@ def run_units(cols, n: int) -> None:
 
     The threads wait for each other every step, so all n must run at the same time: one call
     at a time holds the unit split (a second caller waits for the first to finish), and
-    nothing else the pool runs ever waits, so the n - 1 helpers always get a worker. A thread
+    each helper has a pool thread of its own. A thread
     that raises sets the abort flag, which ends the others' waits; the first error is raised.
     """
     from lstmc_runtime.sync import FLAG_STRIDE, new_flags

@@ -113,10 +113,13 @@ def test_a_bigger_pool_forgets_the_old_threads():
     """Replacing the pool with a bigger one shuts the old one down and forgets its threads'
     ids (the system may give them to other threads): only the new pool's are kept."""
     old = rt_threads._get_pool(1)
-    rt_threads._get_pool(old._max_workers + 1)
+    rt_threads._get_pool(old.size + 1)
     new = rt_threads._get_pool(1)
-    assert new is not old and old._shutdown
-    assert sorted(placement.worker_ids()) == sorted(t.native_id for t in new._threads)
+    assert new is not old and old.stopped
+    for t in old.threads:
+        t.join(timeout=30)
+        assert not t.is_alive()
+    assert sorted(placement.worker_ids()) == sorted(t.native_id for t in new.threads)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -102,6 +102,8 @@ def test_weights_in_panels_are_cut_as_row_major_and_packed_again():
 
 
 def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypatch):
+    """Which plan each size gets on two CPUs (the figures behind the thresholds are in
+    lstmc_runtime.threads)."""
     monkeypatch.setattr(rt_threads, "cpu_count", lambda: 2)
 
     def lstm(H: int) -> int:  # multiply-adds per row and step
@@ -121,7 +123,14 @@ def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypa
     assert plan(100, 1, lstm(512), None, 512) == ("units", 2)
     assert plan(100, 16, lstm(128), None, 128) == ("units", 2)
     assert plan(100, 64, lstm(128), None, 128) == ("units", 2)
-    assert plan(100, 64, lstm(32), None, 32) == ("units", 2)  # cuts at 16 units: 64 bytes
+    # Weights of at most _BATCH_MAX_WEIGHT_BYTES (L2 holds them whole on each core): chunks of
+    # at least _MIN_ROWS rows, no barrier; fewer rows than two chunks: by units
+    assert plan(100, 64, lstm(32), None, 32) == ("batch", 2)  # 32 KB
+    assert plan(100, 64, lstm(64), None, 64) == ("batch", 2)  # 128 KB
+    assert plan(100, 16, lstm(96), None, 96) == ("batch", 2)  # 288 KB
+    assert plan(100, 6, lstm(96), None, 96) == ("units", 2)  # 6 rows
+    assert plan(100, 64, lstm(64), None, 64, itemsize=8) == ("batch", 2)  # 256 KB
+    assert plan(100, 64, lstm(96), None, 96, itemsize=8) == ("units", 2)  # 576 KB
     # cuts off the cache lines (24 units of float32: 96 bytes): not by units where several
     # rows would share lines between the threads; a single row may
     assert plan(100, 64, lstm(48), None, 48) == ("batch", 2)
@@ -208,30 +217,30 @@ def test_abort_flag_is_the_slot_after_the_threads():
 
 
 def test_a_failed_start_of_a_helper_aborts_the_ones_started(monkeypatch):
-    """If starting helper 2 fails, helper 1 (already waiting for thread 0) must return."""
-    from concurrent.futures import ThreadPoolExecutor
+    """If handing a job to helper 2 fails, helper 1 (already waiting for thread 0) must
+    return, and the call raises once it has."""
+    from lstmc_runtime.workers import Worker
 
-    real = ThreadPoolExecutor(max_workers=2)
-    started = []
+    real_ring = Worker.ring
+    rung = []
 
-    class FailingSecondSubmit:
-        _max_workers = 2
+    def ring_once(self, job):
+        if rung:
+            raise RuntimeError("cannot start a thread")
+        rung.append(self)
+        real_ring(self, job)
 
-        def submit(self, fn, *args):
-            if started:
-                raise RuntimeError("cannot start a thread")
-            started.append(real.submit(fn, *args))
-            return started[-1]
-
-    monkeypatch.setattr(rt_threads, "_get_pool", lambda workers: FailingSecondSubmit())
+    rt_threads._get_pool(2)  # made before: a pool replaced rings its threads to stop them
+    monkeypatch.setattr(Worker, "ring", ring_once)
+    returned = []
 
     def cols(k, n, flags):
-        barrier(flags, k, n, 1)
+        returned.append((k, barrier(flags, k, n, 1)))
 
     with pytest.raises(RuntimeError, match="cannot start"):
-        rt_threads.run_units(cols, 3)
-    started[0].result(timeout=30)  # returned: aborted instead of waiting forever
-    real.shutdown()
+        _in_a_thread(lambda: rt_threads.run_units(cols, 3))
+    assert returned == [(1, False)]  # helper 1 returned, aborted; thread 0 never started
+    assert rung[0].flags[FLAG_STRIDE] == rung[0].rung  # and its job is done
 
 
 def _in_a_thread(fn, timeout=30):
