@@ -79,6 +79,7 @@ class Kernel:
         launch_columns=None,
         panels=(),
         blas_weights=None,
+        launch_chunks=None,
     ):
         self.signature = signature
         self.weights = weights
@@ -101,6 +102,9 @@ class Kernel:
         # before BLAS_WEIGHTS) may: their hoisted products were np.dot calls.
         self.calls_blas = blas_weights is None or bool(blas_weights)
         self._launch_columns = launch_columns and _taking_work(launch_columns)
+        # The batch split through the module's `_cols` (chunks of rows, every unit each, the
+        # input projection a few steps at a time); modules written before it use `_launch`.
+        self._launch_chunks = launch_chunks
         self.last_plan = None
         self._work = threading.local()
         self._work_per_row_cache: dict = {}
@@ -228,15 +232,23 @@ class Kernel:
                 final = self._launch_columns(
                     x, cur, packed.arrays, blocks, outputs, sizes, plan.run, self.workspace()
                 )
+            elif plan.mode == "batch" and self._launch_chunks is not None:
+                (block,) = packed.unit_blocks(1, self.columns)
+                final = self._launch_chunks(
+                    x, cur, packed.arrays, block, outputs, sizes, plan.run, self.workspace()
+                )
             else:
                 final = self._launch(
                     x, cur, packed.arrays, outputs, sizes, plan.run, self.workspace()
                 )
         spaces = self.workspace()
-        if plan.mode == "units":  # per-thread buffers of an earlier call with more threads
-            stale = [k for k in spaces if isinstance(k, tuple) and k[1] >= plan.threads]
-            for key in stale:
-                del spaces[key]
+        # Per-thread buffers this plan does not use: ("cols", k) of unit splits with more
+        # threads, ("chunk", b0) of batch splits into other chunks.
+        used = {("cols", k) for k in range(plan.threads)} if plan.mode == "units" else set()
+        if plan.mode == "batch":
+            used = {("chunk", B * i // plan.threads) for i in range(plan.threads)}
+        for key in [k for k in spaces if isinstance(k, tuple) and k not in used]:
+            del spaces[key]
         if sum(a.nbytes for a in spaces.values()) > WORKSPACE_KEEP_BYTES:
             spaces.clear()  # a rare huge call: do not hold its scratch memory for good
         y = next(iter(outputs.values())) if len(outputs) == 1 else outputs

@@ -105,9 +105,11 @@ def serial(rows, B: int) -> None:
 # When the unit split pays (measured on a 2-core VM, lstm and gru, T=100, float32, with the
 # step's products in lstmc_runtime.gemm; see benchmarks/RESULTS.md). Each thread multiplies by
 # its own half of the weights and does its half of the element-wise work, and the threads meet
-# once a step (0.1 us when both cores are free). That beat the batch split in every size
-# measured with at least _UNITS_MIN_STEP multiply-adds a step (lstm H=32, B=64: 1.25 ms
-# against 2.0; H=128, B=16: 3.3 against 3.7; H=256, B=1: 1.3 against 2.4 serial). Below it,
+# once a step (0.1 us when both cores are free). That beat the batch split of the time, a
+# product a step over a chunk's rows through `_rows`, in every size measured with at least
+# _UNITS_MIN_STEP multiply-adds a step (lstm H=32, B=64: 1.25 ms against 2.0; H=128, B=16:
+# 3.3 against 3.7; H=256, B=1: 1.3 against 2.4 serial); the batch split through `_cols`
+# now beats it where the weights are small (_BATCH_MAX_WEIGHT_BYTES, below). Below it,
 # one thread wins (H=32, B=1: 0.09 ms against 0.19 split; H=64, B=1: 0.21 against 0.30), and
 # H=64, B=4 (131K) is a tie. Each thread gets at least one SIMD vector of units.
 _UNITS_MIN_STEP = 100_000
@@ -121,11 +123,12 @@ _UNITS_ONE_THREAD_MAX_BYTES = 2 * CHUNK_MAX_WEIGHT_BYTES
 # Where the step's weights are this small, the batch split beats the unit split: each thread
 # reads all the weights, which its L2 holds, and the threads never wait for each other, where
 # the unit split meets at a barrier every step and reads the other thread's half of h from
-# its cache. Two threads, T=100, float32, batch time over unit time (lstmc_runtime.workers'
-# hand-off): lstm 0.78-0.87 at H=32 (32 KB, B=16-64), 0.90-0.93 at H=64 (128 KB), 0.93-0.95
-# at H=96 (288 KB); gru 0.86-0.92 at H=64-96 (96-216 KB); at H=128 lstm (512 KB) 0.97-1.09,
-# gru (384 KB) 0.94-1.05; at H=256 1.10-1.16. Each chunk has at least _MIN_ROWS rows.
-_BATCH_MAX_WEIGHT_BYTES = 320 * 1024
+# its cache. Each chunk of rows runs the module's `_cols` for every unit (`_launch_chunks`),
+# at least _MIN_ROWS rows a chunk. Two threads, T=100, float32, batch time over unit time:
+# lstm 0.78-0.87 at H=32 (32 KB of weights, B=16-64), 0.87 at H=96 (288 KB), 0.94-0.99 at
+# H=128 (512 KB), 1.04 at H=192 (1.1 MB), 1.00-1.05 at H=256, 1.06-1.14 at H=512; gru
+# 0.89-0.97 at H=96-128 (216-384 KB), 1.00 at H=192 (864 KB), 0.99-1.09 at H=256.
+_BATCH_MAX_WEIGHT_BYTES = 640 * 1024
 _units_lock = threading.Lock()
 
 
@@ -173,7 +176,7 @@ def plan_call(
     run = plan_chunks(T, B, work_per_row, threads if n > 1 else 1)
     if run is serial:
         return Plan("serial", 1, run)
-    return Plan("batch", n, run)
+    return Plan("batch", run.chunks, run)
 
 
 def _cuts_on_cache_lines(units: int, threads: int, itemsize: int) -> bool:
@@ -316,4 +319,5 @@ def plan_chunks(T: int, B: int, work_per_row: int, threads: int | None):
         # the calling thread takes the last chunk
         _hand_off(_get_pool(n), helpers, lambda: rows(bounds[-2], bounds[-1]))
 
+    run_chunks.chunks = n  # chunk k is rows [B * k // n, B * (k + 1) // n)
     return run_chunks

@@ -717,3 +717,20 @@ def test_step_loops_are_cut_between_chained_transcendentals():
         for threads, split in ((1, None), (2, "batch"), (2, "units"), (3, "units")):
             kernel.threads, kernel.split = threads, split
             check_against_interpreter(cell, kernel, x, params, state, tol)
+
+
+def test_batch_split_of_a_unit_kernel_runs_its_column_function_on_chunks_of_rows():
+    """A kernel that can split by units runs a batch split through `_cols` too: each chunk of
+    rows computes every unit on its thread, with its own input-projection buffer kept in the
+    workspace under its first row. Odd T (the final state in the spare buffer), chunks of
+    unequal size, a state to continue from; the buffers of another split are dropped."""
+    cell = lstmc.builtin("lstm")
+    kernel = lstmc.compile(cell, dtype="float64")
+    assert "def _launch_chunks(" in kernel.source
+    x, params, state = random_data(kernel, {"input": 5, "hidden": 16}, 7, 14, 3, "float64")
+    for threads, starts in ((2, {0, 7}), (3, {0, 4, 9})):
+        kernel.threads, kernel.split = threads, "batch"
+        check_against_interpreter(cell, kernel, x, params, state, F64_TOL)
+        assert kernel.last_plan.mode == "batch" and kernel.last_plan.threads == threads
+        chunks = {k[1] for k in kernel.workspace() if isinstance(k, tuple)}
+        assert chunks == starts

@@ -121,8 +121,8 @@ def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypa
     assert plan(100, 16, lstm(32), None, 32) == ("units", 1)  # 13M a call
     assert plan(100, 2, lstm(128), None, 128) == ("units", 2)  # 26M a call
     assert plan(100, 1, lstm(512), None, 512) == ("units", 2)
-    assert plan(100, 16, lstm(128), None, 128) == ("units", 2)
-    assert plan(100, 64, lstm(128), None, 128) == ("units", 2)
+    assert plan(100, 6, lstm(128), None, 128) == ("units", 2)
+    assert plan(100, 64, lstm(192), None, 192) == ("units", 2)
     # Weights of at most _BATCH_MAX_WEIGHT_BYTES (L2 holds them whole on each core): chunks of
     # at least _MIN_ROWS rows, no barrier; fewer rows than two chunks: by units
     assert plan(100, 64, lstm(32), None, 32) == ("batch", 2)  # 32 KB
@@ -130,7 +130,8 @@ def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypa
     assert plan(100, 16, lstm(96), None, 96) == ("batch", 2)  # 288 KB
     assert plan(100, 6, lstm(96), None, 96) == ("units", 2)  # 6 rows
     assert plan(100, 64, lstm(64), None, 64, itemsize=8) == ("batch", 2)  # 256 KB
-    assert plan(100, 64, lstm(96), None, 96, itemsize=8) == ("units", 2)  # 576 KB
+    assert plan(100, 64, lstm(128), None, 128, itemsize=4) == ("batch", 2)  # 512 KB
+    assert plan(100, 64, lstm(128), None, 128, itemsize=8) == ("units", 2)  # 1 MB
     # cuts off the cache lines (24 units of float32: 96 bytes): not by units where several
     # rows would share lines between the threads; a single row may
     assert plan(100, 64, lstm(48), None, 48) == ("batch", 2)

@@ -119,8 +119,8 @@ class ColumnAccess(CpuAccess):
         s = slots.index(offset)
         col = "jj" if s == 0 else self.offset_index(f"{s} * ne", "jj")
         if base.name in self.plan.hoisted:  # made a chunk of steps at a time: `tl` in the chunk
-            assert t == "t", t
-            return f"{self.array(base)}[tl, {b}, {col}]"
+            assert t == "t", t  # and for this call's rows: `r`
+            return f"{self.array(base)}[tl, {b if row is None else row}, {col}]"
         return f"{self.array(base)}[{b if row is None else row}, {col}]"
 
 
@@ -148,7 +148,7 @@ class ColumnsEmitter:
     emit_swaps(), staged_group_lines(), stage_of(), emit_scratch(), sink_target()."""
 
     def cols_args(self) -> list[str]:
-        args = ["k", "threads", "e0", "e1", "flags", "x"]
+        args = ["k", "threads", "e0", "e1", "flags", "b0", "b1", "x"]
         for s in self.states:
             args += [self.acc.array(s), self.nxt(s.attrs["name"])]
         args += [self.value_name(n) for n in self.prologue_values(self.split_hoisted())]
@@ -161,17 +161,18 @@ class ColumnsEmitter:
         L.add('@njit(cache=True, error_model="numpy", nogil=True)')
         L.add(f"def _cols({', '.join(self.cols_args())}):")
         with L.indent():
-            L.add('"""Run every timestep for units [e0, e1) of the step, as thread k of `threads`.')
+            L.add('"""Run every timestep for units [e0, e1) of the step and batch rows [b0, b1),')
+            L.add("as thread k of `threads`.")
             L.add("")
-            L.add("State and outputs are whole arrays, of which this thread writes its units'")
-            L.add("columns; the split weights are this thread's blocks. The threads meet at a")
-            L.add(
-                'barrier after each step, before the next step\'s product reads the whole state."""'
-            )
+            L.add("State arguments are those rows, of which this thread writes its units'")
+            L.add("columns; outputs are whole. The split weights are this thread's blocks. The")
+            L.add("threads of a unit split (all rows) meet at a barrier after each step, before")
+            L.add("the next step's product reads the whole state; a chunk of rows that runs all")
+            L.add('units (the batch split: threads == 1) waits for nobody."""')
             self.emit_wide_vectors(L)
             L.add("T = x.shape[0]")
             L.add("B = x.shape[1]")
-            L.add("b0, b1, nb = 0, B, B  # every batch row")
+            L.add("nb = b1 - b0  # rows of this call")
             L.add("ne = e1 - e0  # units of this thread")
             self.emit_fixed_sizes(L)
             self.emit_scalar_casts(L, self.split_hoisted())
@@ -182,10 +183,10 @@ class ColumnsEmitter:
                 )
                 L.add("# ---- hoisted: this thread's units of the input projection, made `tc`")
                 L.add("# steps at a time in the time loop (lstmc_runtime.layout.chunk_steps)")
-                L.add(f"tc = _chunk_steps(T, B, {widths}, {weights}, x.itemsize)")
+                L.add(f"tc = _chunk_steps(T, nb, {widths}, {weights}, x.itemsize)")
                 L.add("# in `work`, this thread's buffer that the glue keeps for its next call:")
-                L.add("# a [T, B, n] one (weights too big for chunks) is no fresh memory a call")
-                L.add(f"need = tc * B * ({widths})")
+                L.add("# a [T, nb, n] one (weights too big for chunks) is no fresh memory a call")
+                L.add(f"need = tc * nb * ({widths})")
                 L.add("if work.size < need:")
                 L.add("    work = np.empty(need, _F)")
                 L.add("wo = 0")
@@ -194,10 +195,10 @@ class ColumnsEmitter:
                 width = self.hoisted_width(name)
                 L.add(ir_comment(n))
                 L.add(
-                    f"{self.acc.array(n)} = work[wo : wo + tc * B * {width}]"
-                    f".reshape((tc, B, {width}))"
+                    f"{self.acc.array(n)} = work[wo : wo + tc * nb * {width}]"
+                    f".reshape((tc, nb, {width}))"
                 )
-                L.add(f"wo += tc * B * {width}")
+                L.add(f"wo += tc * nb * {width}")
             L.add("# ---- buffers reused by every step: this thread's columns of each product")
             for name, slots in plan.offsets.items():
                 if name in plan.hoisted:
@@ -226,15 +227,20 @@ class ColumnsEmitter:
                 L.add("tn = min(tc, T - t)")
                 for name in sorted(plan.hoisted):
                     n = self.graph.node(name)
-                    vec = n.operands[-1] if n.op == "matvec" else n.operands[0]
+                    vec_node = n.operands[-1] if n.op == "matvec" else n.operands[0]
+                    vec = self.vector_array(vec_node, "seq")
                     width = self.hoisted_width(name)
-                    self.panel_weights.add(self.sched.weights[name].name)
+                    weight = self.sched.weights[name].name
+                    self.panel_weights.add(weight)
+                    L.add(f"if nb == B:  # all rows: one product over the chunk's steps  %{name}")
                     L.add(
-                        f"_matmul({self.vector_array(vec, 'seq')}[t : t + tn].reshape("
-                        f"tn * B, {self.size(vec.shape[0])}), {self.sched.weights[name].name}, "
+                        f"    _matmul({vec}[t : t + tn].reshape(tn * B, "
+                        f"{self.size(vec_node.shape[0])}), {weight}, "
                         f"{self.acc.array(n)}[:tn].reshape(tn * B, {width}))"
-                        f"  # %{name}"
                     )
+                    L.add("else:  # a chunk of rows (the batch split): a product a step")
+                    L.add("    for s in range(tn):")
+                    L.add(f"        _matmul({vec}[t + s, b0:b1], {weight}, {self.acc.array(n)}[s])")
         for item in self.sched.items["step"]:
             if item.kind != "group":
                 self.emit_item(L, item)
@@ -260,7 +266,7 @@ class ColumnsEmitter:
                 self.acc = plain
             L.add("for r in range(nb):")
             with L.indent():
-                L.add("b = r")
+                L.add("b = b0 + r")
                 for k, lines in enumerate(stages):
                     if len(stages) > 1:
                         L.add(f"# loop {k + 1} of {len(stages)} over the row (common.chain_stages)")

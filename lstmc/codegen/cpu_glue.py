@@ -1,6 +1,7 @@
-"""The run-time glue of a CPU module: `_launch` and `_launch_columns`, plain Python that takes
-the kernel object's checked, packed arguments to the compiled functions (`_prologue`, `_rows`,
-`_cols`) and runs them on the threads the call's plan chose (lstmc_runtime.threads)."""
+"""The run-time glue of a CPU module: `_launch`, `_launch_columns` and `_launch_chunks`, plain
+Python that takes the kernel object's checked, packed arguments to the compiled functions
+(`_prologue`, `_rows`, `_cols`) and runs them on the threads the call's plan chose
+(lstmc_runtime.threads)."""
 
 from __future__ import annotations
 
@@ -98,12 +99,35 @@ class CpuGlue:
         def cols_arg(a: str) -> str:
             if a in ("k", "threads", "e0", "e1", "flags"):
                 return a
+            if a in ("b0", "b1"):
+                return {"b0": "0", "b1": "x.shape[1]"}[a]
             if a == "work":
                 return "work.get(('cols', k), _NO_WORK)"
             if a in pro_units:
                 return f"pro[{pro_units.index(a)}]"
             return f"blocks[k][{a!r}]" if a in split else arg(a, whole=True)
 
+        def chunk_arg(a: str) -> str:
+            if a in ("k", "threads"):
+                return {"k": "0", "threads": "1"}[a]
+            if a in ("e0", "e1", "flags", "b0", "b1"):
+                return a
+            if a == "work":
+                return "work.get(('chunk', b0), _NO_WORK)"
+            if a in pro_units:
+                return f"pro[{pro_units.index(a)}]"
+            if lookup(ns, "y", a) is not None:
+                return arg(a)  # outputs are whole: `_cols` writes rows b0 + r
+            return f"block[{a!r}]" if a in split else arg(a)
+
+        columns_prologue = (
+            prologue_units
+            if self.split_hoisted()
+            else prologue
+            + "\n    "
+            + hoisted_call
+            + "0, x.shape[0], 0, x.shape[1])  # all of it, on this thread"
+        )
         lines += [
             "",
             "",
@@ -111,12 +135,7 @@ class CpuGlue:
             '    """Run the prologue, then the time loop with the step\'s units split across threads:',
             "    blocks[k] holds thread k's units and its blocks of the split weights. Returns the",
             '    final state. Run-time glue."""',
-            prologue_units
-            if self.split_hoisted()
-            else prologue
-            + "\n    "
-            + hoisted_call
-            + "0, x.shape[0], 0, x.shape[1])  # all of it, on this thread",
+            columns_prologue,
             "    spare = {name: aligned_empty_like(a) for name, a in state.items()}",
             "",
             "    def cols(k, threads, flags):",
@@ -124,6 +143,26 @@ class CpuGlue:
             *self.call_lines("_cols", self.cols_args(), cols_arg, "work[('cols', k)] = "),
             "",
             "    run_threads(cols, len(blocks))",
+            "    return state if x.shape[0] % 2 == 0 else spare",
+            "",
+            "",
+            "def _launch_chunks(x, state, arrays, block, outputs, sizes, run_chunks, work):",
+            '    """The batch split through `_cols`: each chunk of rows runs every unit on one',
+            "    thread (`block`: the one-thread blocks of the split weights), its input",
+            "    projection a few steps at a time, and waits for nobody. Weights larger than L2",
+            "    (which a product a step over a chunk's rows would read from L3 every step) take",
+            '    `_launch` instead. Returns the final state. Run-time glue."""',
+            f"    if not ({small or 'True'}):",
+            "        return _launch(x, state, arrays, outputs, sizes, run_chunks, work)",
+            columns_prologue,
+            "    spare = {name: aligned_empty_like(a) for name, a in state.items()}",
+            "    flags = new_flags(1)  # no other thread to wait for",
+            "    e0, e1 = block['units']",
+            "",
+            "    def rows(b0, b1):",
+            *self.call_lines("_cols", self.cols_args(), chunk_arg, "work[('chunk', b0)] = "),
+            "",
+            "    run_chunks(rows, x.shape[1])",
             "    return state if x.shape[0] % 2 == 0 else spare",
         ]
         return lines

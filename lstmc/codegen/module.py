@@ -77,7 +77,7 @@ def module_tail(emitter, target: str) -> list[str]:
             "# the split group and the offsets of the slices it reads (lstmc_runtime.packing)."
         )
         lines.append(f"COLUMNS = {columns!r}")
-        extra += ", columns=COLUMNS, launch_columns=_launch_columns"
+        extra += ", columns=COLUMNS, launch_columns=_launch_columns, launch_chunks=_launch_chunks"
     lines += ["", ""]
     lines += emitter.launch_lines()
     lines += ["", ""]
@@ -127,6 +127,7 @@ _MODULE_NAMES = {
     "PANELS",
     "BLAS_WEIGHTS",
     "barrier",
+    "new_flags",
     "aligned_empty_like",
     "_mean_inv_std",
     "_rows_mean_inv_std",
