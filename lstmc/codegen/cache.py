@@ -1,11 +1,11 @@
 """The on-disk cache of generated modules.
 
 A generated module is written to `<cache dir>/<key>/<module>.py`, where the key hashes the
-spec, the options, the target, the lstmc and Numba versions, and the sources of the compiler
-and of lstmc_runtime. Numba's own cache (`cache=True`) then stores the machine code beside it,
-so a second process loads a compiled kernel without compiling. Writes are atomic (a temporary
-file, then a hard link that fails if another process won the race), so two processes compiling
-the same spec both succeed and nobody ever reads a half-written file. The cache directory is `$LSTMC_CACHE_DIR`, else `~/.cache/lstmc`.
+spec, the options, the target, the lstmc and Numba versions and lstmc_runtime's sources.
+Numba's own cache (`cache=True`) then stores the machine code beside it, so a second process
+loads a compiled kernel without compiling. Writes are atomic (a temporary file, then a hard link that fails if another process
+won the race), so two processes compiling the same spec both succeed and nobody ever reads a
+half-written file. The cache directory is `$LSTMC_CACHE_DIR`, else `~/.cache/lstmc`.
 """
 
 from __future__ import annotations
@@ -42,20 +42,6 @@ def runtime_digest() -> str:
     return digest.hexdigest()
 
 
-@functools.cache
-def compiler_digest() -> str:
-    """A hash of the compiler's own sources (the lstmc package): a changed pass or code
-    generator writes other modules for the same spec, which the version number alone would
-    not tell apart from the cached ones (an editable install, a patched copy)."""
-    import lstmc
-
-    root = Path(lstmc.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
 def cache_key(parts: dict) -> str:
     import numba
 
@@ -65,7 +51,6 @@ def cache_key(parts: dict) -> str:
         parts,
         lstmc=lstmc.__version__,
         runtime=runtime_digest(),
-        compiler=compiler_digest(),
         numba=numba.__version__,
         python=sys.version_info[:2],
     )
