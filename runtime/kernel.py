@@ -205,7 +205,14 @@ class Kernel:
         if self.columns and T > 0 and B > 0:
             units = size_value(next(iter(self.columns.values()))["extent"], sizes)
         plan = plan_call(
-            T, B, self._work_per_row(sizes), self.threads, units, self.split, self.dtype.itemsize
+            T,
+            B,
+            self._work_per_row(sizes),
+            self.threads,
+            units,
+            self.split,
+            self.dtype.itemsize,
+            chunks=self._launch_chunks is not None,
         )
         # Arrays that threads write side by side start on ALIGN bytes; one thread's need not.
         empty, zeros = (np.empty, np.zeros) if plan.threads == 1 else (aligned_empty, aligned_zeros)

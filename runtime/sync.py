@@ -124,7 +124,7 @@ def signal(flags, index, value):
 def wait_for(flags, index, value, max_spins):
     """Spin, without the GIL, until flags[index] >= value: True; or False after `max_spins`
     pauses (the caller then blocks some other way). The end of a split call waits so for its
-    helpers, which finish within microseconds of the caller: blocking on their futures instead
+    helpers, which finish within microseconds of the caller: sleeping on a lock instead
     cost a futex wake-up, ~45 us on this VM, every call."""
     for _ in range(max_spins):
         if _load_acquire(flags, index) >= value:

@@ -4,10 +4,12 @@ Three ways, chosen per call by `plan_call` from the sizes:
 - serial: one thread runs the prologue and the time loop (every product is lstmc_runtime.gemm,
   on the calling thread);
 - batch: rows of a batch never interact, so chunks of rows run on separate threads (the
-  compiled functions release the GIL), each its rows' hoisted work (the input projection,
-  ...) for all steps, then their time loop: one hand-off to each pool thread a call. A
-  hoisted product whose weight is larger than L2 is made first instead, for all rows of
-  ranges of steps on the threads (the module's `_launch` decides);
+  compiled functions release the GIL): one hand-off to each pool thread a call. A kernel
+  with a unit split runs its `_cols` on each chunk for every unit, the input projection a
+  few steps at a time (the module's `_launch_chunks`); others make their rows' hoisted work
+  (the input projection, ...) for all steps, then run their time loop (`_rows`). A hoisted
+  product whose weight is larger than L2 is made first instead, for all rows of ranges of
+  steps on the threads (the module's `_launch` decides);
 - units: each thread owns a range of the step's units and its blocks of the input and
   recurrent weights, and the threads meet at a spin barrier after each step (cpu_columns.py
   in the compiler, lstmc_runtime.sync). Each core streams only its share of the weights, and
@@ -32,13 +34,14 @@ import os
 import sys
 import threading
 
-from lstmc_runtime.layout import CHUNK_MAX_WEIGHT_BYTES
+from lstmc_runtime.layout import CHUNK_MAX_WEIGHT_BYTES, L2_BYTES
 from lstmc_runtime.packing import unit_bounds
 from lstmc_runtime.placement import forget_workers, keep_off_caller
 from lstmc_runtime.workers import Pool
 
 # Below this many multiply-adds per call, threads cost more than they save: waking a pool
-# thread took ~0.1 ms on this VM (a Future's round trip: 98 us; a batch split made two such
+# thread took ~0.1 ms on this VM (a ThreadPoolExecutor's round trip then: 98 us; lstmc_runtime.workers'
+# helpers, awake after a recent call, answer in ~30 us; a batch split made two such
 # trips, the hoisted work then the rows, when these figures were taken). Measured on two
 # vCPUs, split against one thread: 10-20M multiply-adds lose (gru H=32, B=16: 0.50 ms against
 # 0.37; gru_cho H=64, B=8: 0.55 against 0.44; lstm H=32, B=8, 6.5M: 0.43 against 0.25), 26M
@@ -127,7 +130,8 @@ _UNITS_ONE_THREAD_MAX_BYTES = 2 * CHUNK_MAX_WEIGHT_BYTES
 # at least _MIN_ROWS rows a chunk. Two threads, T=100, float32, batch time over unit time:
 # lstm 0.78-0.87 at H=32 (32 KB of weights, B=16-64), 0.87 at H=96 (288 KB), 0.94-0.99 at
 # H=128 (512 KB), 1.04 at H=192 (1.1 MB), 1.00-1.05 at H=256, 1.06-1.14 at H=512; gru
-# 0.89-0.97 at H=96-128 (216-384 KB), 1.00 at H=192 (864 KB), 0.99-1.09 at H=256.
+# 0.89-0.97 at H=96-128 (216-384 KB), 1.00 at H=192 (864 KB), 0.99-1.09 at H=256. At most
+# half of L2 on CPUs with less (each thread reads them all every step).
 _BATCH_MAX_WEIGHT_BYTES = 640 * 1024
 _units_lock = threading.Lock()
 
@@ -151,6 +155,7 @@ def plan_call(
     units: int | None,
     split: str | None = None,
     itemsize: int = 4,
+    chunks: bool = False,
 ) -> Plan:
     """Choose how a call uses the cores.
 
@@ -158,7 +163,9 @@ def plan_call(
     split. `threads`: None (auto), or the number of threads to use; a kernel with a unit split
     then splits units (else batch rows), whatever the sizes. `split`: None (auto), "batch" or
     "units" to force one way. `itemsize`: bytes of the kernel's float type (how much of the
-    cache the weights take).
+    cache the weights take). `chunks`: whether the kernel's batch split runs its unit-split
+    function on each chunk of rows (the module's `_launch_chunks`), which beats the unit split
+    where the weights are small.
     """
     n = cpu_count() if threads is None else max(1, threads)
     can_units = units is not None and split != "batch"
@@ -167,7 +174,8 @@ def plan_call(
     step = B * work_per_row
     if threads is None and T * step < _MIN_WORK:
         n = 1  # too little work to pay for waking another thread
-    by_rows = n > 1 and B >= 2 * _MIN_ROWS and work_per_row * itemsize <= _BATCH_MAX_WEIGHT_BYTES
+    small = work_per_row * itemsize <= min(_BATCH_MAX_WEIGHT_BYTES, L2_BYTES // 2)
+    by_rows = chunks and small and n > 1 and B >= 2 * _MIN_ROWS
     if can_units and units >= _UNITS_MIN_EXTENT * n and step >= _UNITS_MIN_STEP and T >= 2:
         if n > 1 and not by_rows and (B == 1 or _cuts_on_cache_lines(units, n, itemsize)):
             return Plan("units", n, run_units)
@@ -252,8 +260,7 @@ def _hand_off(pool: Pool, helpers: list, own, on_error=None) -> None:
         except BaseException:  # the helpers already rung might wait for this thread forever
             if on_error is not None:
                 on_error()
-            for w in rung:
-                w.wait(_WAIT_SPINS)
+            _wait_all(rung)
             raise
         error = None
         try:
@@ -262,13 +269,30 @@ def _hand_off(pool: Pool, helpers: list, own, on_error=None) -> None:
             error = e
             if on_error is not None:
                 on_error()
-        for w in rung:
-            w.wait(_WAIT_SPINS)
+        _wait_all(rung)
     finally:
         pool.lock.release()
     error = error or next((e for e in errors if e is not None), None)
     if error is not None:
         raise error
+
+
+def _wait_all(workers: list) -> None:
+    """Wait until every one of `workers` has done its job, even through an interrupt (Ctrl-C):
+    the pool is handed to the next call only once no job of this one is left running or
+    queued. The interrupt is raised after."""
+    interrupt = None
+    for w in workers:
+        while True:
+            try:
+                w.wait(_WAIT_SPINS)
+                break
+            except RuntimeError:  # the thread died: nothing left to wait for
+                raise
+            except BaseException as e:
+                interrupt = interrupt or e
+    if interrupt is not None:
+        raise interrupt
 
 
 def run_units(cols, n: int) -> None:

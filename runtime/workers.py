@@ -21,6 +21,7 @@ catches its errors); the helpers are daemon threads, never joined.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -31,6 +32,7 @@ from lstmc_runtime.sync import FLAG_STRIDE, new_flags, signal_and_wait, wait_for
 __all__ = ["Pool", "spin_pauses"]
 
 _DEFAULT_SPIN_US = 200.0
+_MAX_SPIN_US = 1e6  # a second: a larger value is surely a mistake
 _pause_ns: float | None = None  # what one `pause` of sync.wait_for costs here, measured once
 
 
@@ -42,8 +44,11 @@ def spin_pauses() -> int:
         spin_us = float(os.environ.get("LSTMC_SPIN_US", _DEFAULT_SPIN_US))
     except ValueError:
         spin_us = _DEFAULT_SPIN_US
+    if not math.isfinite(spin_us):  # "nan", "inf": the default, not an error in every call
+        spin_us = _DEFAULT_SPIN_US
     if spin_us <= 0:
         return 0
+    spin_us = min(spin_us, _MAX_SPIN_US)
     if _pause_ns is None:
         never = new_flags(1)
         wait_for(never, 0, 1, 100)  # compiled before timing
@@ -81,10 +86,12 @@ class Worker:
     def wait(self, spins: int) -> None:
         """Until the last job handed over is done: spinning without the GIL for up to `spins`
         pauses (helpers finish within microseconds of the caller), then in short sleeps (a
-        helper that lags, descheduled)."""
+        helper that lags, descheduled). Raises if the thread has died (it never should)."""
         if wait_for(self.flags, FLAG_STRIDE, self.rung, spins):
             return
-        while self.flags[FLAG_STRIDE] < self.rung:
+        while not wait_for(self.flags, FLAG_STRIDE, self.rung, 0):
+            if not self.thread.is_alive():
+                raise RuntimeError(f"lstmc helper thread {self.thread.name} has died")
             time.sleep(50e-6)
 
     def stop(self) -> None:
@@ -105,11 +112,15 @@ class Worker:
             job, self.job = self.job, None
             if self.stopping:
                 return
-            job()
-            done += 1
-            # Publish `done` and watch the doorbell in one call without the GIL, so that the
-            # caller, which wakes on `done`, finds the GIL free.
-            signal_and_wait(self.flags, FLAG_STRIDE, done, 0, done + 1, self.spins)
+            try:
+                if job is not None:  # a hand-off rings once per job, and waits for it
+                    job()
+            finally:
+                job = None  # the call's arrays are not kept alive until the next job
+                done += 1
+                # Publish `done` and watch the doorbell in one call without the GIL, so that
+                # the caller, which wakes on `done`, finds the GIL free.
+                signal_and_wait(self.flags, FLAG_STRIDE, done, 0, done + 1, self.spins)
 
 
 class Pool:

@@ -110,7 +110,7 @@ def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypa
         return 8 * H * H
 
     def plan(*args, **kw):
-        p = rt_threads.plan_call(*args, **kw)
+        p = rt_threads.plan_call(*args, **kw, chunks=True)
         return p.mode, p.threads
 
     assert plan(100, 1, lstm(32), None, 32) == ("serial", 1)
@@ -132,6 +132,14 @@ def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypa
     assert plan(100, 64, lstm(64), None, 64, itemsize=8) == ("batch", 2)  # 256 KB
     assert plan(100, 64, lstm(128), None, 128, itemsize=4) == ("batch", 2)  # 512 KB
     assert plan(100, 64, lstm(128), None, 128, itemsize=8) == ("units", 2)  # 1 MB
+    # a module written before `_launch_chunks` (its batch split is `_rows`): by units
+    assert rt_threads.plan_call(100, 64, lstm(32), None, 32).mode == "units"
+    # half of a smaller L2 at most (here 512 KB: 256 KB)
+    monkeypatch.setattr(rt_threads, "L2_BYTES", 512 * 1024)
+    assert plan(100, 64, lstm(64), None, 64) == ("batch", 2)  # 128 KB
+    assert plan(100, 64, lstm(96), None, 96) == ("units", 2)  # 288 KB
+    monkeypatch.undo()
+    monkeypatch.setattr(rt_threads, "cpu_count", lambda: 2)
     # cuts off the cache lines (24 units of float32: 96 bytes): not by units where several
     # rows would share lines between the threads; a single row may
     assert plan(100, 64, lstm(48), None, 48) == ("batch", 2)
@@ -356,3 +364,62 @@ def test_overlapping_holds_restore_the_blas_threads():
     assert set(blas_threads()) == {1}  # the second call still runs
     second.__exit__(None, None, None)
     assert blas_threads() == before
+
+
+def test_an_interrupted_wait_still_waits_for_the_helpers_before_the_pool_is_reused(monkeypatch):
+    """Ctrl-C while the caller waits for a helper: the call raises KeyboardInterrupt, but only
+    once the helper's job is done, so the next hand-off never rings a busy helper."""
+    import time
+
+    from lstmc_runtime.workers import Worker
+
+    pool = rt_threads._get_pool(1)
+    real_wait = Worker.wait
+    interrupts = []
+
+    def wait_interrupted_once(self, spins):
+        if not interrupts:
+            interrupts.append(1)
+            raise KeyboardInterrupt
+        real_wait(self, spins)
+
+    monkeypatch.setattr(Worker, "wait", wait_interrupted_once)
+    finished = []
+
+    def helper():
+        time.sleep(0.05)
+        finished.append(1)
+
+    with pytest.raises(KeyboardInterrupt):
+        _in_a_thread(lambda: rt_threads._hand_off(pool, [helper], lambda: None))
+    assert finished == [1]
+    monkeypatch.undo()
+    again = []
+    _in_a_thread(lambda: rt_threads._hand_off(pool, [lambda: again.append(1)], lambda: None))
+    assert again == [1]
+
+
+def test_a_helper_keeps_nothing_of_the_last_call_alive():
+    import gc
+    import weakref
+
+    class Payload:
+        pass
+
+    payload = Payload()
+    ref = weakref.ref(payload)
+    pool = rt_threads._get_pool(1)
+    rt_threads._hand_off(pool, [lambda p=payload: p], lambda: None)
+    del payload
+    gc.collect()
+    assert ref() is None
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-5", "0", "oops", "1e300"])
+def test_helper_spin_time_from_the_environment_is_always_sane(monkeypatch, value):
+    from lstmc_runtime import workers
+
+    monkeypatch.setenv("LSTMC_SPIN_US", value)
+    spins = workers.spin_pauses()
+    assert 0 <= spins < 10**9
+    assert (spins == 0) == (value in ("-5", "0"))

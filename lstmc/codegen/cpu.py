@@ -4,9 +4,11 @@ The module's `@njit` functions run the sequence: `_prologue` computes the values
 only on params, and the hoisted values of a range of timesteps and batch rows (the input
 projection is one product over those steps' rows when it covers all rows, a product a step
 over a thread's rows when the batch split gives each thread its own); `_rows` (a chunk of
-batch rows) or `_cols` (a thread's share of the units) runs the time loop: each step's
-products, then each element-wise group as one loop nest over (batch, unit), which also
-computes the layer norms that only it reads (cpu_ops.fold_layer_norms). Every product goes
+batch rows) or `_cols` (a thread's share of the units, for all rows or a chunk of them) runs
+the time loop: each step's products, then each element-wise group as one loop nest over
+(batch, unit), whose row is cut into a loop per link of its chain of transcendental
+functions (common.chain_stages), and which also computes the layer norms that only it reads
+(cpu_ops.fold_layer_norms). Every product goes
 through lstmc_runtime.gemm's register-blocked kernel, transcendentals through
 lstmc_runtime.vmath, written so that LLVM vectorizes these loops. State lives in two buffers
 per variable, swapped after each step. Every block carries the IR it came from as a comment.

@@ -9,6 +9,10 @@ block of the weight (packed once per thread count, see lstmc_runtime.packing), r
 element-wise work of its units, writes its columns of the new state, and meets the others at a
 spin barrier (lstmc_runtime.sync) before the next step reads the whole state.
 
+The batch split of such a kernel runs `_cols` too, on each chunk of rows for every unit on
+one thread (the glue's `_launch_chunks`): no barrier, and the input projection a few steps at
+a time, a product a step over the chunk's rows.
+
 That needs a step whose units do not interact except through the products that start it:
 exactly one element-wise group, products that read only state (complete after the barrier),
 product values read by the group only at its own unit (a slice of the group's length, at any
@@ -239,8 +243,9 @@ class ColumnsEmitter:
                         f"{self.acc.array(n)}[:tn].reshape(tn * B, {width}))"
                     )
                     L.add("else:  # a chunk of rows (the batch split): a product a step")
+                    L.add(f"    src = {vec}")
                     L.add("    for s in range(tn):")
-                    L.add(f"        _matmul({vec}[t + s, b0:b1], {weight}, {self.acc.array(n)}[s])")
+                    L.add(f"        _matmul(src[t + s, b0:b1], {weight}, {self.acc.array(n)}[s])")
         for item in self.sched.items["step"]:
             if item.kind != "group":
                 self.emit_item(L, item)
