@@ -140,7 +140,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     setting = ", ".join(
-        f"{name}={os.environ.get(name, 'unset')}" for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+        f"{name}={os.environ.get(name, 'unset')}"
+        for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "LSTMC_SPIN_US")
     )
     where = f"lstm, float32, T={T}, {torch.get_num_threads()} threads each side, {setting}"
     print(table(measure(), f"Median call time after sleeping `gap` before each call ({where})"))
