@@ -215,7 +215,7 @@ class EmitterBase:
         """One element of an element-wise group: each node into a scalar local, stores of
         materialized values, and (in the time loop) the stores of the sinks it feeds.
         `sink_target(sink)` gives the element a sink writes."""
-        return self.staged_group_lines(item, target, t, b, j, row, sink_target)[0][0]
+        return self.staged_group_lines(item, target, t, b, j, row, sink_target)[0]
 
     def staged_group_lines(
         self,
@@ -228,17 +228,12 @@ class EmitterBase:
         sink_target,
         stage_of: dict[str, int] | None = None,
         index: str | None = None,
-    ) -> tuple[list[list[str]], list]:
+    ) -> list[list[str]]:
         """`group_lines` cut into the loops of `stage_of` (chain_stages; one stage without
-        it): the lines of each stage's loop, and the nodes that a later stage reads. Such a
-        node's value passes through its row scratch (`scratch_name`), element `index`."""
+        it): the lines of each stage's loop. A node that a later stage reads (`crossing`)
+        passes its value through its row scratch (`scratch_name`), element `index`."""
         stage_of = stage_of or dict.fromkeys((n.name for n in item.nodes), 0)
-        crossing = [
-            n
-            for n in item.nodes
-            if any(stage_of.get(u.name, -1) > stage_of[n.name] for u in self.graph.users(n))
-        ]
-        crossing_names = {n.name for n in crossing}
+        crossing_names = {n.name for n in self.crossing(item, stage_of)}
         stages: list[list[str]] = [[] for _ in range(max(stage_of.values()) + 1)]
         for n in item.nodes:
             s = stage_of[n.name]
@@ -261,7 +256,15 @@ class EmitterBase:
                         lines.append(
                             f"{sink_target(user)} = {var}  # {user.op} {user.attrs['name']}"
                         )
-        return stages, crossing
+        return stages
+
+    def crossing(self, item, stage_of: dict[str, int]) -> list:
+        """The nodes of `item` that a later stage of `stage_of` reads."""
+        return [
+            n
+            for n in item.nodes
+            if any(stage_of.get(u.name, -1) > stage_of[n.name] for u in self.graph.users(n))
+        ]
 
     def scratch_name(self, node) -> str:
         return self.ns.get("sg", node.name)

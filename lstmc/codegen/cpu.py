@@ -397,7 +397,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         if item.phase == "step":
             for node in norms:
                 self.emit_rows_stats(L, node)
-        stages, _ = self.staged_group_lines(
+        stages = self.staged_group_lines(
             item,
             TARGET,
             "t",
@@ -429,10 +429,8 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
 
     def emit_scratch(self, L: _Lines, item: Item, extent: str) -> None:
         """The row scratch of the values that a later loop of the group's row reads."""
-        _, crossing = self.staged_group_lines(
-            item, TARGET, "t", "b", "j", "r", lambda sink: "", self.stage_of(item), "j"
-        )
-        for n in crossing:
+        stage_of = self.stage_of(item)
+        for n in self.crossing(item, stage_of) if stage_of else []:
             L.add(f"{self.scratch_name(n)} = np.empty({extent}, _F)  # %{n.name}, a row of it")
 
 

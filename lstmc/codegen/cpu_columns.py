@@ -256,7 +256,7 @@ class ColumnsEmitter:
             )
             plain, self.acc = self.acc, ColumnAccess(self.sched, self.ns, self.fixed, self.columns)
             try:
-                stages, _ = self.staged_group_lines(
+                stages = self.staged_group_lines(
                     item,
                     "cpu",
                     "t",
