@@ -20,7 +20,7 @@ from lstmc_runtime.errors import KernelArgumentError
 from lstmc_runtime.layout import to_panels
 from lstmc_runtime.packing import PackedParams, check_float, pack_weights
 from lstmc_runtime.signature import Signature, size_value
-from lstmc_runtime.threads import hold_blas, plan_call
+from lstmc_runtime.threads import chunk_bounds, hold_blas, plan_call
 
 # Arrays that several threads write (state, outputs) start on a 128-byte boundary, and the
 # unit split cuts rows on 128-byte boundaries too (packing.unit_bounds): two threads writing
@@ -253,7 +253,7 @@ class Kernel:
         # threads, ("chunk", b0) of batch splits into other chunks.
         used = {("cols", k) for k in range(plan.threads)} if plan.mode == "units" else set()
         if plan.mode == "batch":
-            used = {("chunk", B * i // plan.threads) for i in range(plan.threads)}
+            used = {("chunk", b0) for b0 in chunk_bounds(B, plan.threads)[:-1]}
         for key in [k for k in spaces if isinstance(k, tuple) and k not in used]:
             del spaces[key]
         if sum(a.nbytes for a in spaces.values()) > WORKSPACE_KEEP_BYTES:

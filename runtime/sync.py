@@ -140,8 +140,4 @@ def signal_and_wait(flags, index, value, wait_index, wait_value, max_spins):
     and watches for the next one without taking the GIL in between, so the caller, which
     wakes on the first flag, finds the GIL free (lstmc_runtime.workers)."""
     _store_release(flags, index, value)
-    for _ in range(max_spins):
-        if _load_acquire(flags, wait_index) >= wait_value:
-            return True
-        _cpu_relax()
-    return _load_acquire(flags, wait_index) >= wait_value
+    return wait_for(flags, wait_index, wait_value, max_spins)

@@ -318,6 +318,12 @@ def run_units(cols, n: int) -> None:
         _hand_off(_get_pool(n - 1), helpers, lambda: cols(0, n, flags), abort)
 
 
+def chunk_bounds(B: int, n: int) -> list[int]:
+    """The rows where the batch split's n chunks start, and B: chunk k is rows
+    [bounds[k], bounds[k + 1])."""
+    return [B * i // n for i in range(n + 1)]
+
+
 def plan_chunks(T: int, B: int, work_per_row: int, threads: int | None):
     """Return the `run_chunks(rows, B)` function for one call.
 
@@ -338,10 +344,10 @@ def plan_chunks(T: int, B: int, work_per_row: int, threads: int | None):
         return serial
 
     def run_chunks(rows, B: int) -> None:
-        bounds = [B * i // n for i in range(n + 1)]
+        bounds = chunk_bounds(B, n)
         helpers = [lambda i=i: rows(bounds[i], bounds[i + 1]) for i in range(n - 1)]
         # the calling thread takes the last chunk
         _hand_off(_get_pool(n), helpers, lambda: rows(bounds[-2], bounds[-1]))
 
-    run_chunks.chunks = n  # chunk k is rows [B * k // n, B * (k + 1) // n)
+    run_chunks.chunks = n  # chunk k is rows chunk_bounds(B, n)[k : k + 2]
     return run_chunks
