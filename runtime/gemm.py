@@ -15,8 +15,10 @@ generated kernels' cache key hashes every runtime file).
 
 Rows go in blocks of MAIN_ROWS (6), then 4, 2 and 1; columns in groups of the block's tile
 width (MAIN_VECS vectors: 4 on AVX-512, 2 on AVX2), then of two vectors, then one at a time,
-then, for the last columns (fewer than a vector), a plain loop. The same kernel serves the
-input projection over all steps, in chunks of rows that stay in L2.
+then, for the last columns (fewer than a vector), a plain loop. A weight larger than L2 goes
+by once, prefetched a panel or a strip ahead: in 8-row blocks of one panel for fewer than
+STRIP_MIN_ROWS rows, else in strips of the main tile's width that every row goes through.
+The same kernel serves the input projection over all steps, in chunks of rows that stay in L2.
 
 Weights packed once (`kernel.pack`) are laid out in panels (`to_panels`, `matmul_panels`):
 [P, K, PANEL] with panel p holding columns [p * PANEL, (p + 1) * PANEL) of the [K, N] weight,
@@ -79,6 +81,15 @@ MAIN_VECS = 4 if _AVX512 else 2
 # of 16 split in two): the 2 rows' tile has 8 accumulators ([8, 128] x [128, 512]: 164
 # GFLOP/s as 8 x 2, 152 as 6 x 4 and 2 x 4).
 STREAM_ROWS = 8 if _AVX512 else 6
+# From STRIP_MIN_ROWS rows on, a weight larger than L2 goes by in strips of the main tile's
+# width instead (_strips_into): 6-row blocks of MAIN_VECS vectors, prefetching the next strip,
+# the rows after the blocks done in the same strip. One core of a Xeon (2 MB L2), float32,
+# GFLOP/s, 8 x 2 blocks -> strips, measured in turns: [64, 512] x [512, 1024] 160 -> 176,
+# [64, 512] x [512, 2048] 156 -> 175, [32, 512] x [512, 2048] 148 -> 160, [64, 1024] x
+# [1024, 2048] 156 -> 174; both cores at once, each its own product: 148 -> 161, 145 -> 157,
+# 142 -> 148, 154 -> 168. At 16 rows and fewer, the 8 x 2 blocks stay ahead ([16, 512] x
+# [512, 2048] 144 -> 143, [8, 512] x [512, 2048] 114 -> 93).
+STRIP_MIN_ROWS = 32
 _FOUR_ROW_VECS = 4 if _AVX512 else 3
 _ROWS_AT_ONCE = 256  # rows of a per pass over w: 256 x K=512 float32 is 512 KB, in L2
 
@@ -92,6 +103,9 @@ _PREFETCH_MIN_BYTES = L2_BYTES
 # above). Fewer rows take more vectors, so that each still has enough
 # independent accumulators to hide the FMA latency; a single row is bound by loading w.
 _MAIN_WIDE = make_tile(MAIN_ROWS, MAIN_VECS)
+_MAIN_WIDE_PREFETCH = make_tile(MAIN_ROWS, MAIN_VECS, prefetch=True)
+_STRIP_R4, _STRIP_R2 = make_tile(4, MAIN_VECS), make_tile(2, MAIN_VECS)
+_STRIP_R1 = make_tile(1, MAIN_VECS)
 _MAIN_V2, _MAIN_V1 = make_tile(MAIN_ROWS, 2), make_tile(MAIN_ROWS, 1)
 _STREAM_V2_PREFETCH = make_tile(STREAM_ROWS, 2, prefetch=True)
 _STREAM_V2 = make_tile(STREAM_ROWS, 2)
@@ -205,7 +219,10 @@ def _prefetch_share(panel_bytes, panels, k_total, p, b, blocks):
 def _rows_into(a, w, out):
     m, n = a.shape[0], out.shape[1]
     if w.ndim == 3 and m >= STREAM_ROWS and w.size * w.itemsize >= _PREFETCH_MIN_BYTES:
-        _streamed_rows_into(a, w, out, True)
+        if m >= STRIP_MIN_ROWS:
+            _strips_into(a, w, out)
+        else:
+            _streamed_rows_into(a, w, out, True)
         return
     if m % STREAM_ROWS == 0 and m % MAIN_ROWS == 2:
         _streamed_rows_into(a, w, out, False)
@@ -230,7 +247,50 @@ def _rows_into(a, w, out):
             _MAIN_V1(a, w, out, i, j)
         j += vec
     _tail(a, w, out, 0, m_main, j)
-    _rows_left(a, w, out, m_main)
+    _rows_left(a, w, out, m_main, 0)
+
+
+@njit(nogil=True)
+def _strips_into(a, w, out):
+    """_rows_into for a weight in panels larger than L2 and at least STRIP_MIN_ROWS rows: one
+    strip of MAIN_VECS vectors (whole panels) at a time, through which every row goes before
+    the next strip, so that w is read from L3 or memory once. The 6-row blocks of a strip
+    each bring a share of the next strip into L2 (_prefetch_share); the rows after them take
+    tiles of the strip's width. The columns after the last whole strip go as in _rows_into."""
+    m, n = a.shape[0], out.shape[1]
+    vec = VECTOR_BYTES // a.itemsize
+    width = MAIN_VECS * vec  # columns of a strip
+    per_strip = width // w.shape[2]  # panels of a strip
+    strip_bytes = per_strip * w.strides[0]
+    strips_in_w = w.shape[0] // per_strip
+    m_main = m - m % MAIN_ROWS
+    blocks = m_main // MAIN_ROWS
+    j = 0
+    while j + width <= n:
+        s = j // width
+        for b in range(blocks):
+            start, step = _prefetch_share(strip_bytes, strips_in_w, w.shape[1], s, b, blocks)
+            _MAIN_WIDE_PREFETCH(a, w, out, b * MAIN_ROWS, j, start, step)
+        i = m_main
+        if i + 4 <= m:
+            _STRIP_R4(a, w, out, i, j)
+            i += 4
+        if i + 2 <= m:
+            _STRIP_R2(a, w, out, i, j)
+            i += 2
+        if i < m:
+            _STRIP_R1(a, w, out, i, j)
+        j += width
+    while MAIN_VECS > 2 and j + 2 * vec <= n:
+        for i in range(0, m_main, MAIN_ROWS):
+            _MAIN_V2(a, w, out, i, j)
+        j += 2 * vec
+    while j + vec <= n:
+        for i in range(0, m_main, MAIN_ROWS):
+            _MAIN_V1(a, w, out, i, j)
+        j += vec
+    _tail(a, w, out, 0, m_main, j)
+    _rows_left(a, w, out, m_main, width * (n // width))
 
 
 @njit(nogil=True)
@@ -262,15 +322,16 @@ def _streamed_rows_into(a, w, out, prefetch):
             _STREAM_V1(a, w, out, i, j)
         j += vec
     _tail(a, w, out, 0, m_main, j)
-    _rows_left(a, w, out, m_main)
+    _rows_left(a, w, out, m_main, 0)
 
 
 @njit(inline="always")
-def _rows_left(a, w, out, i):
-    """The rows from i on, fewer than a block: at most one block each of 4, 2 and 1 rows."""
+def _rows_left(a, w, out, i, j0):
+    """The rows from i on, fewer than a block, columns from j0 on: at most one block each of
+    4, 2 and 1 rows."""
     for rows in (4, 2, 1):
         if i + rows <= a.shape[0]:
-            _small_block(a, w, out, i, rows)
+            _small_block(a, w, out, i, rows, j0)
             i += rows
 
 
@@ -294,14 +355,14 @@ def _small_tile(a, w, out, i, j, rows, wide):
 
 
 @njit(nogil=True)
-def _small_block(a, w, out, i, rows):
-    """out[i:i + rows] for 4, 2 or 1 rows: panels of the block's tile width (4 vectors, 3 for
-    4 rows on AVX2, 8 for a single row, which is bound by reading w), then one vector, then
-    the plain loop."""
+def _small_block(a, w, out, i, rows, j0):
+    """out[i:i + rows, j0:] for 4, 2 or 1 rows (j0 a multiple of a vector): panels of the
+    block's tile width (4 vectors, 3 for 4 rows on AVX2, 8 for a single row, which is bound
+    by reading w), then one vector, then the plain loop."""
     n = out.shape[1]
     vec = VECTOR_BYTES // a.itemsize
     wide = vec * (8 if rows == 1 else (_FOUR_ROW_VECS if rows == 4 else 4))
-    j = 0
+    j = j0
     while j + wide <= n:
         _small_tile(a, w, out, i, j, rows, True)
         j += wide

@@ -95,6 +95,22 @@ def test_weights_larger_than_l2_prefetch_the_next_panel(m, dtype):
     check(rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [32, 35, 38, 40, 64])
+@pytest.mark.parametrize("extra", [5, 16 + 3])
+def test_many_rows_on_weights_larger_than_l2_go_in_strips(m, extra, dtype):
+    """From STRIP_MIN_ROWS rows on, a weight larger than L2 goes by in strips of the main
+    tile's width (_strips_into): every tail of rows after the 6-row blocks (4, 2, 1 and their
+    sums), and columns after the last whole strip (a vector and a partial one, or a few)."""
+    from lstmc_runtime import gemm
+
+    assert m >= gemm.STRIP_MIN_ROWS
+    n = 16 * PANEL_BYTES // np.dtype(dtype).itemsize + extra  # 8 strips of 2 panels, and more
+    k = -(-gemm._PREFETCH_MIN_BYTES // (n * np.dtype(dtype).itemsize)) + 3
+    rng = np.random.default_rng(m + extra)
+    check(rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype))
+
+
 @pytest.mark.parametrize("blocks", [1, 2, 3, 8, 32])
 @pytest.mark.parametrize("k_total", [1, 7, 512])
 def test_prefetch_shares_stay_in_the_next_panel_and_cover_it(blocks, k_total):
