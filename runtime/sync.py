@@ -16,6 +16,16 @@ plain moves that the compiler may not reorder or hoist out of the spin loop).
 last finished step (a cache line of its own, so spinning readers do not slow the writer), and
 slot n * FLAG_STRIDE is the abort flag, which the Python side sets when a thread raised so
 that the others return instead of waiting forever.
+
+The same flags carry a split call's hand-shake (`started`, `until_caller_waits` in the
+compiled code of each part; `ring_and_wait`, `finish_and_wait` on the caller's side, see
+lstmc_runtime.threads): slot k * FLAG_STRIDE + 1 says that part k has entered its compiled
+code, slot n * FLAG_STRIDE + 1 that the caller waits for the helpers to finish. Its purpose is
+the GIL: a thread that asks for it while another holds it sleeps on a futex, ~20-45 us to wake
+on this VM. With the hand-shake, each thread takes the GIL only while the other is in compiled
+code without it, so it is always free: the caller rings and waits (without the GIL) until the
+helpers have started, and each helper, done, waits (without the GIL) until the caller is
+waiting for it before going back to Python.
 """
 
 from __future__ import annotations
@@ -28,10 +38,24 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["FLAG_STRIDE", "barrier", "new_flags", "signal", "signal_and_wait", "wait_for"]
+__all__ = [
+    "FLAG_STRIDE",
+    "barrier",
+    "finish_and_wait",
+    "new_flags",
+    "ring_and_wait",
+    "signal",
+    "signal_and_wait",
+    "started",
+    "until_caller_waits",
+    "wait_for",
+]
 
 FLAG_STRIDE = 16  # int64 slots: 128 bytes, two cache lines, between flags
 _SPINS_BEFORE_YIELD = 2000  # tens of us of `pause`, then give the core back
+# How long a helper waits at its end for the caller (pauses of ~12 ns here: ~1 ms): longer
+# only when the parts are uneven, after which it takes the GIL as it comes.
+_END_SPINS = 80_000
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 _sched_yield = types.ExternalFunction("sched_yield", types.int32())
@@ -141,3 +165,44 @@ def signal_and_wait(flags, index, value, wait_index, wait_value, max_spins):
     wakes on the first flag, finds the GIL free (lstmc_runtime.workers)."""
     _store_release(flags, index, value)
     return wait_for(flags, wait_index, wait_value, max_spins)
+
+
+@njit(cache=True, nogil=True)
+def started(flags, k):
+    """Part k > 0 of a split call has entered its compiled code (and let go of the GIL)."""
+    if k > 0:
+        _store_release(flags, k * FLAG_STRIDE + 1, 1)
+
+
+@njit(cache=True, nogil=True)
+def until_caller_waits(flags, k):
+    """Part k > 0, done: wait until the caller waits for the helpers (`finish_and_wait`), so
+    that the GIL is free when this thread goes back to Python; at most _END_SPINS pauses."""
+    if k > 0:
+        waiting = (flags.size // FLAG_STRIDE - 1) * FLAG_STRIDE + 1
+        wait_for(flags, waiting, 1, _END_SPINS)
+
+
+@njit(cache=True, nogil=True)
+def ring_and_wait(doors, slots, values, flags, max_spins):
+    """The caller's start of a hand-shake: doors[slots[i]] = values[i] (the helpers' doorbells,
+    lstmc_runtime.workers), then wait until parts 1..len(slots) have `started`: True, or False
+    after `max_spins` pauses. Both without the GIL, which the helpers then take at once."""
+    for i in range(slots.size):
+        _store_release(doors, slots[i], values[i])
+    for i in range(slots.size):
+        if not wait_for(flags, (i + 1) * FLAG_STRIDE + 1, 1, max_spins):
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def finish_and_wait(flags, doors, slots, values, max_spins):
+    """The caller's end of a hand-shake: say that it waits (what `until_caller_waits` watches),
+    then wait until doors[slots[i]] >= values[i] for every i (the helpers' done counts): True,
+    or False after `max_spins` pauses for one of them."""
+    _store_release(flags, (flags.size // FLAG_STRIDE - 1) * FLAG_STRIDE + 1, 1)
+    for i in range(slots.size):
+        if not wait_for(doors, slots[i], values[i], max_spins):
+            return False
+    return True

@@ -34,9 +34,11 @@ import os
 import sys
 import threading
 
+import numpy as np
 from lstmc_runtime.layout import CHUNK_MAX_WEIGHT_BYTES, L2_BYTES
 from lstmc_runtime.packing import unit_bounds
 from lstmc_runtime.placement import forget_workers, keep_off_caller
+from lstmc_runtime.sync import FLAG_STRIDE, finish_and_wait, ring_and_wait
 from lstmc_runtime.workers import Pool
 
 # Below this many multiply-adds per call, threads cost more than they save: waking a pool
@@ -49,6 +51,14 @@ from lstmc_runtime.workers import Pool
 # by units: 0.89 against 1.13). It was 2M before, set when no figure below 100M had been
 # measured. Not measured again since the batch split makes one trip.
 _MIN_WORK = 24_000_000
+# Kernels whose split calls run `_cols`, which takes part in the hand-shake of `_hand_off`
+# (no thread waits for the GIL), split from this many: a one-step call by units took 61 us
+# against 113 without it. Back to back, T=100, split against one thread: lstm H=32, B=8
+# (6.6M) 1.09x, H=64, B=4 (13M) 1.10x, H=128, B=1 (13M) 1.17x, H=32, B=16 (13M) 1.29x; gru
+# H=32, B=16 (9.8M) 1.32x, H=64, B=8 (20M) 1.28x; lstm H=64 and H=96, B=1 (3-7M, no unit
+# split: a step under _UNITS_MIN_STEP) 0.98-1.00x. After 2 ms of idle (the helpers asleep):
+# lstm H=128, B=1 1.07x, H=32, B=16 0.94-1.07x.
+_MIN_WORK_COLS = 8_000_000
 _MIN_ROWS = 4
 
 _pool: Pool | None = None
@@ -101,8 +111,13 @@ def hold_blas():
                 _hold_limiter = None
 
 
-def serial(rows, B: int) -> None:
-    rows(0, B)
+def serial(rows, B: int, handshake: bool = False) -> None:
+    if handshake:
+        from lstmc_runtime.sync import new_flags
+
+        rows(0, B, new_flags(1), 0)
+    else:
+        rows(0, B)
 
 
 # When the unit split pays (measured on a 2-core VM, lstm and gru, T=100, float32, with the
@@ -172,7 +187,7 @@ def plan_call(
     if can_units and (split == "units" or (threads is not None and n > 1)):
         return Plan("units", max(1, min(n, units)), run_units)
     step = B * work_per_row
-    if threads is None and T * step < _MIN_WORK:
+    if threads is None and T * step < (_MIN_WORK if units is None else _MIN_WORK_COLS):
         n = 1  # too little work to pay for waking another thread
     small = work_per_row * itemsize <= min(_BATCH_MAX_WEIGHT_BYTES, L2_BYTES // 2)
     by_rows = chunks and small and n > 1 and B >= 2 * _MIN_ROWS
@@ -181,7 +196,7 @@ def plan_call(
             return Plan("units", n, run_units)
         if n == 1 and work_per_row * itemsize <= _UNITS_ONE_THREAD_MAX_BYTES:
             return Plan("units", 1, run_units)
-    run = plan_chunks(T, B, work_per_row, threads if n > 1 else 1)
+    run = plan_chunks(T, B, work_per_row, n)
     if run is serial:
         return Plan("serial", 1, run)
     return Plan("batch", run.chunks, run)
@@ -226,14 +241,25 @@ if hasattr(os, "register_at_fork"):
 _WAIT_SPINS = 80_000
 
 
-def _hand_off(pool: Pool, helpers: list, own, on_error=None) -> None:
+# How long a hand-shake's caller waits for awake helpers to start (~0.5 ms): they start
+# within microseconds unless descheduled.
+_START_SPINS = 40_000
+
+
+def _hand_off(pool: Pool, helpers: list, own, on_error=None, flags=None) -> None:
     """Run each of `helpers` on a pool thread and `own` on this one, wait for all, and raise
     the first error (this thread's first). `on_error()` runs as soon as any of them raises.
 
     The helpers are rung (lstmc_runtime.workers) and this thread then spins on their done
     flags without the GIL for up to _WAIT_SPINS pauses: the helpers of a split call finish
     within microseconds of this thread, and sleeping instead cost a futex wake-up (~45 us
-    here) every call. One hand-off at a time holds the pool."""
+    here) every call. One hand-off at a time holds the pool.
+
+    `flags` (lstmc_runtime.sync): the helpers, parts 1, 2, ... of the call, run compiled code
+    that takes part in the hand-shake (sync.started, sync.until_caller_waits), so that no
+    thread ever waits for the GIL: awake helpers are rung, and started, without the GIL, and
+    the caller says it waits before they go back to Python (a one-step call, lstm H=32,
+    B=64, split by rows: ~100 us before). Helpers that sleep are woken as without it."""
     errors: list = [None] * len(helpers)
 
     def task(i: int, fn) -> None:
@@ -254,13 +280,22 @@ def _hand_off(pool: Pool, helpers: list, own, on_error=None) -> None:
         rung = []
         try:
             keep_off_caller(len(helpers))  # so that the helpers wake on other CPUs than this one
-            for i, fn in enumerate(helpers):
-                pool.workers[i].ring(lambda i=i, fn=fn: task(i, fn))
-                rung.append(pool.workers[i])
+            if flags is not None and not any(w.sleeping for w in pool.workers[: len(helpers)]):
+                for i, fn in enumerate(helpers):
+                    pool.workers[i].post(lambda i=i, fn=fn: task(i, fn))
+                    rung.append(pool.workers[i])
+                slots, values = _doorbells(rung)
+                if not ring_and_wait(pool.flags, slots, values, flags, _START_SPINS):
+                    for w in rung:  # fallen asleep meanwhile, or descheduled
+                        w.wake()
+            else:
+                for i, fn in enumerate(helpers):
+                    pool.workers[i].ring(lambda i=i, fn=fn: task(i, fn))
+                    rung.append(pool.workers[i])
         except BaseException:  # the helpers already rung might wait for this thread forever
             if on_error is not None:
                 on_error()
-            _wait_all(rung)
+            _wait_all(rung, pool, flags)
             raise
         error = None
         try:
@@ -269,7 +304,7 @@ def _hand_off(pool: Pool, helpers: list, own, on_error=None) -> None:
             error = e
             if on_error is not None:
                 on_error()
-        _wait_all(rung)
+        _wait_all(rung, pool, flags)
     finally:
         pool.lock.release()
     error = error or next((e for e in errors if e is not None), None)
@@ -277,10 +312,21 @@ def _hand_off(pool: Pool, helpers: list, own, on_error=None) -> None:
         raise error
 
 
-def _wait_all(workers: list) -> None:
+def _doorbells(workers: list):
+    """Where `workers` keep their doorbells in their pool's flags, and their jobs rung so far."""
+    slots = np.array([w.doorbell for w in workers], np.int64)
+    return slots, np.array([w.rung for w in workers], np.int64)
+
+
+def _wait_all(workers: list, pool=None, flags=None) -> None:
     """Wait until every one of `workers` has done its job, even through an interrupt (Ctrl-C):
     the pool is handed to the next call only once no job of this one is left running or
-    queued. The interrupt is raised after."""
+    queued. The interrupt is raised after. With a hand-shake's `flags`, first say that this
+    thread waits (sync.finish_and_wait), which the helpers wait for before taking the GIL."""
+    if flags is not None and workers:
+        slots, values = _doorbells(workers)
+        if finish_and_wait(flags, pool.flags, slots + FLAG_STRIDE, values, _WAIT_SPINS):
+            return
     interrupt = None
     for w in workers:
         while True:
@@ -296,7 +342,8 @@ def _wait_all(workers: list) -> None:
 
 
 def run_units(cols, n: int) -> None:
-    """Run `cols(k, n, flags)` for k < n on n threads at once (the caller is thread 0).
+    """Run `cols(k, n, flags)` for k < n on n threads at once (the caller is thread 0), its
+    compiled code taking part in the hand-shake through `flags` (`_hand_off`).
 
     The threads wait for each other every step, so all n must run at the same time: one call
     at a time holds the unit split (a second caller waits for the first to finish), and
@@ -315,7 +362,7 @@ def run_units(cols, n: int) -> None:
         return
     with _units_lock:
         helpers = [lambda k=k: cols(k, n, flags) for k in range(1, n)]
-        _hand_off(_get_pool(n - 1), helpers, lambda: cols(0, n, flags), abort)
+        _hand_off(_get_pool(n - 1), helpers, lambda: cols(0, n, flags), abort, flags)
 
 
 def chunk_bounds(B: int, n: int) -> list[int]:
@@ -343,11 +390,22 @@ def plan_chunks(T: int, B: int, work_per_row: int, threads: int | None):
     if n == 1:
         return serial
 
-    def run_chunks(rows, B: int) -> None:
+    def run_chunks(rows, B: int, handshake: bool = False) -> None:
+        """rows(b0, b1) for each chunk; with `handshake`, rows(b0, b1, flags, part), whose
+        compiled code takes part in the hand-shake (`_hand_off`) as `part` (0: the caller)."""
         bounds = chunk_bounds(B, n)
-        helpers = [lambda i=i: rows(bounds[i], bounds[i + 1]) for i in range(n - 1)]
-        # the calling thread takes the last chunk
-        _hand_off(_get_pool(n), helpers, lambda: rows(bounds[-2], bounds[-1]))
+        if not handshake:
+            helpers = [lambda i=i: rows(bounds[i], bounds[i + 1]) for i in range(n - 1)]
+            # the calling thread takes the last chunk
+            _hand_off(_get_pool(n), helpers, lambda: rows(bounds[-2], bounds[-1]))
+            return
+        from lstmc_runtime.sync import new_flags
+
+        flags = new_flags(n)
+        helpers = [lambda i=i: rows(bounds[i], bounds[i + 1], flags, i + 1) for i in range(n - 1)]
+        _hand_off(
+            _get_pool(n), helpers, lambda: rows(bounds[-2], bounds[-1], flags, 0), None, flags
+        )
 
     run_chunks.chunks = n  # chunk k is rows chunk_bounds(B, n)[k : k + 2]
     return run_chunks

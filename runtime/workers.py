@@ -60,10 +60,13 @@ def spin_pauses() -> int:
 
 class Worker:
     """One helper thread. `flags[0]` is its doorbell (jobs handed over so far),
-    `flags[FLAG_STRIDE]` the jobs it has finished; each on a cache line of its own."""
+    `flags[FLAG_STRIDE]` the jobs it has finished; each on a cache line of its own. `flags` is
+    the worker's view of its pool's flags (`Pool.flags`), where a caller rings several
+    workers in one compiled call (lstmc_runtime.sync.ring_and_wait)."""
 
-    def __init__(self, name: str, spins: int):
-        self.flags = new_flags(1)
+    def __init__(self, name: str, spins: int, flags, doorbell: int = 0):
+        self.flags = flags
+        self.doorbell = doorbell  # where flags[0] lies in the pool's flags
         self.job = None
         self.rung = 0  # jobs handed over (the caller's count; the doorbell shows it)
         self.spins = spins
@@ -75,10 +78,19 @@ class Worker:
 
     def ring(self, job) -> None:
         """Hand `job` (a callable that never raises) to the thread."""
-        self.job = job
-        self.rung += 1
+        self.post(job)
         # A plain store: the thread reads `job` only after it takes the GIL, which orders it.
         self.flags[0] = self.rung
+        self.wake()
+
+    def post(self, job) -> None:
+        """Leave `job` for the thread without ringing: the caller then stores `rung` in the
+        doorbell itself (`ring`, or sync.ring_and_wait without the GIL), then calls `wake`."""
+        self.job = job
+        self.rung += 1
+
+    def wake(self) -> None:
+        """Notify the thread if it sleeps (it then finds its doorbell rung)."""
         with self.cond:
             if self.sleeping:
                 self.cond.notify()
@@ -130,7 +142,17 @@ class Pool:
         spins = spin_pauses()
         self.size = size
         self.lock = threading.Lock()  # one hand-off at a time
-        self.workers = [Worker(f"lstmc-{i}", spins) for i in range(size)]
+        # worker i's doorbell and done count: slots 2i and 2i + 1 (times FLAG_STRIDE)
+        self.flags = new_flags(max(1, 2 * size - 1))
+        self.workers = [
+            Worker(
+                f"lstmc-{i}",
+                spins,
+                self.flags[2 * i * FLAG_STRIDE : (2 * i + 2) * FLAG_STRIDE],
+                2 * i * FLAG_STRIDE,
+            )
+            for i in range(size)
+        ]
         self.stopped = False
         for w in self.workers:
             w.thread.start()

@@ -115,11 +115,17 @@ def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypa
 
     assert plan(100, 1, lstm(32), None, 32) == ("serial", 1)
     assert plan(100, 1, lstm(64), None, 64) == ("serial", 1)  # 32K a step
-    # Two threads once a call has _MIN_WORK multiply-adds and a step _UNITS_MIN_STEP; below
-    # that, one thread ("units x1": the chunked input projection of _cols)
-    assert plan(100, 1, lstm(128), None, 128) == ("units", 1)  # 131K a step, 13M a call
-    assert plan(100, 16, lstm(32), None, 32) == ("units", 1)  # 13M a call
+    # Two threads once a call has _MIN_WORK_COLS multiply-adds (kernels with `_cols`, which
+    # take part in the hand-shake) and a step _UNITS_MIN_STEP; below that, one thread
+    # ("units x1": the chunked input projection of _cols)
+    assert plan(100, 1, lstm(128), None, 128) == ("units", 2)  # 131K a step, 13M a call
+    assert plan(50, 1, lstm(128), None, 128) == ("units", 1)  # 6.6M a call
+    assert plan(100, 16, lstm(32), None, 32) == ("batch", 2)  # 13M a call
+    assert plan(100, 8, lstm(16), None, 16) == ("serial", 1)  # 2M a call, 16K a step
     assert plan(100, 2, lstm(128), None, 128) == ("units", 2)  # 26M a call
+    # kernels without `_cols` (no hand-shake) keep _MIN_WORK
+    assert rt_threads.plan_call(100, 16, lstm(32), None, None).mode == "serial"  # 13M
+    assert rt_threads.plan_call(100, 32, lstm(32), None, None).mode == "batch"  # 26M
     assert plan(100, 1, lstm(512), None, 512) == ("units", 2)
     assert plan(100, 6, lstm(128), None, 128) == ("units", 2)
     assert plan(100, 64, lstm(192), None, 192) == ("units", 2)
@@ -146,7 +152,8 @@ def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypa
     assert plan(100, 1, 400_000, None, 40) == ("units", 2)  # cut at 20 units, one row
     assert plan(100, 8, 50_000, None, 40) == ("batch", 2)  # the same cut, eight rows
     # fewer units than one SIMD vector a thread: never split by units
-    assert plan(100, 64, lstm(16), None, 16) == ("units", 1)  # 13M: one thread anyway
+    assert plan(100, 64, lstm(16), None, 16) == ("batch", 2)  # 13M: by rows (1.35x)
+    assert plan(50, 64, lstm(16), None, 16) == ("units", 1)  # 6.6M: one thread
     assert plan(1000, 64, lstm(16), None, 16) == ("batch", 2)  # 131M
     assert plan(1, 64, lstm(128), None, 128)[0] != "units"  # one step
     assert plan(100, 64, lstm(512), None, 512) == ("units", 2)
@@ -423,3 +430,84 @@ def test_helper_spin_time_from_the_environment_is_always_sane(monkeypatch, value
     spins = workers.spin_pauses()
     assert 0 <= spins < 10**9
     assert (spins == 0) == (value in ("-5", "0"))
+
+
+def test_hand_shake_starts_awake_helpers_and_ends_without_a_wait_for_the_gil(monkeypatch):
+    """A hand-off with `flags` (the hand-shake, lstmc_runtime.sync): an awake helper is rung and
+    starts without the GIL (ring_and_wait returns True), and waits in compiled code until
+    the caller waits for it (finish_and_wait returns True); every part's result arrives."""
+    from lstmc_runtime import sync
+    from numba import njit
+
+    @njit(nogil=True)
+    def part(flags, k, out):
+        sync.started(flags, k)
+        out[k] = k + 1
+        sync.until_caller_waits(flags, k)
+
+    seen = {"ring": [], "finish": []}
+    ring, finish = rt_threads.ring_and_wait, rt_threads.finish_and_wait
+    monkeypatch.setattr(
+        rt_threads, "ring_and_wait", lambda *a: seen["ring"].append(ring(*a)) or seen["ring"][-1]
+    )
+    monkeypatch.setattr(
+        rt_threads,
+        "finish_and_wait",
+        lambda *a: seen["finish"].append(finish(*a)) or seen["finish"][-1],
+    )
+    pool = rt_threads._get_pool(1)
+    for _ in range(20):  # back to back: the helper spins between them (LSTMC_SPIN_US)
+        flags, out = new_flags(2), np.zeros(2, np.int64)
+        rt_threads._hand_off(
+            pool,
+            [lambda f=flags, o=out: part(f, 1, o)],
+            lambda f=flags, o=out: part(f, 0, o),
+            None,
+            flags,
+        )
+        assert out.tolist() == [1, 2]
+        assert flags[1 * FLAG_STRIDE + 1] == 1 and flags[2 * FLAG_STRIDE + 1] == 1
+    # on a busy host a helper may be descheduled now and then: then the fallbacks ran
+    assert any(seen["ring"]) and any(seen["finish"])
+
+
+def test_hand_shake_with_helpers_that_never_start_falls_back_instead_of_hanging():
+    """Jobs that do not take part in the hand-shake (plain Python) still run: the caller stops
+    waiting for their start after _START_SPINS and waits for them as without it."""
+    pool = rt_threads._get_pool(1)
+    done = []
+    flags = new_flags(2)
+    rt_threads._hand_off(
+        pool, [lambda: done.append("helper")], lambda: done.append("caller"), None, flags
+    )
+    assert sorted(done) == ["caller", "helper"]
+
+
+@pytest.mark.parametrize("split", ["units", "batch"])
+def test_split_calls_with_sleeping_helpers_give_the_serial_result(monkeypatch, split):
+    """LSTMC_SPIN_US=0: the helpers sleep between calls, so the hand-shake wakes them the old
+    way; results equal the one-thread call's, bit for bit."""
+
+    def new_pool() -> None:  # the next split call makes a pool with the setting of now
+        with rt_threads._pool_lock:
+            if rt_threads._pool is not None:
+                rt_threads._pool.shutdown()
+            rt_threads._pool = None
+
+    monkeypatch.setenv("LSTMC_SPIN_US", "0")
+    new_pool()
+    try:
+        kernel = lstmc.compile(lstmc.builtin("lstm"))
+        packed = kernel.pack(kernel.init_params(input=32, hidden=32))
+        x = np.random.default_rng(0).standard_normal((5, 16, 32)).astype(np.float32)
+        kernel.threads = 1
+        want = kernel(x, packed)[0]
+        kernel.threads, kernel.split = 2, split
+        for _ in range(3):
+            got = kernel(x, packed)[0]
+            assert kernel.last_plan.mode == split and kernel.last_plan.threads == 2
+            assert all(w.spins == 0 for w in rt_threads._pool.workers)
+            np.testing.assert_array_equal(got, want)
+    finally:
+        monkeypatch.delenv("LSTMC_SPIN_US")
+        new_pool()

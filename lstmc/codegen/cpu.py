@@ -128,7 +128,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
             L.add("from lstmc_runtime.rows import rows_mean_inv_std as _rows_mean_inv_std")
         L.add("from lstmc_runtime.signature import ArraySpec, Signature")
         if self.columns is not None:
-            L.add("from lstmc_runtime.sync import barrier, new_flags")
+            L.add("from lstmc_runtime.sync import barrier, started, until_caller_waits")
         L.add()
         L.add(f"_F = np.{self.dtype}")
         L.add("_U = np.uint64  # unit indices: see lstmc.codegen.cpu.CpuAccess")

@@ -172,7 +172,9 @@ class ColumnsEmitter:
             L.add("columns; outputs are whole. The split weights are this thread's blocks. The")
             L.add("threads of a unit split (all rows) meet at a barrier after each step, before")
             L.add("the next step's product reads the whole state; a chunk of rows that runs all")
-            L.add('units (the batch split: threads == 1) waits for nobody."""')
+            L.add("units (the batch split: threads == 1, k its chunk) waits for nobody. Parts")
+            L.add('k > 0 of a split call take part in its hand-shake (lstmc_runtime.sync)."""')
+            L.add("started(flags, k)  # in compiled code, without the GIL: the caller goes on")
             self.emit_wide_vectors(L)
             L.add("T = x.shape[0]")
             L.add("B = x.shape[1]")
@@ -217,6 +219,7 @@ class ColumnsEmitter:
                     )
             self.emit_scratch(L, plan.group, "ne")
             self.emit_time_loop(L, self.emit_cols_step)
+            L.add("until_caller_waits(flags, k)  # so that the GIL is free when this returns")
             L.add("return work")
 
     def hoisted_width(self, name: str) -> str:

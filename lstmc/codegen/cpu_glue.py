@@ -109,7 +109,7 @@ class CpuGlue:
 
         def chunk_arg(a: str) -> str:
             if a in ("k", "threads"):
-                return {"k": "0", "threads": "1"}[a]
+                return {"k": "part", "threads": "1"}[a]
             if a in ("e0", "e1", "flags", "b0", "b1"):
                 return a
             if a == "work":
@@ -156,13 +156,12 @@ class CpuGlue:
             "        return _launch(x, state, arrays, outputs, sizes, run_chunks, work)",
             columns_prologue,
             "    spare = {name: aligned_empty_like(a) for name, a in state.items()}",
-            "    flags = new_flags(1)  # no other thread to wait for",
             "    e0, e1 = block['units']",
             "",
-            "    def rows(b0, b1):",
+            "    def rows(b0, b1, flags, part):  # part 0 is the caller's chunk",
             *self.call_lines("_cols", self.cols_args(), chunk_arg, "work[('chunk', b0)] = "),
             "",
-            "    run_chunks(rows, x.shape[1])",
+            "    run_chunks(rows, x.shape[1], True)  # True: rows take part in the hand-shake",
             "    return state if x.shape[0] % 2 == 0 else spare",
         ]
         return lines
