@@ -238,6 +238,16 @@ def _rows_into(a, w, out):
         for i in range(0, m_main, MAIN_ROWS):
             _MAIN_WIDE(a, w, out, i, j)
         j += MAIN_VECS * vec
+    _narrow_columns(a, w, out, m_main, j)
+    _rows_left(a, w, out, m_main, 0)
+
+
+@njit(inline="always")
+def _narrow_columns(a, w, out, m_main, j):
+    """out[:m_main, j:] in the 6-row blocks, for columns fewer than the main tile's width:
+    groups of two vectors, then of one, then the plain loop."""
+    n = out.shape[1]
+    vec = VECTOR_BYTES // a.itemsize
     while MAIN_VECS > 2 and j + 2 * vec <= n:
         for i in range(0, m_main, MAIN_ROWS):
             _MAIN_V2(a, w, out, i, j)
@@ -247,7 +257,6 @@ def _rows_into(a, w, out):
             _MAIN_V1(a, w, out, i, j)
         j += vec
     _tail(a, w, out, 0, m_main, j)
-    _rows_left(a, w, out, m_main, 0)
 
 
 @njit(nogil=True)
@@ -281,15 +290,7 @@ def _strips_into(a, w, out):
         if i < m:
             _STRIP_R1(a, w, out, i, j)
         j += width
-    while MAIN_VECS > 2 and j + 2 * vec <= n:
-        for i in range(0, m_main, MAIN_ROWS):
-            _MAIN_V2(a, w, out, i, j)
-        j += 2 * vec
-    while j + vec <= n:
-        for i in range(0, m_main, MAIN_ROWS):
-            _MAIN_V1(a, w, out, i, j)
-        j += vec
-    _tail(a, w, out, 0, m_main, j)
+    _narrow_columns(a, w, out, m_main, j)
     _rows_left(a, w, out, m_main, width * (n // width))
 
 

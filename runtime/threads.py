@@ -295,6 +295,9 @@ def _hand_off(pool: Pool, helpers: list, own, on_error=None, flags=None) -> None
         except BaseException:  # the helpers already rung might wait for this thread forever
             if on_error is not None:
                 on_error()
+            for w in rung:  # posted but perhaps not rung, or rung but not woken: both now
+                w.flags[0] = w.rung
+                w.wake()
             _wait_all(rung, pool, flags)
             raise
         error = None
@@ -323,11 +326,14 @@ def _wait_all(workers: list, pool=None, flags=None) -> None:
     the pool is handed to the next call only once no job of this one is left running or
     queued. The interrupt is raised after. With a hand-shake's `flags`, first say that this
     thread waits (sync.finish_and_wait), which the helpers wait for before taking the GIL."""
+    interrupt = None
     if flags is not None and workers:
         slots, values = _doorbells(workers)
-        if finish_and_wait(flags, pool.flags, slots + FLAG_STRIDE, values, _WAIT_SPINS):
-            return
-    interrupt = None
+        try:
+            if finish_and_wait(flags, pool.flags, slots + FLAG_STRIDE, values, _WAIT_SPINS):
+                return
+        except BaseException as e:  # an interrupt: still wait for them below, then raise it
+            interrupt = e
     for w in workers:
         while True:
             try:

@@ -237,17 +237,17 @@ def test_a_failed_start_of_a_helper_aborts_the_ones_started(monkeypatch):
     return, and the call raises once it has."""
     from lstmc_runtime.workers import Worker
 
-    real_ring = Worker.ring
+    real_post = Worker.post
     rung = []
 
-    def ring_once(self, job):
+    def post_once(self, job):  # what ring() and the hand-shake's ring_and_wait() start with
         if rung:
             raise RuntimeError("cannot start a thread")
         rung.append(self)
-        real_ring(self, job)
+        real_post(self, job)
 
     rt_threads._get_pool(2)  # made before: a pool replaced rings its threads to stop them
-    monkeypatch.setattr(Worker, "ring", ring_once)
+    monkeypatch.setattr(Worker, "post", post_once)
     returned = []
 
     def cols(k, n, flags):

@@ -128,6 +128,8 @@ _MODULE_NAMES = {
     "BLAS_WEIGHTS",
     "barrier",
     "new_flags",
+    "started",
+    "until_caller_waits",
     "aligned_empty_like",
     "_mean_inv_std",
     "_rows_mean_inv_std",
