@@ -38,7 +38,7 @@ import numpy as np
 from lstmc_runtime.layout import CHUNK_MAX_WEIGHT_BYTES, L2_BYTES
 from lstmc_runtime.packing import unit_bounds
 from lstmc_runtime.placement import forget_workers, keep_off_caller
-from lstmc_runtime.sync import FLAG_STRIDE, finish_and_wait, ring_and_wait
+from lstmc_runtime.sync import FLAG_STRIDE, finish_and_wait, new_flags, ring_and_wait
 from lstmc_runtime.workers import Pool
 
 # Below this many multiply-adds per call, threads cost more than they save: waking a pool
@@ -113,8 +113,6 @@ def hold_blas():
 
 def serial(rows, B: int, handshake: bool = False) -> None:
     if handshake:
-        from lstmc_runtime.sync import new_flags
-
         rows(0, B, new_flags(1), 0)
     else:
         rows(0, B)
@@ -153,7 +151,8 @@ _units_lock = threading.Lock()
 
 class Plan:
     """How one call runs: `mode` is "serial", "batch" or "units", on `threads` threads; `run`
-    is what the module's glue calls (run_chunks(rows, B) or run_threads(cols, n))."""
+    is what the module's glue calls (run_chunks(rows, B, handshake=False) or run_threads(cols,
+    n))."""
 
     def __init__(self, mode: str, threads: int, run):
         self.mode, self.threads, self.run = mode, threads, run
@@ -280,24 +279,19 @@ def _hand_off(pool: Pool, helpers: list, own, on_error=None, flags=None) -> None
         rung = []
         try:
             keep_off_caller(len(helpers))  # so that the helpers wake on other CPUs than this one
-            if flags is not None and not any(w.sleeping for w in pool.workers[: len(helpers)]):
-                for i, fn in enumerate(helpers):
-                    pool.workers[i].post(lambda i=i, fn=fn: task(i, fn))
-                    rung.append(pool.workers[i])
-                slots, values = _doorbells(rung)
-                if not ring_and_wait(pool.flags, slots, values, flags, _START_SPINS):
-                    for w in rung:  # fallen asleep meanwhile, or descheduled
-                        w.wake()
-            else:
-                for i, fn in enumerate(helpers):
-                    pool.workers[i].ring(lambda i=i, fn=fn: task(i, fn))
-                    rung.append(pool.workers[i])
+            shake = flags is not None and not any(w.sleeping for w in pool.workers[: len(helpers)])
+            for i, fn in enumerate(helpers):
+                pool.workers[i].post(lambda i=i, fn=fn: task(i, fn))
+                rung.append(pool.workers[i])
+            doors = _doorbells(rung)
+            if not (shake and ring_and_wait(pool.flags, *doors, flags, _START_SPINS)):
+                for w in rung:  # asleep, fallen asleep meanwhile, or descheduled
+                    w.ring_posted()
         except BaseException:  # the helpers already rung might wait for this thread forever
             if on_error is not None:
                 on_error()
             for w in rung:  # posted but perhaps not rung, or rung but not woken: both now
-                w.flags[0] = w.rung
-                w.wake()
+                w.ring_posted()
             _wait_all(rung, pool, flags)
             raise
         error = None
@@ -307,7 +301,7 @@ def _hand_off(pool: Pool, helpers: list, own, on_error=None, flags=None) -> None
             error = e
             if on_error is not None:
                 on_error()
-        _wait_all(rung, pool, flags)
+        _wait_all(rung, pool, flags, doors)
     finally:
         pool.lock.release()
     error = error or next((e for e in errors if e is not None), None)
@@ -321,14 +315,15 @@ def _doorbells(workers: list):
     return slots, np.array([w.rung for w in workers], np.int64)
 
 
-def _wait_all(workers: list, pool=None, flags=None) -> None:
+def _wait_all(workers: list, pool=None, flags=None, doors=None) -> None:
     """Wait until every one of `workers` has done its job, even through an interrupt (Ctrl-C):
     the pool is handed to the next call only once no job of this one is left running or
     queued. The interrupt is raised after. With a hand-shake's `flags`, first say that this
-    thread waits (sync.finish_and_wait), which the helpers wait for before taking the GIL."""
+    thread waits (sync.finish_and_wait), which the helpers wait for before taking the GIL;
+    `doors`: `_doorbells(workers)`, if the caller has them."""
     interrupt = None
     if flags is not None and workers:
-        slots, values = _doorbells(workers)
+        slots, values = _doorbells(workers) if doors is None else doors
         try:
             if finish_and_wait(flags, pool.flags, slots + FLAG_STRIDE, values, _WAIT_SPINS):
                 return
@@ -356,8 +351,6 @@ def run_units(cols, n: int) -> None:
     each helper has a pool thread of its own. A thread
     that raises sets the abort flag, which ends the others' waits; the first error is raised.
     """
-    from lstmc_runtime.sync import FLAG_STRIDE, new_flags
-
     flags = new_flags(n)
 
     def abort() -> None:
@@ -378,7 +371,7 @@ def chunk_bounds(B: int, n: int) -> list[int]:
 
 
 def plan_chunks(T: int, B: int, work_per_row: int, threads: int | None):
-    """Return the `run_chunks(rows, B)` function for one call.
+    """Return the `run_chunks(rows, B, handshake=False)` function for one call.
 
     `threads=None` (auto) splits the batch into chunks of at least _MIN_ROWS rows once the
     call has _MIN_WORK multiply-adds; `threads=N` asks for N chunks whatever the sizes. With
@@ -405,8 +398,6 @@ def plan_chunks(T: int, B: int, work_per_row: int, threads: int | None):
             # the calling thread takes the last chunk
             _hand_off(_get_pool(n), helpers, lambda: rows(bounds[-2], bounds[-1]))
             return
-        from lstmc_runtime.sync import new_flags
-
         flags = new_flags(n)
         helpers = [lambda i=i: rows(bounds[i], bounds[i + 1], flags, i + 1) for i in range(n - 1)]
         _hand_off(

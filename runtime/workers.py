@@ -11,7 +11,8 @@ watches its doorbell, without the GIL, for up to `LSTMC_SPIN_US` microseconds (d
 and only then sleeps on a condition, which the caller notifies when it finds it asleep. Calls
 that follow each other closely (a model's layers, a benchmark's loop) so never wake a thread
 from sleep: a no-op hand-off takes ~30-60 us instead of ~100 (most of what is left is the
-GIL passing between the two threads). The cost is a CPU busy for up to that long after each
+GIL passing between the two threads, which the hand-shake of split calls avoids:
+lstmc_runtime.threads._hand_off). The cost is a CPU busy for up to that long after each
 split call; `LSTMC_SPIN_US=0` makes helpers sleep at once, as before.
 
 A pool runs one hand-off at a time (its lock): a second Python thread's split call waits for
@@ -79,13 +80,18 @@ class Worker:
     def ring(self, job) -> None:
         """Hand `job` (a callable that never raises) to the thread."""
         self.post(job)
+        self.ring_posted()
+
+    def ring_posted(self) -> None:
+        """Ring for the jobs posted so far and wake the thread if it sleeps; a no-op for a
+        doorbell already rung (sync.ring_and_wait) but for the wake-up."""
         # A plain store: the thread reads `job` only after it takes the GIL, which orders it.
         self.flags[0] = self.rung
         self.wake()
 
     def post(self, job) -> None:
-        """Leave `job` for the thread without ringing: the caller then stores `rung` in the
-        doorbell itself (`ring`, or sync.ring_and_wait without the GIL), then calls `wake`."""
+        """Leave `job` for the thread without ringing: the caller then rings, with
+        `ring_posted` or without the GIL (sync.ring_and_wait)."""
         self.job = job
         self.rung += 1
 
