@@ -15,6 +15,8 @@ give the same bits.
 
 from __future__ import annotations
 
+import functools
+
 from llvmlite import ir
 from lstmc_runtime.layout import VECTOR_BYTES
 from numba import types
@@ -42,6 +44,7 @@ def _prefetch_name() -> str:
     return "llvm.prefetch.p0" if binding.llvm_version_info[0] >= 17 else "llvm.prefetch.p0i8"
 
 
+@functools.cache  # one intrinsic per geometry: gemm asks for some twice (strips, 4-row tiles)
 def make_tile(rows: int, vecs: int, prefetch: bool = False):
     """An intrinsic `tile(a, w, out, i0, j0)`: out[i0:i0+rows, j0:j0+vecs*W] =
     a[i0:i0+rows, :] @ w[:, j0:j0+vecs*W], W being the elements of one vector. w is a

@@ -112,6 +112,40 @@ def test_lstm_is_two_stacked_gemms_and_one_loop_nest():
     assert not [n for n in graph.nodes() if n.kind == "elementwise" and "hoisted" in n.attrs]
 
 
+def test_a_chain_of_state_and_params_joins_the_step_loop_nest():
+    """`p * h + b` is ready before the step's product; both nodes move down into the loop
+    nest of their users, not only the `p * h` that reads sources alone (found by the dev
+    hypothesis profile: the step had two loop nests and lost its split by units)."""
+    spec = """
+cell: chained
+sizes: [input, hidden]
+inputs:
+  x: [input]
+state:
+  h: [hidden]
+params:
+  W: [hidden, input]
+  U: [hidden, hidden]
+  p: [hidden]
+  b: [hidden]
+equations:
+  g: sigmoid(p * h + b + U @ h + W @ x)
+  h_next: g * h
+update:
+  h: h_next
+outputs: [h_next]
+"""
+    cell = lstmc.loads(spec)
+    graph, _ = run_passes(lstmc.to_ir(cell), pipeline(2))
+    step = {
+        n.attrs["group"]
+        for n in graph.nodes()
+        if n.kind == "elementwise" and n.shape and "hoisted" not in n.attrs
+    }
+    assert len(step) == 1, f"{len(step)} loop nests in the step"
+    assert lstmc.compile(cell).columns is not None  # so the step splits by units
+
+
 def test_hoist_keeps_input_only_elementwise_work_that_a_hoisted_product_needs():
     spec = """
 cell: squashed
