@@ -7,6 +7,8 @@ names of every kind, and as YAML tags at every place a node can stand.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import lstmc
@@ -207,3 +209,28 @@ def test_merge_keys_are_not_merged():
     text = RNN.replace("params:\n", "params:\n  <<: {Z: [hidden]}\n")
     err = rejected(text)
     assert "`<<`" in str(err)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        r"LaTeX: $h_t = \tanh(W x_t + \xi)$, \N{bogus}, \u12, a trailing backslash \\",
+        'quotes: """triple""", "" and \'\'\' and a last one"',
+        "controls: NUL \x00, CR \r, VT \x0b, a line separator \u2028, a surrogate \udc80.",
+        '""" + __import__("os").system("touch pwned") + """',
+    ],
+    ids=["backslashes", "quotes", "controls", "breakout"],
+)
+def test_the_doc_reaches_the_module_docstring_exactly_as_written(doc, marker):
+    """The doc (and the equations) are the only spec text in generated source, inside the
+    module docstring: no escape, quote or control character there can break the module or
+    end the string (a LaTeX `\\xi` was a SyntaxError)."""
+    from lstmc.codegen.module import docstring_text
+
+    source = '"""' + docstring_text(doc) + '\n"""'
+    assert compile(source, "<doc>", "eval") is not None
+    assert eval(source) == doc + "\n"  # noqa: S307 (the test's own literal)
+    # and through a spec (a YAML double-quoted scalar takes JSON's escapes) into a kernel
+    text = RNN.replace("cell: rnn\n", f"cell: rnn\ndoc: {json.dumps(doc)}\n")
+    kernel = lstmc.compile(lstmc.loads(text), cache=False)
+    assert doc.strip() in kernel.__doc__
