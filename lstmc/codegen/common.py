@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import keyword
+import math
 
 from lstmc.codegen.schedule import Schedule
 from lstmc.ir import ops
@@ -138,6 +139,17 @@ def spec_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def float_literal(value: float) -> str:
+    """Source text for a constant: its repr, or np.inf / -np.inf / np.nan, which have none
+    that Python reads back (`cell_clip=inf` turns a clip off; folding can make any of them)."""
+    value = float(value)
+    if math.isnan(value):
+        return "np.nan"
+    if math.isinf(value):
+        return "np.inf" if value > 0 else "-np.inf"
+    return repr(value)
+
+
 def helpers_and_constants(
     nodes: list[Node], target: str, decorator: str, ns: Namespace
 ) -> list[str]:
@@ -149,7 +161,8 @@ def helpers_and_constants(
     lines += ["", "", "# Constants of the cell, in the kernel's float type."]
     for n in nodes:
         if n.op == "const":
-            lines.append(f"{ns.get('k', n.name)} = _F({n.attrs['value']!r})  {ir_comment(n)}")
+            value = float_literal(n.attrs["value"])
+            lines.append(f"{ns.get('k', n.name)} = _F({value})  {ir_comment(n)}")
     return lines
 
 
