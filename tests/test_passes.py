@@ -297,3 +297,17 @@ def test_levels_grow():
     assert pipeline(0) == []
     assert set(pipeline(1)) < set(pipeline(2)) < set(pipeline(3))
     assert "unroll" in pipeline(3) and "unroll" not in pipeline(2)
+
+
+@pytest.mark.parametrize("opt", [0, 1, 2, 3])
+def test_outputs_keep_the_spec_order_at_every_level(opt):
+    """y's keys (and `lstmc run`'s rows) follow `outputs:`, whatever order the passes leave
+    the output nodes in (at -O2 they came out as f, c_next, h_next)."""
+    text = lstmc.builtin("lstm").source.replace(
+        "outputs: [h_next]", "outputs: [h_next, c_next, f]"
+    )
+    kernel = lstmc.compile(lstmc.loads(text), opt=opt)
+    assert kernel.output_names == ["h_next", "c_next", "f"]
+    params = kernel.init_params(input=3, hidden=4)
+    y, _ = kernel(np.zeros((2, 1, 3), np.float32), params)
+    assert list(y) == ["h_next", "c_next", "f"]

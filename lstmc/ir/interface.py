@@ -24,5 +24,10 @@ def signature_of(graph: Graph) -> Signature:
         input=_spec(inp),
         state=tuple(_spec(n) for n in graph.find("state")),
         params=tuple(_spec(n) for n in graph.find("param")),
-        outputs=tuple((n.attrs["name"], n.shape[0].to_data()) for n in graph.find("output")),
+        # in the spec's order (the order lowering created them), not the topological order,
+        # which passes change: y's keys must not depend on the opt level
+        outputs=tuple(
+            (n.attrs["name"], n.shape[0].to_data())
+            for n in sorted(graph.find("output"), key=lambda n: n.index)
+        ),
     )
