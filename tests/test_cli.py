@@ -555,6 +555,26 @@ def test_run_matches_the_interpreter(env):
     assert "FAILED" in r.stderr and "exceeds the float32 tolerance 0" in r.stderr
 
 
+def test_run_counts_nan_in_the_same_places_as_agreement(env, tmp_path):
+    """NaN in, NaN out: a cell that makes NaN everywhere, as the interpreter does, passes
+    `run` (it printed max |err| nan and failed); NaN on one side only still fails."""
+    spec = tmp_path / "nanny.yaml"
+    spec.write_text(
+        "cell: nanny\nsizes: [input, hidden]\ninputs: {x: [input]}\nstate: {h: [hidden]}\n"
+        "params: {W: [hidden, input], U: [hidden, hidden]}\n"
+        "equations:\n  h_next: tanh(W @ x + U @ h) + log(0) * 0\n"
+        "update: {h: h_next}\noutputs: [h_next]\n"
+    )
+    r = lstmc_cli(env, "run", spec, *RUN_ARGS, "-O", "0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "NaN or inf at the same 160 place(s) in both" in r.stdout
+    from lstmc.cli.run import _compare
+
+    ref = np.array([1.0, np.nan, np.inf, -np.inf, 2.0])
+    assert _compare(ref.copy(), ref) == (0.0, 2.0, 3, 0)
+    assert _compare(np.array([1.0, 0.0, np.inf, np.inf, np.nan]), ref)[3] == 3
+
+
 def test_bench(env):
     # one thread: OpenMP threads of torch crawl on a loaded machine with few cores
     r = lstmc_cli(env, "bench", "lstm", *RUN_ARGS, "--repeat", "2", "--threads", "1")

@@ -12,6 +12,19 @@ from lstmc.cli.options import data_options, example, verbosity
 from lstmc.cli.output import progress, say
 
 
+def _compare(got, ref) -> tuple[float, float, int, int]:
+    """(max |got - ref| and max |ref| over the places where both are finite, the number of
+    places where both hold the same NaN or infinity, the number where only one is finite or
+    they are different non-finite values). NaN in, NaN out is agreement, not an error."""
+    import numpy as np
+
+    finite = np.isfinite(got) & np.isfinite(ref)
+    alike = (np.isnan(got) & np.isnan(ref)) | (np.isinf(ref) & (got == ref))
+    err = float(np.max(np.abs(got[finite] - ref[finite]))) if finite.any() else 0.0
+    biggest = float(np.max(np.abs(ref[finite]))) if finite.any() else 0.0
+    return err, biggest, int(alike.sum()), int((~finite & ~alike).sum())
+
+
 def _as_dict(y, names) -> dict:
     return dict(y) if isinstance(y, dict) else {names[0]: y}
 
@@ -70,11 +83,13 @@ def run_cmd(spec, target, T, B, sizes, dtype, opt, unroll, constants, seed, tol)
     width = max(len(k) for _, k, _, _ in rows)
     for kind, name, got, ref in rows:
         got = np.asarray(got, np.float64)
-        err = float(np.max(np.abs(got - ref))) if got.size else 0.0
-        biggest = float(np.max(np.abs(ref))) if ref.size else 0.0
-        rel = err / max(1.0, biggest) if not math.isnan(err) else math.inf  # NaN: a failure
+        err, biggest, same, apart = _compare(got, ref)
+        rel = err / max(1.0, biggest) if not apart else math.inf  # NaN/inf on one side: failed
         worst = max(worst, rel)
-        say(f"  {kind:<7}{name:<{width}}  max |err| {err:.3g}  (max |ref| {biggest:.3g})")
+        note = f"; NaN or inf at the same {same} place(s) in both" if same else ""
+        if apart:
+            note += f"; NaN or inf on one side only at {apart} place(s)"
+        say(f"  {kind:<7}{name:<{width}}  max |err| {err:.3g}  (max |ref| {biggest:.3g}){note}")
     if worst <= tol:
         say(f"ok: every error within {tol:g} x max(1, max |ref|)")
         return
