@@ -289,7 +289,12 @@ def _check_height(root: Expr) -> None:
     while stack:
         e, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise SpecError(_too_deep(), e.loc)
+            raise SpecError(
+                f"the expression is more than {MAX_DEPTH} operations tall: a chain such as "
+                f"`a + b + c + ...` of more than {MAX_DEPTH} terms is, since each operator "
+                "applies to the result of the ones before it; split it into several equations",
+                e.loc,
+            )
         stack.extend((c, depth + 1) for c in reversed(_children(e)))  # leftmost first
 
 
