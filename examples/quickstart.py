@@ -20,7 +20,7 @@ def main() -> int:
     cell = lstmc.builtin("lstm")  # or lstmc.load("my_cell.yaml")
     print(f"{cell.name}: {cell.summary()}")
 
-    # Compile for the CPU (float32 like PyTorch; opt=3 by default). The first compile of a spec
+    # Compile for the CPU (float32 like PyTorch; -O2 by default). The first compile of a spec
     # takes a few seconds (Numba); later processes load the kernel from the on-disk cache.
     kernel = lstmc.compile(cell, target="cpu", dtype="float32")
     params = kernel.init_params(input=8, hidden=16, seed=0)  # {name: array}, PyTorch's init

@@ -575,6 +575,31 @@ def test_run_counts_nan_in_the_same_places_as_agreement(env, tmp_path):
     assert _compare(np.array([1.0, 0.0, np.inf, np.inf, np.nan]), ref)[3] == 3
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_unwritable_output_names_the_path_asked_for(env):
+    """/proc takes no new files: the error names -o's path, not a temporary file of ours."""
+    r = lstmc_cli(env, "compile", "lstm", "-o", "/proc/lstmc-nope", "--no-check")
+    assert r.returncode == 2
+    assert "cannot write /proc/lstmc-nope" in r.stderr and ".lstmc-" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["graph", "gru", "-o", "g.pdf"], "can not tell the format from `.pdf`"),
+        (["graph", "gru", "--format", "png", "-o", "g.svg"], "names a .svg file but --format"),
+        (["show", "lstm", "--size", "hidden=8"], "use it with --source"),
+    ],
+    ids=["graph-suffix", "graph-mismatch", "show-size"],
+)
+def test_options_that_would_be_ignored_are_usage_errors(args, message, tmp_path):
+    """A file named .pdf got SVG bytes, .svg got PNG bytes, and `show --size` printed the
+    symbolic IR: each is now refused, and nothing is written."""
+    r = CliRunner().invoke(cli, [a if not a.startswith("g.") else str(tmp_path / a) for a in args])
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert not list(tmp_path.iterdir())
+
+
 def test_bench(env):
     # one thread: OpenMP threads of torch crawl on a loaded machine with few cores
     r = lstmc_cli(env, "bench", "lstm", *RUN_ARGS, "--repeat", "2", "--threads", "1")

@@ -73,6 +73,16 @@ def install(out_dir: Path, filename: str, text: str) -> bool:
     or not at all; missing parents are created, and removed again if the write fails."""
     from lstmc.errors import LstmcError
 
+    try:
+        return _install(out_dir, filename, text)
+    except OSError as exc:  # name what the user asked for, not our temporary files
+        target = out_dir / filename if out_dir.is_dir() else out_dir
+        raise LstmcError(f"cannot write {target}: {exc.strerror or exc}") from exc
+
+
+def _install(out_dir: Path, filename: str, text: str) -> bool:
+    from lstmc.errors import LstmcError
+
     data = text.encode("utf-8")
     target = out_dir / filename
     if out_dir.is_dir():

@@ -62,9 +62,16 @@ def graph_cmd(spec, output, fmt, opt, unroll, constants):
     from lstmc.compiler import optimize
     from lstmc.errors import LstmcError
 
+    suffix = Path(output).suffix.lstrip(".").lower() if output and output != "-" else ""
     if fmt is None:
-        suffix = Path(output).suffix.lstrip(".").lower() if output and output != "-" else ""
-        fmt = suffix if suffix in ("svg", "png", "dot") else "svg"
+        if suffix and suffix not in ("svg", "png", "dot"):
+            raise click.UsageError(
+                f"-o {output}: can not tell the format from `.{suffix}`; name the file .svg, "
+                ".png or .dot, or give --format"
+            )
+        fmt = suffix or "svg"
+    elif suffix in ("svg", "png", "dot") and suffix != fmt:
+        raise click.UsageError(f"-o {output} names a .{suffix} file but --format is {fmt}")
     dot = None
     if fmt != "dot":
         dot = shutil.which("dot")

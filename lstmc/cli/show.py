@@ -71,6 +71,8 @@ def show_cmd(
             "--source prints the generated module; --after and "
             "--print-after-all print the IR: choose one"
         )
+    if sizes and not source:  # the IR keeps its sizes symbolic: say so, not ignore it
+        raise click.UsageError("--size fixes a size of the generated module: use it with --source")
     cell = load_cell(spec)
     if after is not None and after not in PASSES:
         raise LstmcError(

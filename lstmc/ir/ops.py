@@ -297,7 +297,7 @@ _ew(
     _unary(lambda v: np.clip(0.2 * v + 0.5, 0.0, 1.0)),
     "_hard_sigmoid({0})",
     "_hard_sigmoid",
-    "clip(0.2 * v + 0.5, 0, 1): the ONNX/Keras slope (PyTorch's Hardsigmoid uses 1/6)",
+    "clip(0.2 * v + 0.5, 0, 1): ONNX HardSigmoid's default and Keras 2 (Keras 3 and PyTorch use 1/6)",
     "hard_sigmoid",
 )
 _ew("softsign", 1, _unary(_softsign), "_softsign({0})", "_softsign", "v / (1 + |v|)", "softsign")
