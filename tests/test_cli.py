@@ -172,6 +172,7 @@ def test_compiled_module_runs_without_the_compiler(
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""  # piped: no progress output
     assert f"wrote {out / (module + '.py')}" in r.stdout
+    assert f"it defines `kernel` and `{function}`" in r.stdout
     assert sorted(os.listdir(out)) == [f"{module}.py"]  # the module and nothing else
     source = (out / f"{module}.py").read_text()
     imported = {
@@ -598,6 +599,22 @@ def test_options_that_would_be_ignored_are_usage_errors(args, message, tmp_path)
     r = CliRunner().invoke(cli, [a if not a.startswith("g.") else str(tmp_path / a) for a in args])
     assert r.exit_code == 2 and message in r.output, r.output
     assert not list(tmp_path.iterdir())
+
+
+def test_compile_says_when_the_function_is_renamed(tmp_path):
+    """A cell called `kernel` can't define a function `kernel` beside the kernel object: the
+    module's function is `run_kernel`, and `compile` says so."""
+    spec = tmp_path / "kernel.yaml"
+    spec.write_text(
+        "cell: kernel\nsizes: [input, hidden]\ninputs: {x: [input]}\nstate: {h: [hidden]}\n"
+        "params: {W: [hidden, input], U: [hidden, hidden]}\n"
+        "equations:\n  h_next: tanh(W @ x + U @ h)\nupdate: {h: h_next}\noutputs: [h_next]\n"
+    )
+    out = tmp_path / "build"
+    r = CliRunner().invoke(cli, ["compile", str(spec), "-o", str(out), "--no-check"])
+    assert r.exit_code == 0, r.output
+    assert "defines `kernel` and `run_kernel` (`kernel` is a name the module needs" in r.output
+    assert "def run_kernel(" in (out / "kernel.py").read_text()
 
 
 def test_bench(env):

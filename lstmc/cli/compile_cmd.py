@@ -122,7 +122,8 @@ def compile_cmd(spec, target, out_dir, dtype, opt, unroll, sizes, constants, nam
 
     The module imports only numpy, numba and lstmc_runtime. It defines `kernel` (call it as
     `y, state = kernel(x, params, state=None)`; `kernel.init_params(...)`, `kernel.pack(...)`)
-    and a function named after the module (`--name`, default the cell). The write is atomic: on any failure DIR is left
+    and a function named after the module (`--name`, default the cell; `run_<name>` where the
+    module needs that name itself, as for `np` or `kernel`). The write is atomic: on any failure DIR is left
     exactly as it was. Numba caches the machine code in DIR/__pycache__ on first use.
     """
     cell = load_cell(spec)
@@ -137,7 +138,11 @@ def compile_cmd(spec, target, out_dir, dtype, opt, unroll, sizes, constants, nam
         with progress(f"checking that {module}.py imports on its own"):
             _check_artifact(source, module)
     target_path = out_dir / f"{module}.py"
+    from lstmc.codegen.module import entry_function
+
+    fn = entry_function(module)
+    renamed = "" if fn == module else f" (`{module}` is a name the module needs for itself)"
     if install(out_dir, f"{module}.py", source):
-        say(f"wrote {target_path}: {what}")
+        say(f"wrote {target_path}: {what}; it defines `kernel` and `{fn}`{renamed}")
     else:
-        say(f"{target_path} is up to date: {what}")
+        say(f"{target_path} is up to date: {what}; it defines `kernel` and `{fn}`{renamed}")

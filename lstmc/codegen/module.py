@@ -111,7 +111,7 @@ def module_tail(emitter, target: str) -> list[str]:
     )
     cell = graph.attrs.get("cell", "cell")
     name = emitter.info.get("name") or cell
-    fn = name if name not in _MODULE_NAMES and not name.startswith("_") else f"run_{name}"
+    fn = entry_function(name)
     lines += [
         "",
         "",
@@ -131,6 +131,13 @@ def module_tail(emitter, target: str) -> list[str]:
     lines.append('    """')
     lines.append("    return kernel(x, params, state)")
     return lines
+
+
+def entry_function(name: str) -> str:
+    """The name of the function a module called `name` defines to run its kernel: the name
+    itself, or `run_<name>` where that is a name the module defines for itself (`np`,
+    `kernel`, ...) or a private one."""
+    return name if name not in _MODULE_NAMES and not name.startswith("_") else f"run_{name}"
 
 
 # Names the generated module defines itself; a cell named like one gets `run_<cell>`.
