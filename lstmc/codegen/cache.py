@@ -6,19 +6,57 @@ Numba's own cache (`cache=True`) then stores the machine code beside it, so a se
 loads a compiled kernel without compiling. Writes are atomic (a temporary file, then a hard link that fails if another process
 won the race), so two processes compiling the same spec both succeed and nobody ever reads a
 half-written file. The cache directory is `$LSTMC_CACHE_DIR`, else `~/.cache/lstmc`.
+
+A cache is only ever a shortcut, so a bad one must not break compiling (a crash, a full disk,
+a hand edit can leave one behind). Each bad entry is detected where it is read, reported
+once with a `CacheWarning` that names the file, removed or rewritten, and compiled again:
+
+- a module whose bytes differ from its source (truncated, empty, garbage): rewritten;
+- a Python bytecode file (`__pycache__/*.pyc`) that won't load: removed;
+- a Numba index (`*.nbi`) or data file (`*.nbc`) that won't load: Numba reads these lazily, at
+  a kernel's first call, so each cached function of a loaded module is guarded (see
+  `guard_numba_cache`): the function's index and data files are removed and it is compiled
+  afresh, which writes a healthy entry for the next process. This costs nothing while the
+  cache is healthy;
+- a cache directory that can't be written (not a directory, no permission): the process
+  compiles into a temporary directory instead, so a read-only home leaves lstmc usable.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
+import glob
 import hashlib
+import importlib.machinery
 import importlib.util
 import json
 import os
+import shutil
 import sys
 import tempfile
+import threading
+import warnings
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
+
+
+class CacheWarning(UserWarning):
+    """A cache entry was unreadable (and is being replaced), or the cache can't be used."""
+
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_once(message: str) -> None:
+    """Warn with `message` the first time this process meets it (a bad file is reported once,
+    however many kernels or threads run into it)."""
+    with _warned_lock:
+        if message in _warned:
+            return
+        _warned.add(message)
+    warnings.warn(message, CacheWarning, stacklevel=3)
 
 
 def cache_dir() -> Path:
@@ -57,20 +95,31 @@ def cache_key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _write_temp(folder: Path, data: bytes) -> str:
+    """A new temporary file in `folder` holding `data`, flushed to disk. Returns its path."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".py")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
 def write_atomic(path: Path, text: str) -> bool:
     """Create `path` with `text` unless it exists already. Returns whether this call wrote it.
 
-    Never overwrites: an existing file keeps its mtime, which Numba's cache index depends on.
+    Never overwrites: an existing file stays as Numba's cache index saw it.
+    The file holds exactly `text` encoded as UTF-8 (no newline translation).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         return False
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".py")
+    tmp = _write_temp(path.parent, text.encode("utf-8"))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
         try:
             os.link(tmp, path)  # atomic, and fails if another process linked first
             return True
@@ -86,9 +135,64 @@ def write_atomic(path: Path, text: str) -> bool:
             os.unlink(tmp)
 
 
+def _store(path: Path, source: str) -> None:
+    """Make `path` hold exactly `source`: write it if missing, rewrite it (atomically, with a
+    warning) if what is there differs: a file with the same key but other bytes is corrupt."""
+    if write_atomic(path, source):
+        return
+    data = source.encode("utf-8")
+    try:
+        healthy = path.read_bytes() == data
+    except OSError:  # a directory where the module should be, say
+        healthy = False
+    if healthy:
+        return
+    _warn_once(
+        f"lstmc: the cached module {path} is corrupt (its content doesn't match its key, "
+        "perhaps a write cut short); rewriting it"
+    )
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    tmp = _write_temp(path.parent, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+@functools.cache
+def _scratch_dir() -> Path:
+    """This process's stand-in for an unusable cache directory, removed at exit."""
+    path = Path(tempfile.mkdtemp(prefix="lstmc-cache-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+class _SourceLoader(importlib.machinery.SourceFileLoader):
+    """Python's loader for a source file, except that a corrupt bytecode file beside it is
+    removed and the source compiled again. Python ignores a `__pycache__/<stem>.*.pyc` whose
+    header is stale, but fails on one whose header is current and whose body isn't."""
+
+    def get_code(self, fullname: str) -> CodeType:
+        try:
+            return super().get_code(fullname)
+        except (ValueError, EOFError, TypeError, ImportError) as exc:  # from marshal.loads
+            pyc = Path(importlib.util.cache_from_source(self.path))
+            if not pyc.exists():
+                raise
+            _warn_once(
+                f"lstmc: the cached bytecode {pyc} is unreadable ({type(exc).__name__}: "
+                f"{exc}); removing it"
+            )
+            pyc.unlink(missing_ok=True)
+            return super().get_code(fullname)
+
+
 def import_file(path: Path, module_name: str) -> ModuleType:
     """Import a generated module from its file (so tracebacks show generated lines)."""
-    spec = importlib.util.spec_from_file_location(module_name, path)
+    loader = _SourceLoader(module_name, str(path))
+    spec = importlib.util.spec_from_file_location(module_name, path, loader=loader)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
@@ -99,21 +203,100 @@ def import_file(path: Path, module_name: str) -> ModuleType:
     return module
 
 
+def _drop_numba_entry(numba_cache, what: str, exc: Exception) -> None:
+    """Warn about, and remove, the index and data files of one function's Numba cache."""
+    index = getattr(getattr(numba_cache, "_cache_file", None), "_index_path", None)
+    if not isinstance(index, str) or not index.endswith(".nbi"):
+        where = getattr(numba_cache, "_cache_path", "Numba's cache")
+        _warn_once(
+            f"lstmc: could not {what} compiled code in {where} ({type(exc).__name__}: {exc}); "
+            "compiling again"
+        )
+        return
+    base = index[: -len(".nbi")]
+    _warn_once(
+        f"lstmc: could not {what} Numba's cache entry {index} (or its data files "
+        f"{os.path.basename(base)}.*.nbc) ({type(exc).__name__}: {exc}); removing it and "
+        "compiling again"
+    )
+    for name in [index, *glob.glob(glob.escape(base) + ".*.nbc")]:
+        try:
+            os.unlink(name)
+        except OSError:
+            pass  # gone already (another process dropped it too), or not ours to remove
+
+
+def _guard(numba_cache) -> None:
+    load, save = numba_cache.load_overload, numba_cache.save_overload
+
+    def load_overload(*args, **kwargs):
+        try:
+            return load(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - pickle, OS and LLVM errors alike: a miss
+            _drop_numba_entry(numba_cache, "load", exc)
+            return None  # the dispatcher compiles, then saves a fresh entry
+
+    def save_overload(*args, **kwargs):
+        try:
+            save(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the kernel is compiled; only the cache failed
+            _drop_numba_entry(numba_cache, "save", exc)
+
+    load_overload.lstmc_guarded = save_overload.lstmc_guarded = True
+    numba_cache.load_overload, numba_cache.save_overload = load_overload, save_overload
+
+
+def guard_numba_cache(module: ModuleType) -> None:
+    """Make every cached Numba function of `module` treat an unreadable cache entry as a miss.
+
+    Numba loads an overload from its cache files at the function's first call for a signature
+    and lets any error escape, so one corrupt `.nbi` or `.nbc` would fail every process that
+    calls the kernel. The guard replaces the load and save of each function's cache object
+    (`dispatcher._cache`, a `numba.core.caching.Cache` for `njit` and `cuda.jit` alike) with
+    ones that warn once, remove the function's entry, and compile instead."""
+    for value in list(vars(module).values()):
+        numba_cache = getattr(value, "_cache", None)
+        load = getattr(numba_cache, "load_overload", None)
+        if (
+            load is None
+            or not hasattr(numba_cache, "_cache_file")  # a NullCache: nothing on disk
+            or getattr(load, "lstmc_guarded", False)
+        ):
+            continue
+        _guard(numba_cache)
+
+
 def load_generated(source: str, key: str, stem: str, use_cache: bool = True) -> ModuleType:
-    """Write `source` under its key (once) and import it."""
+    """Write `source` under its key (once, or again when the entry there is corrupt) and
+    import it, its cached Numba functions guarded against corrupt cache files."""
     if use_cache:
         folder = cache_dir() / key[:2] / key
     else:
         folder = Path(tempfile.mkdtemp(prefix="lstmc-"))
     path = folder / f"{stem}.py"
-    if not write_atomic(path, source) and path.read_text(encoding="utf-8") != source:
-        # Same key but different text: a corrupted entry. Replace it atomically.
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".py")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(source)
-        os.replace(tmp, path)
+    try:
+        _store(path, source)
+    except OSError as exc:
+        if not use_cache:
+            raise
+        _warn_once(  # once per directory, not per kernel: no file name from `exc`
+            f"lstmc: cannot use the kernel cache directory {cache_dir()} "
+            f"({type(exc).__name__}: {exc.strerror or exc}); compiling into a temporary "
+            "directory instead, so kernels are compiled again in every process. Set "
+            "LSTMC_CACHE_DIR to a writable directory to keep them."
+        )
+        folder = _scratch_dir() / key
+        path = folder / f"{stem}.py"
+        _store(path, source)
     name = f"lstmc_generated_{stem}_{key[:16]}"
     loaded = sys.modules.get(name)
     if loaded is not None and getattr(loaded, "__file__", None) == str(path):
         return loaded  # this process imported it already
-    return import_file(path, name)
+    module = import_file(path, name)
+    guard_numba_cache(module)
+    # lstmc_runtime's own cached functions too: Numba keeps their entries beside the
+    # installed package or, where that is read-only, in the user's cache.
+    for runtime_name, runtime_module in list(sys.modules.items()):
+        if runtime_name.partition(".")[0] == "lstmc_runtime" and runtime_module is not None:
+            guard_numba_cache(runtime_module)
+    return module

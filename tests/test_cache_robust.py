@@ -1,0 +1,251 @@
+"""A bad kernel cache costs a warning and a recompile, never a crash.
+
+Each test corrupts one file of a healthy cache (a copy of one the fixture fills), then runs a
+fresh process: the kernel must still agree with the interpreter, one `CacheWarning` must name
+the bad file, and the process after it must load everything from the cache again without a
+warning. Fresh processes, because a process that imported a module already never rereads it,
+and Numba reads its cache files only at a kernel's first call.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lstmc
+from lstmc.codegen.cache import CacheWarning
+
+CELL, DTYPE, SIZES = "rnn_tanh", "float64", {"input": 3, "hidden": 4}
+
+# Compile, call, compare with the interpreter; report the warnings, Numba's cache hits and
+# misses, and where the module came from.
+SCRIPT = textwrap.dedent(f"""\
+    import json, warnings
+    import numpy as np
+    import lstmc
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cell = lstmc.builtin({CELL!r})
+        kernel = lstmc.compile(cell, dtype={DTYPE!r})
+        params = kernel.init_params(seed=1, **{SIZES!r})
+        x = np.random.default_rng(0).standard_normal((3, 2, {SIZES["input"]}))
+        y, state = kernel(x, params)
+    y_ref, state_ref = lstmc.interpret(cell, x, params)
+    error = max(
+        float(np.max(np.abs(y - y_ref))),
+        *(float(np.max(np.abs(state[k] - state_ref[k]))) for k in state_ref),
+    )
+    functions = [f for f in vars(kernel.module).values() if hasattr(f, "stats")]
+    print(json.dumps({{
+        "error": error,
+        "warnings": [
+            [w.category.__name__, str(w.message)] for w in caught
+            if w.category.__name__ == "CacheWarning"
+        ],
+        "hits": sum(sum(f.stats.cache_hits.values()) for f in functions),
+        "misses": sum(sum(f.stats.cache_misses.values()) for f in functions),
+        "file": kernel.module.__file__,
+    }}))
+    """)
+
+
+def _env(cache: Path) -> dict:
+    env = dict(os.environ, LSTMC_CACHE_DIR=str(cache))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # the .pyc is part of the cache under test
+    return env
+
+
+def _start(cache: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT],
+        env=_env(cache),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["error"] < 1e-9, report
+    return report
+
+
+def _run(cache: Path) -> dict:
+    return _finish(_start(cache))
+
+
+@pytest.fixture(scope="module")
+def healthy_cache(tmp_path_factory) -> Path:
+    cache = tmp_path_factory.mktemp("healthy-cache")
+    first = _run(cache)
+    assert first["misses"] > 0 and not first["warnings"]
+    second = _run(cache)  # the cache serves everything
+    assert second["hits"] > 0 and second["misses"] == 0 and not second["warnings"], second
+    return cache
+
+
+@pytest.fixture
+def cache(healthy_cache, tmp_path) -> Path:
+    """A copy of the healthy cache (mtimes kept: Numba's index checks the module's)."""
+    copy = tmp_path / "cache"
+    shutil.copytree(healthy_cache, copy, copy_function=shutil.copy2)
+    return copy
+
+
+def _entry(cache: Path) -> Path:
+    (module,) = cache.glob(f"*/*/{CELL}.py")
+    return module.parent
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(bytes(range(128, 256)) * 2)  # not UTF-8, not a pickle
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _other_module(path: Path) -> None:
+    path.write_text("kernel = None  # the right name, the wrong module\n")
+
+
+def _pyc_body(path: Path) -> None:
+    """Keep the 16-byte header (so Python trusts the file), spoil the marshalled code."""
+    path.write_bytes(path.read_bytes()[:16] + b"\xff" * 64)
+
+
+CORRUPTIONS = {
+    "nbc-garbage": ("__pycache__/*.nbc", _garbage),
+    "nbc-empty": ("__pycache__/*.nbc", _empty),
+    "nbc-truncated": ("__pycache__/*.nbc", _truncated),
+    "nbi-garbage": ("__pycache__/*.nbi", _garbage),
+    "nbi-empty": ("__pycache__/*.nbi", _empty),
+    "nbi-truncated": ("__pycache__/*.nbi", _truncated),
+    "py-garbage": (f"{CELL}.py", _garbage),
+    "py-empty": (f"{CELL}.py", _empty),
+    "py-truncated": (f"{CELL}.py", _truncated),
+    "py-other-module": (f"{CELL}.py", _other_module),
+    "pyc-corrupt": ("__pycache__/*.pyc", _pyc_body),
+}
+
+
+def _corrupt(cache: Path, kind: str) -> Path:
+    """Corrupt one file; returns the file a warning must name (for a Numba data file, the
+    index of its function: Numba's error doesn't say which of the two it was reading)."""
+    pattern, spoil = CORRUPTIONS[kind]
+    victims = sorted(_entry(cache).glob(pattern))
+    assert victims, f"the healthy cache has no {pattern}: {list(_entry(cache).rglob('*'))}"
+    victim = victims[-1]
+    spoil(victim)
+    if victim.suffix == ".nbc":  # <function>-<line>.py311.<n>.nbc -> <function>-<line>.py311.nbi
+        return victim.with_name(victim.name.rsplit(".", 2)[0] + ".nbi")
+    return victim
+
+
+@pytest.mark.parametrize("kind", list(CORRUPTIONS))
+def test_a_corrupt_cache_file_is_replaced(cache, kind):
+    named = _corrupt(cache, kind)
+    repaired = _run(cache)
+    assert len(repaired["warnings"]) == 1, repaired["warnings"]
+    assert str(named) in repaired["warnings"][0][1], repaired["warnings"]
+    if named.suffix in (".nbi", ".nbc"):
+        assert repaired["misses"] > 0  # compiled again
+    # (A rewritten module needs no new machine code: Numba's index keys on its content.)
+    after = _run(cache)  # and the next process finds a healthy cache
+    assert not after["warnings"], after["warnings"]
+    assert after["hits"] > 0 and after["misses"] == 0, after
+    assert not list(cache.rglob(".tmp-*")) and not list(cache.rglob("*.tmp.*"))
+
+
+def test_two_processes_repair_the_same_entry_at_once(cache):
+    named = _corrupt(cache, "nbc-garbage")
+    procs = [_start(cache) for _ in range(2)]
+    reports = [_finish(p) for p in procs]
+    for report in reports:
+        assert all(str(named) in message for _, message in report["warnings"]), report
+    after = _run(cache)
+    assert not after["warnings"] and after["misses"] == 0, after
+
+
+def _compile_and_check(monkeypatch, cache_dir: Path):
+    monkeypatch.setenv("LSTMC_CACHE_DIR", str(cache_dir))
+    cell = lstmc.builtin(CELL)
+    with pytest.warns(CacheWarning) as record:
+        kernel = lstmc.compile(cell, dtype=DTYPE)
+    params = kernel.init_params(seed=2, **SIZES)
+    x = np.random.default_rng(1).standard_normal((4, 2, SIZES["input"]))
+    y, _ = kernel(x, params)
+    y_ref, _ = lstmc.interpret(cell, x, params)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-9, atol=1e-12)
+    assert not Path(kernel.module.__file__).is_relative_to(cache_dir)
+    return [str(w.message) for w in record if issubclass(w.category, CacheWarning)]
+
+
+def test_a_cache_dir_that_is_a_file_warns_and_compiles_in_a_temporary_directory(
+    monkeypatch, tmp_path
+):
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("")
+    messages = _compile_and_check(monkeypatch, not_a_dir)
+    assert len(messages) == 1
+    assert "LSTMC_CACHE_DIR" in messages[0] and str(not_a_dir) in messages[0]
+    assert not_a_dir.read_text() == ""  # untouched
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere"
+)
+def test_a_read_only_cache_dir_warns_and_compiles_in_a_temporary_directory(monkeypatch, tmp_path):
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o500)
+    try:
+        messages = _compile_and_check(monkeypatch, read_only / "lstmc")
+    finally:
+        read_only.chmod(0o700)
+    assert len(messages) == 1 and "LSTMC_CACHE_DIR" in messages[0]
+    assert not list(read_only.iterdir())
+
+
+def test_a_cache_dir_refusing_writes_warns_and_compiles_in_a_temporary_directory(
+    monkeypatch, tmp_path
+):
+    """As the test above, for root too (who may write anywhere): writes there are refused."""
+    from lstmc.codegen import cache
+
+    refusing = tmp_path / "refusing"
+    real_mkstemp = cache.tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).is_relative_to(refusing):
+            raise PermissionError(13, "Permission denied", str(dir))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(cache.tempfile, "mkstemp", mkstemp)
+    messages = _compile_and_check(monkeypatch, refusing)
+    assert len(messages) == 1
+    assert "LSTMC_CACHE_DIR" in messages[0] and "Permission denied" in messages[0]
+    assert not [p for p in refusing.rglob("*") if p.is_file()]
+
+
+def test_an_unusable_cache_dir_in_a_fresh_process(tmp_path):
+    """The user's report: `LSTMC_CACHE_DIR=/dev/null` gave a NotADirectoryError traceback."""
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("")
+    report = _run(not_a_dir)
+    assert len(report["warnings"]) == 1 and str(not_a_dir) in report["warnings"][0][1]
+    assert not report["file"].startswith(str(not_a_dir))
