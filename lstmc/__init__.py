@@ -11,6 +11,7 @@ from lstmc.api import builtin, interpret, load, loads, to_ir
 from lstmc.compiler import compile
 from lstmc.errors import (
     CodegenError,
+    CudaUnavailableError,
     KernelArgumentError,
     LstmcError,
     PassError,
@@ -33,5 +34,6 @@ __all__ = [
     "PassError",
     "CodegenError",
     "KernelArgumentError",
+    "CudaUnavailableError",
     "__version__",
 ]

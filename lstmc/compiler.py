@@ -49,6 +49,17 @@ def optimize(
     )
 
 
+def dtype_name(dtype) -> str:
+    """ "float32" or "float64" from that string, a NumPy type (np.float32) or a dtype."""
+    try:
+        name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    except TypeError:
+        name = None
+    if name not in ("float32", "float64"):
+        raise LstmcError(f"unknown dtype {dtype!r}; choose float32 or float64")
+    return name
+
+
 def generate_source(
     cell: Cell,
     target: str = "cpu",
@@ -62,10 +73,14 @@ def generate_source(
     """Generate a module's source. Returns (source, optimized graph, pass records)."""
     if target not in TARGETS:
         raise LstmcError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    if dtype not in ("float32", "float64"):
-        raise LstmcError(f"unknown dtype {dtype!r}; choose float32 or float64")
-    if not isinstance(opt, int) or not 0 <= opt <= 3:
+    dtype = dtype_name(dtype)
+    if isinstance(opt, bool) or not isinstance(opt, (int, np.integer)) or not 0 <= opt <= 3:
         raise LstmcError(f"opt must be 0, 1, 2 or 3, got {opt!r}")
+    if unroll is not None and (
+        isinstance(unroll, bool) or not isinstance(unroll, (int, np.integer)) or unroll < 1
+    ):
+        raise LstmcError(f"unroll must be an int >= 1 (1: no unrolling), got {unroll!r}")
+    opt, unroll = int(opt), None if unroll is None else int(unroll)
     fixed = dict(sizes or {})
     for size, value in fixed.items():
         if size not in cell.sizes:
@@ -114,6 +129,7 @@ def compile(
     """
     from lstmc.codegen.cache import cache_key, load_generated
 
+    dtype = dtype_name(dtype)
     source, graph, records = generate_source(cell, target, dtype, opt, unroll, sizes, constants)
     key = cache_key({"source": source, "options": options})
     module = load_generated(source, key, cell.name, use_cache=cache)

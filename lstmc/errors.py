@@ -13,16 +13,17 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from lstmc_runtime.errors import KernelArgumentError, LstmcError
+from lstmc_runtime.errors import CudaUnavailableError, KernelArgumentError, LstmcError
 
 __all__ = [
+    "CodegenError",
+    "CudaUnavailableError",
+    "KernelArgumentError",
     "Location",
     "LstmcError",
+    "PassError",
     "SpecError",
     "VerifyError",
-    "PassError",
-    "CodegenError",
-    "KernelArgumentError",
     "did_you_mean",
 ]
 

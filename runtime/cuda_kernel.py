@@ -4,6 +4,7 @@ and the persistent variant."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import numpy as np
@@ -17,11 +18,33 @@ from lstmc_runtime.cuda_arrays import (
 from lstmc_runtime.cuda_config import VARIANTS
 from lstmc_runtime.cuda_generic import device_copy, device_fill
 from lstmc_runtime.cuda_launch import Launcher, Run
-from lstmc_runtime.errors import KernelArgumentError
+from lstmc_runtime.errors import CudaUnavailableError, KernelArgumentError
 from lstmc_runtime.kernel import Kernel
 from lstmc_runtime.packing import PackedParams, check_float, pack_weights
 from lstmc_runtime.signature import size_value
 from numba import cuda
+
+_NO_CUDA = ("CudaSupportError", "CudaDriverError")
+
+
+def _needs_cuda(method):
+    """Numba's "no driver" / "no device" errors, raised at the first device call, as lstmc's
+    own error, which says what to do (the CLI reports the same thing)."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except Exception as exc:
+            if type(exc).__name__ not in _NO_CUDA:
+                raise
+            raise CudaUnavailableError(
+                f"CUDA is not usable here ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split()).rstrip(' :')}); compile with target='cpu' on this "
+                "machine, or set NUMBA_ENABLE_CUDASIM=1 for Numba's (slow) simulator"
+            ) from exc
+
+    return wrapper
 
 
 class CudaKernel(Kernel):
@@ -85,6 +108,7 @@ class CudaKernel(Kernel):
             new.blocks = blocks
         return new
 
+    @_needs_cuda
     def pack(self, params: Mapping) -> PackedParams:
         """Check and pack params once, onto the device: each product's weight as one
         contiguous [out, in] array (the rows of its params stacked), vectors as they are."""
@@ -114,6 +138,7 @@ class CudaKernel(Kernel):
             device[name] = cuda.to_device(np.ascontiguousarray(a))
         return PackedParams(device, sizes, self.dtype, id(self.weights))
 
+    @_needs_cuda
     def __call__(
         self, x, params, state: Mapping | None = None, stream=None, variant: str | None = None
     ):
@@ -134,7 +159,7 @@ class CudaKernel(Kernel):
         views = {
             k: (as_device_view(v) if is_device_array(v) else v) for k, v in (state or {}).items()
         }
-        sizes = self.signature.bind(xv, None, views, fixed=packed.sizes)
+        sizes = self.signature.bind(xv, None, views, packed.sizes, self.size_origins(packed))
         stream = resolve_stream(stream, x)
         T, B = int(xv.shape[0]), int(xv.shape[1])
 

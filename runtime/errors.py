@@ -14,3 +14,7 @@ class KernelArgumentError(LstmcError, ValueError):
 
     Also a ValueError, so code that already catches ValueError for bad arrays keeps working.
     """
+
+
+class CudaUnavailableError(LstmcError, RuntimeError):
+    """A CUDA kernel was called where Numba finds no CUDA driver or device."""

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 from lstmc_runtime.errors import KernelArgumentError
 from lstmc_runtime.layout import to_panels
-from lstmc_runtime.packing import PackedParams, check_float, pack_weights
+from lstmc_runtime.packing import PackedParams, check_float, describe, pack_weights
 from lstmc_runtime.signature import Signature, size_value
 from lstmc_runtime.threads import chunk_bounds, hold_blas, plan_call
 
@@ -109,6 +109,42 @@ class Kernel:
         self._work = threading.local()
         self._work_per_row_cache: dict = {}
 
+    @property
+    def threads(self) -> int | None:
+        """None: choose from the sizes; N >= 1: use N threads."""
+        return self._threads
+
+    @threads.setter
+    def threads(self, value) -> None:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+        ):
+            raise KernelArgumentError(
+                f"kernel.threads must be None (choose from the sizes) or an int >= 1; got {value!r}"
+            )
+        self._threads = None if value is None else int(value)
+
+    @property
+    def split(self) -> str | None:
+        """None: choose; "batch": chunks of rows; "units": the step's units (kernels whose
+        module has a unit split; others split rows)."""
+        return self._split
+
+    @split.setter
+    def split(self, value) -> None:
+        if value not in (None, "batch", "units"):
+            raise KernelArgumentError(
+                f'kernel.split must be None, "batch" or "units"; got {value!r}'
+            )
+        self._split = value
+
+    def size_origins(self, packed: PackedParams) -> dict[str, str]:
+        """Where each size of packed params came from, for a message about a call's shapes:
+        fixed when compiling, or taken from the params' shapes."""
+        return {
+            k: "the compiled size" if k in self.fixed_sizes else "the params" for k in packed.sizes
+        }
+
     def workspace(self) -> dict:
         """This thread's scratch memory, kept from call to call: the prologue's hoisted
         [T, B, n] buffers (the input projection of every step, ...) live in it.
@@ -168,12 +204,23 @@ class Kernel:
     def init_params(self, seed: int = 0, **sizes: int) -> dict[str, np.ndarray]:
         """Fresh params for the given sizes (every size symbol), in the kernel's dtype:
         uniform in ±1/sqrt(hidden) as PyTorch's RNNs, or zeros/ones as the spec says."""
+        for name, value in sizes.items():
+            fixed = self.fixed_sizes.get(name)
+            if fixed is not None and value != fixed:
+                raise KernelArgumentError(
+                    f"size {name} was fixed at {fixed} when compiling; got {name}={value!r}"
+                )
         return self.signature.init_params({**self.fixed_sizes, **sizes}, seed, self.dtype)
 
     def pack(self, params: Mapping[str, np.ndarray]) -> PackedParams:
         """Check and pack params once; pass the result in place of params on every call."""
         if isinstance(params, PackedParams):
             return params
+        if not isinstance(params, Mapping):
+            raise KernelArgumentError(
+                f"params must be a dict {{name: array}} (as kernel.init_params returns) or "
+                f"kernel.pack(params); got {describe(params)}"
+            )
         sizes = self.signature.bind_params(params, fixed=self.fixed_sizes)
         for name, a in params.items():
             check_float(f"param `{name}`", a)
@@ -198,7 +245,7 @@ class Kernel:
                 "pack them with this kernel's .pack()"
             )
         check_float("x", x, self.dtype)
-        sizes = self.signature.bind(x, None, state, fixed=packed.sizes)
+        sizes = self.signature.bind(x, None, state, packed.sizes, self.size_origins(packed))
         x = np.ascontiguousarray(x)
         T, B = x.shape[:2]
         units = None

@@ -136,17 +136,37 @@ def split_units(
     return out
 
 
+def describe(a) -> str:
+    """What `a` is, for an error message: its type, and how to make a NumPy array of it where
+    that is a tensor of another library (a CPU kernel takes NumPy arrays only)."""
+    module = type(a).__module__.partition(".")[0]
+    if module == "torch":
+        return (
+            f"a torch tensor ({type(a).__name__}); pass a NumPy array: `t.detach().cpu().numpy()`"
+        )
+    if module in ("cupy", "jax", "jaxlib", "tensorflow"):
+        return f"a {module} array ({type(a).__name__}); pass a NumPy array"
+    return type(a).__name__
+
+
+def _named(name: str) -> str:
+    """`x` for a bare argument name; `param `W_i`` reads as param `W_i` already."""
+    return name if "`" in name else f"`{name}`"
+
+
 def check_float(name: str, a, dtype=None) -> None:
-    if not hasattr(a, "dtype") or not hasattr(a, "shape"):
-        raise KernelArgumentError(f"`{name}` must be an array, got {type(a).__name__}")
+    """Raise KernelArgumentError unless `a` is a NumPy float array (of `dtype`, if given).
+    `name` is an argument's name (`x`) or a phrase naming it (param `W_i`, state `h`)."""
+    what = describe(a)  # a tensor of another library is named as such, with the way out
+    if what != type(a).__name__ or not (hasattr(a, "dtype") and hasattr(a, "shape")):
+        raise KernelArgumentError(f"{_named(name)} must be a NumPy array, got {what}")
     kind = getattr(a.dtype, "kind", None)
     if kind != "f":
-        raise KernelArgumentError(
-            f"`{name}` must be a float array, got dtype {getattr(a, 'dtype', type(a).__name__)}"
-        )
+        raise KernelArgumentError(f"{_named(name)} must be a float array, got dtype {a.dtype}")
     if dtype is not None and np.dtype(a.dtype) != np.dtype(dtype):
+        other = np.dtype(a.dtype)
+        hint = f" or compile with dtype='{other}'" if other.name in ("float32", "float64") else ""
         raise KernelArgumentError(
-            f"`{name}` has dtype {a.dtype} but the kernel was compiled for {np.dtype(dtype)}; "
-            f"convert it (`.astype(np.{np.dtype(dtype)})`) or compile with "
-            f"dtype='{np.dtype(a.dtype)}'"
+            f"{_named(name)} has dtype {a.dtype} but the kernel was compiled for "
+            f"{np.dtype(dtype)}; convert it (`.astype(np.{np.dtype(dtype)})`){hint}"
         )

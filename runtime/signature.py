@@ -7,6 +7,7 @@ plain data: `(((symbol, coef), ...), const)`.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -72,12 +73,14 @@ class Signature:
         params: Mapping | None,
         state: Mapping | None = None,
         fixed: Mapping[str, int] | None = None,
+        origins: Mapping[str, str] | None = None,
     ) -> dict[str, int]:
         """Bind every size symbol from the arrays and check every shape.
 
         `x=None` checks params alone; `params=None` checks x and state against `fixed` sizes
-        (params already packed). Raises KernelArgumentError naming the argument and the
-        expected and received shapes.
+        (params already packed). `origins` says where a fixed size came from (default: the
+        compiled size), for the message. Raises KernelArgumentError naming the argument and
+        the expected and received shapes, whole.
         """
         x_shape = _shape_of(x, "x") if x is not None else None
         if x_shape is not None and len(x_shape) != 3:
@@ -114,13 +117,14 @@ class Signature:
                 )
 
         sizes: dict[str, int] = dict(fixed or {})
-        origin: dict[str, str] = {k: "the compiled size" for k in sizes}
+        origin: dict[str, str] = {k: (origins or {}).get(k, "the compiled size") for k in sizes}
         B = x_shape[1] if x_shape is not None else None
-        arrays = [("x", x_shape[2:], self.input)] if x_shape is not None else []
+        # (what, the dims checked, their spec, the whole shape, the dims before the checked)
+        arrays = [("x", x_shape[2:], self.input, x_shape, ("T", "B"))] if x_shape else []
         if params is not None:
-            arrays += [
-                (f"param `{p.name}`", _shape_of(params[p.name], p.name), p) for p in self.params
-            ]
+            for p in self.params:
+                shape = _shape_of(params[p.name], p.name)
+                arrays.append((f"param `{p.name}`", shape, p, shape, ()))
         for s in self.state:
             if s.name in state and B is not None:
                 shape = _shape_of(state[s.name], s.name)
@@ -129,10 +133,10 @@ class Signature:
                         f"state `{s.name}` must be [B, {size_text(s.shape[0])}] with B={B} "
                         f"(from x); got shape {shape}"
                     )
-                arrays.append((f"state `{s.name}`", shape[1:], s))
-        for where, shape, spec in arrays:  # first pass: single-symbol dimensions bind sizes
+                arrays.append((f"state `{s.name}`", shape[1:], s, shape, ("B",)))
+        for where, shape, spec, whole, lead in arrays:  # first: single symbols bind sizes
             if len(shape) != len(spec.shape):
-                raise KernelArgumentError(f"{where} must be {spec.text()}; got shape {shape}")
+                raise KernelArgumentError(f"{where} must be {_text(lead, spec)}; got shape {whole}")
             for dim, size in zip(shape, spec.shape):
                 sym = _single_symbol(size)
                 if sym is not None and sym not in sizes:
@@ -141,7 +145,7 @@ class Signature:
         progress = True
         while progress:  # then sums with one unknown symbol (`hidden + input`) bind it
             progress = False
-            for where, shape, spec in arrays:
+            for _where, shape, spec, _whole, _lead in arrays:
                 for dim, (terms, const) in zip(shape, spec.shape):
                     unknown = [(s, c) for s, c in terms if s not in sizes]
                     if len(unknown) != 1:
@@ -155,16 +159,17 @@ class Signature:
         missing = [s for s in self.sizes if s not in sizes]
         if missing and x_shape is not None:
             raise KernelArgumentError(f"cannot infer size(s) {', '.join(missing)} from the arrays")
-        for where, shape, spec in arrays:  # second pass: every dimension must agree
+        for where, shape, spec, whole, lead in arrays:  # second: every dimension must agree
             want = spec.concrete(sizes)
             if tuple(shape) != want:
                 bound = ", ".join(
                     f"{s}={sizes[s]} (from {origin[s]})"
                     for s in sorted({sym for size in spec.shape for sym, _ in size[0]})
                 )
+                expected = tuple(whole[: len(lead)]) + want
                 raise KernelArgumentError(
-                    f"{where} has shape {tuple(shape)} but expected {spec.text()} = {want} "
-                    f"with {bound}"
+                    f"{where} has shape {tuple(whole)} but expected {_text(lead, spec)} = "
+                    f"{expected} with {bound}"
                 )
         for s, v in sizes.items():
             if v <= 0:
@@ -183,17 +188,27 @@ class Signature:
     def init_params(
         self, sizes: Mapping[str, int], seed: int = 0, dtype=np.float64
     ) -> dict[str, np.ndarray]:
+        unknown = [s for s in sizes if s not in self.sizes]
+        if unknown:
+            hints = "".join(
+                f" (did you mean `{close[0]}`?)"
+                for s in unknown
+                for close in [difflib.get_close_matches(s, self.sizes, n=1)]
+                if close
+            )
+            raise KernelArgumentError(
+                f"unknown size(s) {', '.join(f'`{s}`' for s in unknown)}{hints}; "
+                f"{self.cell} has {', '.join(self.sizes)}"
+            )
         missing = [s for s in self.sizes if s not in sizes]
         if missing:
             raise KernelArgumentError(
                 f"init_params needs every size: missing {', '.join(missing)} "
                 f"(call it as init_params({', '.join(f'{s}=...' for s in self.sizes)}))"
             )
-        unknown = [s for s in sizes if s not in self.sizes]
-        if unknown:
-            raise KernelArgumentError(
-                f"unknown size(s) {', '.join(unknown)}; {self.cell} has {', '.join(self.sizes)}"
-            )
+        for s, v in sizes.items():  # what a call accepts: a positive whole number
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise KernelArgumentError(f"size {s} must be an int >= 1, got {v!r}")
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.uniform_bound_size(sizes))
         out = {}
@@ -206,6 +221,11 @@ class Signature:
             else:
                 out[p.name] = rng.uniform(-bound, bound, shape).astype(dtype)
         return out
+
+
+def _text(lead: tuple[str, ...], spec: ArraySpec) -> str:
+    """An array's expected shape in symbols: [T, B, input] for x, [B, hidden] for a state."""
+    return "[" + ", ".join([*lead, *(size_text(d) for d in spec.shape)]) + "]"
 
 
 def _shape_of(a, name: str) -> tuple[int, ...]:

@@ -251,9 +251,14 @@ def test_fixed_sizes_and_unrolling():
         kernel.threads, kernel.split = 2, "units"  # the unrolled column-split loop
         check_against_interpreter(cell, kernel, x, params, state, F64_TOL)
         kernel.threads = kernel.split = None
-    x, params, state = random_data(kernel, {"input": 3, "hidden": 6}, 2, 2, 0, "float64")
+    # params of another size (made by a kernel without fixed sizes: this one's init_params
+    # refuses hidden=6 itself)
+    unfixed = lstmc.compile(cell, dtype="float64")
+    x, params, state = random_data(unfixed, {"input": 3, "hidden": 6}, 2, 2, 0, "float64")
     with pytest.raises(KernelArgumentError, match="hidden"):
         kernel(x, params)
+    with pytest.raises(KernelArgumentError, match="fixed at 5 when compiling"):
+        kernel.init_params(input=3, hidden=6)
 
 
 def test_matches_pytorch_lstm_and_gru_in_float32():
@@ -357,7 +362,7 @@ def test_argument_errors_name_argument_and_shapes():
     msg = _args_error(kernel, x, params, {"h": np.zeros((3, 4), np.float32)})
     assert "state `h`" in msg and "(3, 4)" in msg and "B=2" in msg
     assert "unexpected state `q`" in _args_error(kernel, x, params, {"q": state["h"]})
-    assert "must be an array" in _args_error(kernel, [[1.0]], params)
+    assert "`x` must be a NumPy array, got list" in _args_error(kernel, [[1.0]], params)
     with pytest.raises(KernelArgumentError, match="init_params needs every size: missing hidden"):
         kernel.init_params(input=3)
     with pytest.raises(KernelArgumentError, match="unknown size"):

@@ -1,0 +1,161 @@
+"""Bad arguments to a kernel, its settings and compile(): each is a clear lstmc error that
+names the argument, with whole shapes and where a size came from, never a bare Python error
+from inside the runtime (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lstmc
+from lstmc import CudaUnavailableError, KernelArgumentError, LstmcError
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    return lstmc.compile(lstmc.builtin("lstm"))
+
+
+@pytest.fixture(scope="module")
+def params(kernel):
+    return kernel.init_params(input=6, hidden=10)
+
+
+def _error(call) -> str:
+    with pytest.raises(KernelArgumentError) as info:
+        call()
+    return str(info.value)
+
+
+def test_params_that_are_not_a_dict(kernel):
+    x = np.zeros((5, 3, 6), np.float32)
+    for bad in (None, [1.0], 3):
+        msg = _error(lambda bad=bad: kernel(x, bad))
+        assert msg.startswith("params must be a dict") and "kernel.pack" in msg
+        assert type(bad).__name__ in msg
+
+
+@pytest.mark.parametrize("value", ["x", 1.5, 0, -1, True])
+def test_bad_thread_counts_are_refused_when_set(kernel, value):
+    k = lstmc.compile(lstmc.builtin("lstm"))
+    msg = _error(lambda: setattr(k, "threads", value))
+    assert "kernel.threads must be None" in msg and repr(value) in msg
+    assert k.threads is None  # unchanged
+
+
+def test_bad_split_is_refused_and_good_settings_kept():
+    k = lstmc.compile(lstmc.builtin("lstm"))
+    assert 'kernel.split must be None, "batch" or "units"' in _error(
+        lambda: setattr(k, "split", "foo")
+    )
+    k.threads, k.split = np.int64(2), "units"
+    assert (k.threads, k.split) == (2, "units") and type(k.threads) is int
+    k.threads, k.split = None, None
+
+
+def test_a_wrong_size_shows_whole_shapes_and_where_the_size_came_from(kernel, params):
+    msg = _error(lambda: kernel(np.zeros((5, 3, 5), np.float32), params))
+    assert msg == (
+        "x has shape (5, 3, 5) but expected [T, B, input] = (5, 3, 6) with input=6 "
+        "(from the params)"
+    )
+    x = np.zeros((5, 3, 6), np.float32)
+    msg = _error(lambda: kernel(x, params, {"h": np.zeros((3, 9), np.float32)}))
+    assert msg == (
+        "state `h` has shape (3, 9) but expected [B, hidden] = (3, 10) with hidden=10 "
+        "(from the params)"
+    )
+    fixed = lstmc.compile(lstmc.builtin("lstm"), sizes={"hidden": 10})
+    msg = _error(lambda: fixed(x, params, {"h": np.zeros((3, 9), np.float32)}))
+    assert "hidden=10 (from the compiled size)" in msg
+
+
+def test_dtype_messages_only_suggest_dtypes_that_exist(kernel, params):
+    msg = _error(lambda: kernel(np.zeros((5, 3, 6), np.float16), params))
+    assert "compiled for float32" in msg and "compile with" not in msg
+    msg = _error(lambda: kernel(np.zeros((5, 3, 6), np.float64), params))
+    assert "or compile with dtype='float64'" in msg
+
+
+def test_torch_tensors_are_named_with_the_way_out(kernel, params):
+    torch = pytest.importorskip("torch")
+    x = np.zeros((5, 3, 6), np.float32)
+    for call, name in (
+        (lambda: kernel(torch.zeros(5, 3, 6), params), "`x`"),
+        (lambda: kernel(x, {**params, "W_i": torch.zeros(10, 6)}), "param `W_i`"),
+        (lambda: kernel(x, params, {"h": torch.zeros(3, 10)}), "state `h`"),
+    ):
+        msg = _error(call)
+        assert msg.startswith(f"{name} must be a NumPy array, got a torch tensor"), msg
+        assert ".numpy()" in msg
+
+
+def test_no_nested_backticks(kernel, params):
+    x = np.zeros((5, 3, 6), np.float32)
+    msg = _error(lambda: kernel(x, params, {"h": np.zeros((3, 10))}))
+    assert msg.startswith("state `h` has dtype float64")
+    msg = _error(lambda: kernel(x, {**params, "W_i": params["W_i"].astype(int)}))
+    assert msg.startswith("param `W_i` must be a float array")
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [
+        ({"input": -1, "hidden": 4}, "size input must be an int >= 1, got -1"),
+        ({"input": 2.5, "hidden": 4}, "size input must be an int >= 1, got 2.5"),
+        ({"input": 0, "hidden": 4}, "size input must be an int >= 1, got 0"),
+        ({"input": 5, "hiden": 4}, "unknown size(s) `hiden` (did you mean `hidden`?)"),
+    ],
+)
+def test_init_params_sizes(kernel, sizes, message):
+    assert message in _error(lambda: kernel.init_params(**sizes))
+
+
+def test_init_params_refuses_a_size_other_than_the_fixed_one():
+    fixed = lstmc.compile(lstmc.builtin("lstm"), sizes={"hidden": 8})
+    msg = _error(lambda: fixed.init_params(input=3, hidden=9))
+    assert msg == "size hidden was fixed at 8 when compiling; got hidden=9"
+    assert fixed.init_params(input=3)["U_i"].shape == (8, 8)
+    assert fixed.init_params(input=3, hidden=8)["U_i"].shape == (8, 8)
+
+
+@pytest.mark.parametrize("unroll", [0, -2, 1.5, True])
+def test_compile_refuses_a_bad_unroll(unroll):
+    with pytest.raises(LstmcError, match="unroll must be an int >= 1"):
+        lstmc.compile(lstmc.builtin("lstm"), unroll=unroll)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "name"),
+    [(np.float32, "float32"), (np.float64, "float64"), (np.dtype("float64"), "float64")],
+)
+def test_compile_takes_numpy_dtypes(dtype, name):
+    assert lstmc.compile(lstmc.builtin("lstm"), dtype=dtype).dtype == np.dtype(name)
+
+
+@pytest.mark.parametrize("dtype", ["float16", np.float16, np.int32, "f4x"])
+def test_compile_refuses_other_dtypes(dtype):
+    with pytest.raises(LstmcError, match="unknown dtype .*; choose float32 or float64"):
+        lstmc.compile(lstmc.builtin("lstm"), dtype=dtype)
+
+
+def test_cuda_without_a_device_is_an_lstmc_error(monkeypatch):
+    """Numba's CudaSupportError at the first device call becomes CudaUnavailableError, which
+    says what to do. Simulated: this machine may have a GPU, or run the simulator."""
+    from lstmc_runtime import cuda_kernel
+
+    class CudaSupportError(Exception):  # Numba's, by name
+        pass
+
+    def no_driver(*_args, **_kwargs):
+        raise CudaSupportError("Error at driver init:\n\nCUDA driver library cannot be found.\n:")
+
+    kernel = lstmc.compile(lstmc.builtin("lstm"), target="cuda")
+    params = kernel.init_params(input=3, hidden=4)
+    monkeypatch.setattr(cuda_kernel.cuda, "to_device", no_driver)
+    with pytest.raises(CudaUnavailableError) as info:
+        kernel(np.zeros((2, 1, 3), np.float32), params)
+    msg = str(info.value)
+    assert "CUDA is not usable here" in msg and "NUMBA_ENABLE_CUDASIM=1" in msg
+    assert "CUDA driver library cannot be found" in msg
+    assert isinstance(info.value, RuntimeError)
