@@ -24,7 +24,7 @@ def equations_text(cell: Cell) -> str:
     lines = []
     text = cell.source
     for section in ("equations", "update"):
-        m = re.search(rf"^{section}:.*?\n((?:[ \t]+.*\n?|\s*\n)*)", text, re.M)
+        m = re.search(rf"^{section}:.*?\n((?:[ \t]+.*\n?|\s*\n)*)", text, re.MULTILINE)
         if m:
             lines.append(f"{section}:")
             lines += ["  " + ln.strip() for ln in m.group(1).splitlines() if ln.strip()]

@@ -39,7 +39,7 @@ def _needs_cuda(method):
             if type(exc).__name__ not in _NO_CUDA:
                 raise
             raise CudaUnavailableError(
-                f"CUDA is not usable here ({type(exc).__name__}: "
+                f"CUDA is not usable here: no CUDA device is available ({type(exc).__name__}: "
                 f"{' '.join(str(exc).split()).rstrip(' :')}); compile with target='cpu' on this "
                 "machine, or set NUMBA_ENABLE_CUDASIM=1 for Numba's (slow) simulator"
             ) from exc

@@ -140,10 +140,14 @@ class Kernel:
 
     def size_origins(self, packed: PackedParams) -> dict[str, str]:
         """Where each size of packed params came from, for a message about a call's shapes:
-        fixed when compiling, or taken from the params' shapes."""
-        return {
-            k: "the compiled size" if k in self.fixed_sizes else "the params" for k in packed.sizes
-        }
+        fixed when compiling, or read from a param's shape (named)."""
+        origins = self.__dict__.get("_size_origins")
+        if origins is None or origins.keys() != packed.sizes.keys():  # the same every call
+            origins = self._size_origins = {
+                k: "the compiled size" if k in self.fixed_sizes else self.signature.size_source(k)
+                for k in packed.sizes
+            }
+        return origins
 
     def workspace(self) -> dict:
         """This thread's scratch memory, kept from call to call: the prologue's hoisted

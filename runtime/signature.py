@@ -173,8 +173,21 @@ class Signature:
                 )
         for s, v in sizes.items():
             if v <= 0:
-                raise KernelArgumentError(f"size {s} must be positive, got {v}")
+                raise KernelArgumentError(
+                    f"size {s} must be an int >= 1, got {v} (from {origin[s]})"
+                )
         return sizes
+
+    def size_source(self, symbol: str) -> str:
+        """The param a size is read from when params are bound (as `bind` does: the first
+        param with a dimension that is the symbol alone, else the first that uses it)."""
+        for p in self.params:
+            if any(_single_symbol(size) == symbol for size in p.shape):
+                return f"param `{p.name}`"
+        for p in self.params:
+            if any(s == symbol for terms, _ in p.shape for s, _ in terms):
+                return f"param `{p.name}`"
+        return "the params"
 
     # -- parameters ------------------------------------------------------------------------
 

@@ -57,13 +57,13 @@ def test_a_wrong_size_shows_whole_shapes_and_where_the_size_came_from(kernel, pa
     msg = _error(lambda: kernel(np.zeros((5, 3, 5), np.float32), params))
     assert msg == (
         "x has shape (5, 3, 5) but expected [T, B, input] = (5, 3, 6) with input=6 "
-        "(from the params)"
+        "(from param `W_i`)"
     )
     x = np.zeros((5, 3, 6), np.float32)
     msg = _error(lambda: kernel(x, params, {"h": np.zeros((3, 9), np.float32)}))
     assert msg == (
         "state `h` has shape (3, 9) but expected [B, hidden] = (3, 10) with hidden=10 "
-        "(from the params)"
+        "(from param `W_i`)"
     )
     fixed = lstmc.compile(lstmc.builtin("lstm"), sizes={"hidden": 10})
     msg = _error(lambda: fixed(x, params, {"h": np.zeros((3, 9), np.float32)}))
@@ -111,6 +111,17 @@ def test_init_params_sizes(kernel, sizes, message):
     assert message in _error(lambda: kernel.init_params(**sizes))
 
 
+def test_a_size_of_zero_reads_the_same_from_init_params_and_the_kernel(kernel):
+    params = kernel.init_params(input=1, hidden=4)
+    params = {n: a[:, :0] if n.startswith("W_") else a for n, a in params.items()}
+    x = np.zeros((2, 1, 0), np.float32)
+    msg = _error(lambda: kernel(x, params))
+    assert msg == "size input must be an int >= 1, got 0 (from param `W_i`)"
+    assert "size input must be an int >= 1, got 0" in _error(
+        lambda: kernel.init_params(input=0, hidden=4)
+    )
+
+
 def test_init_params_refuses_a_size_other_than_the_fixed_one():
     fixed = lstmc.compile(lstmc.builtin("lstm"), sizes={"hidden": 8})
     msg = _error(lambda: fixed.init_params(input=3, hidden=9))
@@ -156,6 +167,6 @@ def test_cuda_without_a_device_is_an_lstmc_error(monkeypatch):
     with pytest.raises(CudaUnavailableError) as info:
         kernel(np.zeros((2, 1, 3), np.float32), params)
     msg = str(info.value)
-    assert "CUDA is not usable here" in msg and "NUMBA_ENABLE_CUDASIM=1" in msg
+    assert "no CUDA device is available" in msg and "NUMBA_ENABLE_CUDASIM=1" in msg
     assert "CUDA driver library cannot be found" in msg
     assert isinstance(info.value, RuntimeError)
