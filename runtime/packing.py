@@ -136,9 +136,9 @@ def split_units(
     return out
 
 
-def describe(a) -> str:
-    """What `a` is, for an error message: its type, and how to make a NumPy array of it where
-    that is a tensor of another library (a CPU kernel takes NumPy arrays only)."""
+def _foreign(a) -> str | None:
+    """How to name `a` where it is a tensor of another library, with the way to a NumPy
+    array (a CPU kernel takes NumPy arrays only); None for anything else."""
     module = type(a).__module__.partition(".")[0]
     if module == "torch":
         return (
@@ -146,7 +146,12 @@ def describe(a) -> str:
         )
     if module in ("cupy", "jax", "jaxlib", "tensorflow"):
         return f"a {module} array ({type(a).__name__}); pass a NumPy array"
-    return type(a).__name__
+    return None
+
+
+def describe(a) -> str:
+    """What `a` is, for an error message: its type, or what _foreign says of it."""
+    return _foreign(a) or type(a).__name__
 
 
 def _named(name: str) -> str:
@@ -157,9 +162,9 @@ def _named(name: str) -> str:
 def check_float(name: str, a, dtype=None) -> None:
     """Raise KernelArgumentError unless `a` is a NumPy float array (of `dtype`, if given).
     `name` is an argument's name (`x`) or a phrase naming it (param `W_i`, state `h`)."""
-    what = describe(a)  # a tensor of another library is named as such, with the way out
-    if what != type(a).__name__ or not (hasattr(a, "dtype") and hasattr(a, "shape")):
-        raise KernelArgumentError(f"{_named(name)} must be a NumPy array, got {what}")
+    foreign = _foreign(a)
+    if foreign or not (hasattr(a, "dtype") and hasattr(a, "shape")):
+        raise KernelArgumentError(f"{_named(name)} must be a NumPy array, got {describe(a)}")
     kind = getattr(a.dtype, "kind", None)
     if kind != "f":
         raise KernelArgumentError(f"{_named(name)} must be a float array, got dtype {a.dtype}")
