@@ -724,6 +724,67 @@ def test_step_loops_are_cut_between_chained_transcendentals():
             check_against_interpreter(cell, kernel, x, params, state, tol)
 
 
+_NORM_TREES_CELL = """\
+    cell: ln_trees
+    sizes: [input]
+    inputs: {x: [input]}
+    state: {h: [input], c: [input]}
+    params: {U: [input, input], V: [input, input], g1: [input], b1: [input], g2: [input],
+             b2: [input], k: [input]}
+    equations:
+      s: layer_norm(U @ h, g1, b1) * k
+      a: sigmoid(s + layer_norm(V @ h, g2, b2))
+      z: tanh(s - c + layer_norm(x, g2, b1))
+      c_next: a * c + z
+      h_next: sigmoid(layer_norm(c_next, g1, b2)) * c_next
+    update: {h: h_next, c: c_next}
+    outputs: [h_next, s]
+    """
+
+
+def test_arithmetic_on_layer_norms_gets_a_loop_per_tree():
+    """In a step group with layer norms, each tree of arithmetic on them (no transcendental:
+    a gate's pre-activation) runs in a loop of its own before the group's other loops, its
+    root passed on through row scratch (cpu_ops.norm_stages). layernorm_lstm: a loop per gate
+    pre-activation, two norms in each, then the gates as in the plain LSTM. A value shared by
+    two trees goes in the first tree's loop. Every plan gives the interpreter's numbers."""
+    from lstmc.codegen.cpu_ops import norm_stages
+    from lstmc.codegen.schedule import schedule
+
+    ln = lstmc.compile(lstmc.builtin("layernorm_lstm"))
+    body = ln.source.split("def _rows(")[1].split("\n\n\n")[0]
+    loops = re.split(r"# loop \d of 5 over the row \(cpu_ops.norm_stages\)", body)
+    assert len(loops) == 6
+    for k, gate in enumerate("ifgo"):  # norms of x and h, and the bias, in loop k + 1
+        assert loops[k + 1].count("_layer_norm") == 2 * 3, gate
+        assert re.search(rf"\bp_b_{gate}\[j\]", loops[k + 1]), gate
+    gates = loops[5].split("# element-wise group")[0]
+    assert "_layer_norm" not in gates and gates.count("sg_add_") == 4
+
+    cell = lstmc.loads(textwrap.dedent(_NORM_TREES_CELL), "ln_trees.yaml")
+    kernel = lstmc.compile(cell, dtype="float64")
+    sched = schedule(kernel.graph)
+    gates, last = [i for i in sched.items["step"] if i.kind == "group"]
+    norms = {n.name for n in kernel.graph.find("layer_norm")}
+    stage = norm_stages(gates.nodes, {n.name: 0 for n in gates.nodes}, norms, "cpu")
+    by_name = {n.name: n for n in gates.nodes}
+    a_pre = by_name["a"].operands[0].name
+    z_pre = by_name["z"].operands[0].name
+    assert {stage[a_pre], stage[z_pre]} == {0, 1}
+    assert stage["s"] == 0  # in the first tree's loop (s is scheduled with z's tree)
+    assert stage["a"] == stage["z"] == stage["c_next"] == 2
+    assert "sg_s[j] = s_s" in kernel.source  # read again by the second tree's loop
+    # sigmoid(layer_norm(c_next)) is no tree of arithmetic: that group keeps its stages.
+    plain = {n.name: 0 for n in last.nodes}
+    assert norm_stages(last.nodes, plain, norms, "cpu") == plain
+    for dtype in ("float64", "float32"):
+        kernel = lstmc.compile(cell, dtype=dtype)
+        x, params, state = random_data(kernel, {"input": 24}, 5, 7, 2, dtype)
+        for threads, split in ((1, None), (2, "batch"), (2, "units")):
+            kernel.threads, kernel.split = threads, split
+            check_against_interpreter(cell, kernel, x, params, state, tolerance(dtype, cell))
+
+
 def test_batch_split_of_a_unit_kernel_runs_its_column_function_on_chunks_of_rows():
     """A kernel that can split by units runs a batch split through `_cols` too: each chunk of
     rows computes every unit on its thread, with its own input-projection buffer kept in the

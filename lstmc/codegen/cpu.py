@@ -29,7 +29,7 @@ from lstmc.codegen.common import (
 )
 from lstmc.codegen.cpu_columns import ColumnsEmitter, column_plan
 from lstmc.codegen.cpu_glue import CpuGlue
-from lstmc.codegen.cpu_ops import CpuAccess, CpuStructuralOps, fold_layer_norms
+from lstmc.codegen.cpu_ops import CpuAccess, CpuStructuralOps, fold_layer_norms, norm_stages
 from lstmc.codegen.module import module_header, module_tail
 from lstmc.codegen.schedule import Item
 from lstmc.ir.graph import Graph, Node
@@ -415,7 +415,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         for k, lines in enumerate(stages):
             if not whole_loop:
                 if len(stages) > 1:
-                    L.add(f"# loop {k + 1} of {len(stages)} over the row (common.chain_stages)")
+                    L.add(f"# loop {k + 1} of {len(stages)} over the row ({self.stages_why(item)})")
                 L.add(f"for j in range(_U({self.size(item.extent)})):")
             with contextlib.nullcontext() if whole_loop else L.indent():
                 for line in lines:
@@ -423,9 +423,19 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         self.close(ctxs)
 
     def stage_of(self, item: Item) -> dict[str, int] | None:
-        """The loops a time-loop group's row is cut into (common.chain_stages); None elsewhere:
+        """The loops a time-loop group's row is cut into (common.chain_stages, after a loop
+        for each tree of arithmetic on its layer norms: cpu_ops.norm_stages); None elsewhere:
         the prologue's groups run over long rows of steps without a chain to hide."""
-        return chain_stages(item.nodes, TARGET) if item.phase == "step" else None
+        if item.phase != "step":
+            return None
+        stages = chain_stages(item.nodes, TARGET)
+        norms = self.norms_of.get(id(item))
+        if norms:
+            stages = norm_stages(item.nodes, stages, {n.name for n in norms}, TARGET)
+        return stages
+
+    def stages_why(self, item: Item) -> str:
+        return "cpu_ops.norm_stages" if self.norms_of.get(id(item)) else "common.chain_stages"
 
     def emit_scratch(self, L: _Lines, item: Item, extent: str) -> None:
         """The row scratch of the values that a later loop of the group's row reads."""

@@ -4,7 +4,7 @@ the loops and the element-wise groups. The op registry's STRUCTURAL marker point
 
 from __future__ import annotations
 
-from lstmc.codegen.common import Access, ir_comment
+from lstmc.codegen.common import CHAIN_HELPERS, Access, ir_comment
 from lstmc.codegen.schedule import Item
 from lstmc.ir.graph import Node
 from lstmc.ir.shapes import Size
@@ -79,6 +79,52 @@ def fold_layer_norms(graph, sched, in_step: bool = True) -> dict[str, Item]:
         folded[node.name] = group
         sched.materialized.discard(node.name)
     return folded
+
+
+def norm_stages(nodes: list, stage_of: dict[str, int], norms: set[str], target: str) -> dict:
+    """`stage_of` (common.chain_stages) with loops of their own, before the others, for the
+    values that the group's folded layer norms feed: each maximal tree of the group's
+    arithmetic on norms (no chain function: a gate's `LN(W x) + LN(U h) + b`, not its
+    sigmoid) gets one loop, whose root goes to the later loops through its row scratch. Only
+    when there are two such trees or more; otherwise `stage_of` unchanged.
+
+    Why: in one loop, layernorm_lstm's gate loop held eight normalizations (24 row scalars,
+    20 param streams) beside the gates' sigmoid and tanh; its vectorized body spilled 42
+    registers in ~260 instructions for 16 units. A loop per gate's pre-activation holds two
+    normalizations and the gate loop is the plain LSTM's: H=64, B=16, in turns with the
+    plain LSTM, 1.46x -> 1.36x its time on one thread, 1.44x -> 1.37x on two
+    (benchmarks/RESULTS.md)."""
+    in_group = {n.name for n in nodes}
+    users: dict[str, list[str]] = {n.name: [] for n in nodes}
+    for n in nodes:
+        for o in n.operands:
+            if o.name in users:
+                users[o.name].append(n.name)
+    on_norms: set[str] = set()  # group nodes computed from norms by arithmetic alone
+    for n in nodes:  # in dependency order
+        rule = n.opdef.codegen.get(target) if n.kind == "elementwise" else None
+        if getattr(rule, "helper", None) in CHAIN_HELPERS:
+            continue
+        inner = [o for o in n.operands if o.name in in_group]
+        if all(o.name in on_norms for o in inner) and (
+            any(o.name in norms for o in n.operands) or inner
+        ):
+            on_norms.add(n.name)
+    roots = [
+        n.name
+        for n in nodes
+        if n.name in on_norms
+        and (not users[n.name] or any(u not in on_norms for u in users[n.name]))
+    ]
+    if len(roots) < 2:
+        return stage_of
+    stages = {name: s + len(roots) for name, s in stage_of.items()}
+    for k, name in enumerate(roots):
+        stages[name] = k
+    for n in reversed(nodes):  # the rest of a tree goes in the loop of its first root
+        if n.name in on_norms and n.name not in roots:
+            stages[n.name] = min(stages[u] for u in users[n.name])
+    return stages
 
 
 class CpuStructuralOps:
