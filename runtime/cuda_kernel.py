@@ -125,8 +125,9 @@ class CudaKernel(Kernel):
                     else np.asarray(a)
                 )
             )
+        origins: dict[str, str] = {}
         sizes = self.signature.bind_params(
-            host if isinstance(params, Mapping) else params, fixed=self.fixed_sizes
+            host if isinstance(params, Mapping) else params, self.fixed_sizes, origins
         )
         for name, a in host.items():
             check_float(f"param `{name}`", a)
@@ -136,7 +137,7 @@ class CudaKernel(Kernel):
             if name in self.weights:
                 a = np.ascontiguousarray(a.T)  # [in, out] -> [out, in]: rows are units
             device[name] = cuda.to_device(np.ascontiguousarray(a))
-        return PackedParams(device, sizes, self.dtype, id(self.weights))
+        return PackedParams(device, sizes, self.dtype, id(self.weights), origins=origins)
 
     @_needs_cuda
     def __call__(
@@ -159,7 +160,7 @@ class CudaKernel(Kernel):
         views = {
             k: (as_device_view(v) if is_device_array(v) else v) for k, v in (state or {}).items()
         }
-        sizes = self.signature.bind(xv, None, views, packed.sizes, self.size_origins(packed))
+        sizes = self.signature.bind(xv, None, views, packed.sizes, packed.origins)
         stream = resolve_stream(stream, x)
         T, B = int(xv.shape[0]), int(xv.shape[1])
 

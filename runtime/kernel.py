@@ -138,17 +138,6 @@ class Kernel:
             )
         self._split = value
 
-    def size_origins(self, packed: PackedParams) -> dict[str, str]:
-        """Where each size of packed params came from, for a message about a call's shapes:
-        fixed when compiling, or read from a param's shape (named)."""
-        origins = self.__dict__.get("_size_origins")
-        if origins is None or origins.keys() != packed.sizes.keys():  # the same every call
-            origins = self._size_origins = {
-                k: "the compiled size" if k in self.fixed_sizes else self.signature.size_source(k)
-                for k in packed.sizes
-            }
-        return origins
-
     def workspace(self) -> dict:
         """This thread's scratch memory, kept from call to call: the prologue's hoisted
         [T, B, n] buffers (the input projection of every step, ...) live in it.
@@ -225,7 +214,8 @@ class Kernel:
                 f"params must be a dict {{name: array}} (as kernel.init_params returns) or "
                 f"kernel.pack(params); got {describe(params)}"
             )
-        sizes = self.signature.bind_params(params, fixed=self.fixed_sizes)
+        origins: dict[str, str] = {}
+        sizes = self.signature.bind_params(params, self.fixed_sizes, origins)
         for name, a in params.items():
             check_float(f"param `{name}`", a)
         arrays = pack_weights(
@@ -239,7 +229,7 @@ class Kernel:
         for name in self.panels:
             widths[name] = arrays[name].shape[1]
             arrays[name] = to_panels(arrays[name])
-        return PackedParams(arrays, sizes, self.dtype, id(self.weights), widths)
+        return PackedParams(arrays, sizes, self.dtype, id(self.weights), widths, origins)
 
     def __call__(self, x, params, state: Mapping | None = None):
         packed = params if isinstance(params, PackedParams) else self.pack(params)
@@ -249,7 +239,7 @@ class Kernel:
                 "pack them with this kernel's .pack()"
             )
         check_float("x", x, self.dtype)
-        sizes = self.signature.bind(x, None, state, packed.sizes, self.size_origins(packed))
+        sizes = self.signature.bind(x, None, state, packed.sizes, packed.origins)
         x = np.ascontiguousarray(x)
         T, B = x.shape[:2]
         units = None

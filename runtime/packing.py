@@ -20,9 +20,20 @@ class PackedParams:
     """Params packed for one kernel: contiguous arrays in the kernel's dtype, plus the sizes
     they were packed for. Pass it to the kernel in place of the params dict."""
 
-    def __init__(self, arrays: dict, sizes: dict, dtype, owner: int, widths: dict | None = None):
+    def __init__(
+        self,
+        arrays: dict,
+        sizes: dict,
+        dtype,
+        owner: int,
+        widths: dict | None = None,
+        origins: dict | None = None,
+    ):
         self.arrays = arrays
         self.sizes = sizes
+        # where each size came from ("param `W_i`", "the compiled size"), for the messages of
+        # a call whose arrays disagree with them (Signature.bind)
+        self.origins = dict(origins or {})
         # the column count of each weight packed in panels (lstmc_runtime.layout.to_panels)
         self.widths = dict(widths or {})
         self.dtype = np.dtype(dtype)

@@ -62,10 +62,14 @@ class Signature:
     # -- binding ---------------------------------------------------------------------------
 
     def bind_params(
-        self, params: Mapping, fixed: Mapping[str, int] | None = None
+        self,
+        params: Mapping,
+        fixed: Mapping[str, int] | None = None,
+        origins_out: dict[str, str] | None = None,
     ) -> dict[str, int]:
-        """Bind the sizes from the params alone (for packing) and check their shapes."""
-        return self.bind(None, params, None, fixed)
+        """Bind the sizes from the params alone (for packing) and check their shapes;
+        `origins_out` receives where each size came from, as `bind` gives it."""
+        return self.bind(None, params, None, fixed, origins_out=origins_out)
 
     def bind(
         self,
@@ -74,12 +78,14 @@ class Signature:
         state: Mapping | None = None,
         fixed: Mapping[str, int] | None = None,
         origins: Mapping[str, str] | None = None,
+        origins_out: dict[str, str] | None = None,
     ) -> dict[str, int]:
         """Bind every size symbol from the arrays and check every shape.
 
         `x=None` checks params alone; `params=None` checks x and state against `fixed` sizes
         (params already packed). `origins` says where a fixed size came from (default: the
-        compiled size), for the message. Raises KernelArgumentError naming the argument and
+        compiled size), for the message; `origins_out`, if given, receives where every size
+        came from (kernel.pack keeps it with the packed params for those messages). Raises KernelArgumentError naming the argument and
         the expected and received shapes, whole.
         """
         x_shape = _shape_of(x, "x") if x is not None else None
@@ -176,18 +182,9 @@ class Signature:
                 raise KernelArgumentError(
                     f"size {s} must be an int >= 1, got {v} (from {origin[s]})"
                 )
+        if origins_out is not None:
+            origins_out.update(origin)
         return sizes
-
-    def size_source(self, symbol: str) -> str:
-        """The param a size is read from when params are bound (as `bind` does: the first
-        param with a dimension that is the symbol alone, else the first that uses it)."""
-        for p in self.params:
-            if any(_single_symbol(size) == symbol for size in p.shape):
-                return f"param `{p.name}`"
-        for p in self.params:
-            if any(s == symbol for terms, _ in p.shape for s, _ in terms):
-                return f"param `{p.name}`"
-        return "the params"
 
     # -- parameters ------------------------------------------------------------------------
 
