@@ -85,8 +85,8 @@ class Signature:
         `x=None` checks params alone; `params=None` checks x and state against `fixed` sizes
         (params already packed). `origins` says where a fixed size came from (default: the
         compiled size), for the message; `origins_out`, if given, receives where every size
-        came from (kernel.pack keeps it with the packed params for those messages). Raises KernelArgumentError naming the argument and
-        the expected and received shapes, whole.
+        came from (kernel.pack keeps it with the packed params for those messages). Raises
+        KernelArgumentError naming the argument and the expected and received shapes, whole.
         """
         x_shape = _shape_of(x, "x") if x is not None else None
         if x_shape is not None and len(x_shape) != 3:

@@ -281,3 +281,26 @@ class EmitterBase:
 
     def scratch_name(self, node) -> str:
         return self.ns.get("sg", node.name)
+
+
+class Lines:
+    """Lines of generated source at an indentation depth (`with lines.indent():`)."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.depth = 0
+
+    def add(self, text: str = "") -> None:
+        self.lines.append(("    " * self.depth + text) if text else "")
+
+    def indent(self):
+        lines = self
+
+        class _Ctx:
+            def __enter__(self):
+                lines.depth += 1
+
+            def __exit__(self, *a):
+                lines.depth -= 1
+
+        return _Ctx()

@@ -27,6 +27,9 @@ from lstmc.codegen.common import (
     ir_comment,
     size_expr,
 )
+from lstmc.codegen.common import (
+    Lines as _Lines,
+)
 from lstmc.codegen.cpu_columns import ColumnsEmitter, column_plan
 from lstmc.codegen.cpu_glue import CpuGlue
 from lstmc.codegen.cpu_ops import CpuAccess, CpuStructuralOps, fold_layer_norms, norm_stages
@@ -37,27 +40,6 @@ from lstmc.ir.shapes import Size
 
 TARGET = "cpu"
 _VMATH = ("sigmoid", "tanh", "exp", "softplus")
-
-
-class _Lines:
-    def __init__(self):
-        self.lines: list[str] = []
-        self.depth = 0
-
-    def add(self, text: str = "") -> None:
-        self.lines.append(("    " * self.depth + text) if text else "")
-
-    def indent(self):
-        lines = self
-
-        class _Ctx:
-            def __enter__(self):
-                lines.depth += 1
-
-            def __exit__(self, *a):
-                lines.depth -= 1
-
-        return _Ctx()
 
 
 class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
@@ -164,9 +146,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
                 for n in item.nodes:
                     if n.name in skip:
                         continue
-                    if n.name in self.sched.materialized:
-                        values.append(n)
-                    elif not n.shape and n.kind == "elementwise":
+                    if n.name in self.sched.materialized or not n.shape and n.kind == "elementwise":
                         values.append(n)
         return values
 
@@ -435,7 +415,9 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         return stages
 
     def stages_why(self, item: Item) -> str:
-        return "cpu_ops.norm_stages" if self.norms_of.get(id(item)) else "common.chain_stages"
+        """The function that cut a group's row into its loops, for the loops' comments."""
+        by_chains = chain_stages(item.nodes, TARGET)
+        return "common.chain_stages" if self.stage_of(item) == by_chains else "cpu_ops.norm_stages"
 
     def emit_scratch(self, L: _Lines, item: Item, extent: str) -> None:
         """The row scratch of the values that a later loop of the group's row reads."""
