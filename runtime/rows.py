@@ -45,7 +45,9 @@ def _from_sums(shift, s1, s2, inv_n, eps):
     return shift + m1, 1.0 / np.sqrt(var + eps)
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
+# The entry points run without reference counts (`_nrt=False`), like lstmc_runtime.gemm:
+# called every step, they paid an atomic increment and decrement a call for each array.
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS, _nrt=False)
 def mean_inv_std(row, start, n, eps):
     """(mean, 1 / sqrt(var + eps)) of row[start:start + n], in float64 as the reference.
 
@@ -66,7 +68,7 @@ def mean_inv_std(row, start, n, eps):
     return _from_sums(shift, s1, s2, 1.0 / n, eps)
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS, _nrt=False)
 def rows_mean_inv_std(rows, start, n, eps, out):
     """For every row r of the 2-D `rows`, out[r, :2] = (mean, 1 / sqrt(var + eps)) of
     rows[r, start:start + n], as mean_inv_std computes them; `out` is float64 [rows, 3], its

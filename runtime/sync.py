@@ -117,7 +117,10 @@ def _cpu_relax(typingctx):
     return types.void(), codegen
 
 
-@njit(cache=True, nogil=True)
+# Without Numba's reference counting (`_nrt=False`), like lstmc_runtime.gemm: these run
+# every step or every call, and each call paid an atomic increment and decrement of each
+# array's count (nothing here allocates or keeps an array).
+@njit(cache=True, nogil=True, _nrt=False)
 def barrier(flags, k, threads, step):
     """Publish that thread k finished `step` (1-based), then wait until every thread has.
 
@@ -138,13 +141,13 @@ def barrier(flags, k, threads, step):
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def signal(flags, index, value):
     """flags[index] = value, published with release semantics (what `wait_for` reads)."""
     _store_release(flags, index, value)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def wait_for(flags, index, value, max_spins):
     """Spin, without the GIL, until flags[index] >= value: True; or False after `max_spins`
     pauses (the caller then blocks some other way). The end of a split call waits so for its
@@ -157,7 +160,7 @@ def wait_for(flags, index, value, max_spins):
     return _load_acquire(flags, index) >= value
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def signal_and_wait(flags, index, value, wait_index, wait_value, max_spins):
     """`signal(flags, index, value)`, then `wait_for(flags, wait_index, wait_value,
     max_spins)`, in one call without the GIL: a helper thread publishes that its job is done
@@ -167,14 +170,14 @@ def signal_and_wait(flags, index, value, wait_index, wait_value, max_spins):
     return wait_for(flags, wait_index, wait_value, max_spins)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def started(flags, k):
     """Part k > 0 of a split call has entered its compiled code (and let go of the GIL)."""
     if k > 0:
         _store_release(flags, k * FLAG_STRIDE + 1, 1)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def until_caller_waits(flags, k):
     """Part k > 0, done: wait until the caller waits for the helpers (`finish_and_wait`), so
     that the GIL is free when this thread goes back to Python; at most _END_SPINS pauses."""
@@ -183,7 +186,7 @@ def until_caller_waits(flags, k):
         wait_for(flags, waiting, 1, _END_SPINS)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def ring_and_wait(doors, slots, values, flags, max_spins):
     """The caller's start of a hand-shake: doors[slots[i]] = values[i] (the helpers' doorbells,
     lstmc_runtime.workers), then wait until parts 1..len(slots) have `started`: True, or False
@@ -196,7 +199,7 @@ def ring_and_wait(doors, slots, values, flags, max_spins):
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def finish_and_wait(flags, doors, slots, values, max_spins):
     """The caller's end of a hand-shake: say that it waits (what `until_caller_waits` watches),
     then wait until doors[slots[i]] >= values[i] for every i (the helpers' done counts): True,
