@@ -20,6 +20,7 @@ from lstmc_runtime.errors import KernelArgumentError
 from lstmc_runtime.layout import to_panels
 from lstmc_runtime.packing import PackedParams, check_float, describe, pack_weights
 from lstmc_runtime.signature import Signature, size_value
+from lstmc_runtime import threads as _threads
 from lstmc_runtime.threads import chunk_bounds, hold_blas, plan_call
 
 # Arrays that several threads write (state, outputs) start on a 128-byte boundary, and the
@@ -61,6 +62,8 @@ def _taking_work(launch):
 
 # Scratch memory a kernel keeps for the next call on a thread (Kernel.workspace), at most.
 WORKSPACE_KEEP_BYTES = 256 << 20
+# Calls' sizes and plans kept per packed params (Kernel._bind_and_plan): a few shapes in use.
+_CALLS_KEPT = 32
 
 
 class Kernel:
@@ -108,6 +111,7 @@ class Kernel:
         self.last_plan = None
         self._work = threading.local()
         self._work_per_row_cache: dict = {}
+        self._widths_cache: dict = {}
 
     @property
     def threads(self) -> int | None:
@@ -164,6 +168,17 @@ class Kernel:
     def release_workspace(self) -> None:
         """Free the calling thread's workspace (the next call allocates it again)."""
         self._work.spaces = {}
+
+    def _widths(self, sizes) -> tuple[dict[str, int], dict[str, int]]:
+        """The widths of the state and of the outputs for these sizes, kept per sizes
+        (size_value over the signature was ~1 us of a small call)."""
+        key = tuple(sizes.items())
+        widths = self._widths_cache.get(key)
+        if widths is None:
+            state = {s.name: size_value(s.shape[0], sizes) for s in self.signature.state}
+            outputs = {name: size_value(size, sizes) for name, size in self.signature.outputs}
+            widths = self._widths_cache[key] = (state, outputs)
+        return widths
 
     def _work_per_row(self, sizes) -> int:
         """Multiply-adds of one batch row's step: the size of every packed weight. Kept per
@@ -231,16 +246,25 @@ class Kernel:
             arrays[name] = to_panels(arrays[name])
         return PackedParams(arrays, sizes, self.dtype, id(self.weights), widths, origins)
 
-    def __call__(self, x, params, state: Mapping | None = None):
-        packed = params if isinstance(params, PackedParams) else self.pack(params)
-        if packed._owner != id(self.weights) or packed.dtype != self.dtype:
-            raise KernelArgumentError(
-                "these packed params were packed by another kernel; "
-                "pack them with this kernel's .pack()"
-            )
-        check_float("x", x, self.dtype)
+    def _bind_and_plan(self, x, state, packed: PackedParams):
+        """A call's sizes (Signature.bind, which checks the shape of x and of the state
+        against the packed params) and its plan (plan_call).
+
+        Both follow from the shapes alone, given the packed params, the kernel's `threads`
+        and `split` and the cores this process may use, so they are kept with the packed
+        params under those, for NumPy arrays: a call with the shapes of an earlier one skips
+        both (~5 us of the ~30 us a small call spends in Python)."""
+        key = None
+        if type(x) is np.ndarray and (
+            state is None
+            or (type(state) is dict and all(type(a) is np.ndarray for a in state.values()))
+        ):
+            state_shapes = None if state is None else tuple((n, a.shape) for n, a in state.items())
+            key = (x.shape, state_shapes, self.threads, self.split, _threads.cpu_count())
+            known = packed.calls.get(key)
+            if known is not None:
+                return known
         sizes = self.signature.bind(x, None, state, packed.sizes, packed.origins)
-        x = np.ascontiguousarray(x)
         T, B = x.shape[:2]
         units = None
         if self.columns and T > 0 and B > 0:
@@ -255,19 +279,33 @@ class Kernel:
             self.dtype.itemsize,
             chunks=self._launch_chunks is not None,
         )
+        if key is not None:
+            if len(packed.calls) >= _CALLS_KEPT:
+                packed.calls.clear()
+            packed.calls[key] = (sizes, plan)
+        return sizes, plan
+
+    def __call__(self, x, params, state: Mapping | None = None):
+        packed = params if isinstance(params, PackedParams) else self.pack(params)
+        if packed._owner != id(self.weights) or packed.dtype != self.dtype:
+            raise KernelArgumentError(
+                "these packed params were packed by another kernel; "
+                "pack them with this kernel's .pack()"
+            )
+        check_float("x", x, self.dtype)
+        sizes, plan = self._bind_and_plan(x, state, packed)
+        x = np.ascontiguousarray(x)
+        T, B = x.shape[:2]
         # Arrays that threads write side by side start on ALIGN bytes; one thread's need not.
         empty, zeros = (np.empty, np.zeros) if plan.threads == 1 else (aligned_empty, aligned_zeros)
+        state_widths, output_widths = self._widths(sizes)
         cur = {}
         for s in self.signature.state:
-            n = size_value(s.shape[0], sizes)
-            cur[s.name] = zeros((B, n), self.dtype)
+            cur[s.name] = zeros((B, state_widths[s.name]), self.dtype)
             if state is not None and s.name in state:
                 check_float(f"state `{s.name}`", state[s.name], self.dtype)
                 cur[s.name][...] = state[s.name]  # a copy: the caller's array is not written
-        outputs = {
-            name: empty((T, B, size_value(size, sizes)), self.dtype)
-            for name, size in self.signature.outputs
-        }
+        outputs = {name: empty((T, B, n), self.dtype) for name, n in output_widths.items()}
         self.last_plan = plan  # how the last call used the threads (benchmarks report it)
         # A split call that runs a BLAS product holds the BLAS to one thread from the prologue
         # on: a BLAS thread left spinning after the prologue's GEMM would take a core from our
@@ -295,7 +333,7 @@ class Kernel:
         used = {("cols", k) for k in range(plan.threads)} if plan.mode == "units" else set()
         if plan.mode == "batch":
             used = {("chunk", b0) for b0 in chunk_bounds(B, plan.threads)[:-1]}
-        for key in [k for k in spaces if isinstance(k, tuple) and k not in used]:
+        for key in [k for k in spaces if type(k) is tuple and k not in used]:
             del spaces[key]
         if sum(a.nbytes for a in spaces.values()) > WORKSPACE_KEEP_BYTES:
             spaces.clear()  # a rare huge call: do not hold its scratch memory for good

@@ -39,6 +39,9 @@ class PackedParams:
         self.dtype = np.dtype(dtype)
         self._owner = owner  # id of the weight layout it was packed for
         self._unit_blocks: dict[int, list[dict]] = {}  # thread count -> per-thread blocks
+        # the sizes and plan of calls, by the shapes and settings that decide them
+        # (Kernel._bind_and_plan)
+        self.calls: dict[tuple, tuple] = {}
 
     def unit_blocks(self, threads: int, columns: dict) -> list[dict]:
         """Per-thread blocks of the split weights, cut once per thread count and kept."""

@@ -170,3 +170,27 @@ def test_cuda_without_a_device_is_an_lstmc_error(monkeypatch):
     assert "no CUDA device is available" in msg and "NUMBA_ENABLE_CUDASIM=1" in msg
     assert "CUDA driver library cannot be found" in msg
     assert isinstance(info.value, RuntimeError)
+
+
+def test_packed_params_recheck_every_call_whose_shapes_changed():
+    """A call's sizes and plan are kept with the packed params by shapes and settings
+    (Kernel._bind_and_plan): a later call with other shapes is checked afresh, a call with the
+    same shapes gives the same result, and a new thread setting gets a new plan."""
+    k = lstmc.compile(lstmc.builtin("lstm"))
+    packed = k.pack(k.init_params(input=6, hidden=10))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 6)).astype(np.float32)
+    first = k(x, packed)[0]
+    assert np.array_equal(k(x.copy(), packed)[0], first)  # the kept sizes: the same result
+    for bad_x in (np.zeros((4, 3, 7), np.float32), np.zeros((4, 3), np.float32)):
+        assert "x" in _error(lambda bad_x=bad_x: k(bad_x, packed))
+    good_state = {"h": np.zeros((3, 10), np.float32)}
+    k(x, packed, good_state)
+    bad_state = {"h": np.zeros((3, 11), np.float32)}
+    assert "state `h`" in _error(lambda: k(x, packed, bad_state))
+    assert "state `h`" in _error(lambda: k(x, packed, {"h": np.zeros((2, 10), np.float32)}))
+    k(x[:, :2], packed)  # another batch size: bound afresh, no error
+    assert k.last_plan.mode == "serial"
+    k.threads, k.split = 2, "units"
+    k(x, packed)
+    assert (k.last_plan.mode, k.last_plan.threads) == ("units", 2)
