@@ -5,10 +5,12 @@ kernel = lstmc.compile(cell, target="cpu")
 params = kernel.init_params(input=32, hidden=64, seed=0)
 y, state = kernel(x, params)
 y_ref, state_ref = lstmc.interpret(cell, x, params)
+cell, params = lstmc.from_torch(torch_lstm)   # a torch nn.LSTM / nn.GRU / nn.RNN's cell and params
 """
 
 from lstmc.api import builtin, interpret, load, loads, to_ir
 from lstmc.compiler import compile
+from lstmc.torch_modules import from_torch
 from lstmc.errors import (
     CodegenError,
     CudaUnavailableError,
@@ -28,6 +30,7 @@ __all__ = [
     "interpret",
     "to_ir",
     "compile",
+    "from_torch",
     "LstmcError",
     "SpecError",
     "VerifyError",

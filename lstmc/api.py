@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from lstmc import cells as _cells
-from lstmc.errors import SpecError, did_you_mean
+from lstmc.errors import LstmcError, SpecError, did_you_mean
 from lstmc.interp.interpreter import run_graph
 from lstmc.ir.graph import Graph
 from lstmc.ir.lower import lower
@@ -35,13 +36,40 @@ def builtin(name: str) -> Cell:
     return load_file(_cells.path(name))
 
 
-def to_ir(cell: Cell, constants: Mapping[str, float] | None = None) -> Graph:
-    """The unoptimized IR of one timestep of `cell` (constants overridden if given)."""
-    return lower(cell.with_constants(dict(constants or {})))
+def as_cell(spec) -> Cell:
+    """A Cell as given, or loaded from a spec file's path, or the shipped cell of that name
+    when no such file exists (as the command line takes SPEC). Anything else is an LstmcError
+    that says what to pass."""
+    if isinstance(spec, Cell):
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(spec)
+        if path.exists():
+            return load(path)
+        name = str(spec)
+        if name in _cells.names():
+            return builtin(name)
+        hint = ""
+        if os.sep not in name and "." not in name:
+            hint = (
+                f", and no shipped cell `{name}`{did_you_mean(name, _cells.names())}; "
+                "`lstmc cells` (lstmc.cells.names()) lists them"
+            )
+        raise SpecError(f"no such spec file: {name}{hint}", None)
+    raise LstmcError(
+        "expected a cell: lstmc.load('spec.yaml'), lstmc.builtin('lstm'), a spec file's path "
+        f"or a shipped cell's name; got {type(spec).__name__}"
+    )
+
+
+def to_ir(cell: Cell | str | Path, constants: Mapping[str, float] | None = None) -> Graph:
+    """The unoptimized IR of one timestep of `cell` (a Cell, a spec file or a shipped cell's
+    name: `as_cell`), constants overridden if given."""
+    return lower(as_cell(cell).with_constants(dict(constants or {})))
 
 
 def interpret(
-    cell: Cell | Graph,
+    cell: Cell | Graph | str | Path,
     x,
     params: Mapping,
     state: Mapping | None = None,

@@ -71,6 +71,9 @@ def generate_source(
     name: str | None = None,
 ) -> tuple[str, Graph, list]:
     """Generate a module's source. Returns (source, optimized graph, pass records)."""
+    from lstmc.api import as_cell
+
+    cell = as_cell(cell)
     if target not in TARGETS:
         raise LstmcError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     dtype = dtype_name(dtype)
@@ -127,8 +130,10 @@ def compile(
     accepts only those); constants: values for the spec's `constants:`; cache: reuse compiled
     kernels across processes.
     """
+    from lstmc.api import as_cell
     from lstmc.codegen.cache import cache_key, load_generated
 
+    cell = as_cell(cell)  # a Cell, or a spec file's path or a shipped cell's name
     dtype = dtype_name(dtype)
     source, graph, records = generate_source(cell, target, dtype, opt, unroll, sizes, constants)
     key = cache_key({"source": source, "options": options})

@@ -630,6 +630,15 @@ def test_bench(env):
         assert "torch nn.LSTM (1 thread)" in r.stdout and "than torch" in r.stdout
 
 
+def test_bench_of_a_cell_with_several_outputs():
+    """y is then a dict: bench times the kernel all the same (it took y for an array)."""
+    spec = Path(__file__).parent.parent / "examples" / "custom_cell" / "clipped_cifg.yaml"
+    args = ["bench", str(spec), "--T", "3", "--B", "2", "--size", "input=4", "--size"]
+    r = CliRunner().invoke(cli, [*args, "hidden=4", "--repeat", "1", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert "lstmc kernel" in r.output and "no module equivalent" in r.output
+
+
 def test_cuda_target_from_the_command_line(env, tmp_path):
     """The CUDA artifact imports on its own (checked by compile) and `run` matches the
     interpreter, here on Numba's CUDA simulator; without a usable device it is an error, not a

@@ -194,3 +194,52 @@ def test_packed_params_recheck_every_call_whose_shapes_changed():
     k.threads, k.split = 2, "units"
     k(x, packed)
     assert (k.last_plan.mode, k.last_plan.threads) == ("units", 2)
+
+
+def test_a_cell_by_path_or_shipped_name_and_what_is_not_a_cell(tmp_path):
+    """compile, interpret and to_ir take a Cell, a spec file's path or a shipped cell's name,
+    as the command line does; anything else is an lstmc error saying what to pass."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(
+        "cell: tiny\nsizes: [input, hidden]\ninputs: {x: [input]}\nstate: {h: [hidden]}\n"
+        "params: {W: [hidden, input], U: [hidden, hidden]}\n"
+        "equations:\n  h_next: tanh(W @ x + U @ h)\nupdate: {h: h_next}\noutputs: [h_next]\n"
+    )
+    x = np.random.default_rng(0).standard_normal((3, 2, 4))
+    for given in (spec, str(spec)):
+        kernel = lstmc.compile(given, dtype="float64")
+        params = kernel.init_params(input=4, hidden=5)
+        y_ref, _ = lstmc.interpret(given, x, params)
+        np.testing.assert_allclose(kernel(x, params)[0], y_ref, rtol=0, atol=1e-12)
+        assert lstmc.to_ir(given).attrs["cell"] == "tiny"
+    assert lstmc.compile("gru").signature.cell == "gru"
+    with pytest.raises(lstmc.SpecError, match="no shipped cell `grux`.*did you mean `gru`"):
+        lstmc.compile("grux")
+    with pytest.raises(lstmc.SpecError, match="no such spec file: nowhere/x.yaml"):
+        lstmc.interpret("nowhere/x.yaml", x, {})
+    for bad in (None, 3, {"cell": "lstm"}):
+        with pytest.raises(LstmcError, match="expected a cell: lstmc.load"):
+            lstmc.compile(bad)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("abc", "constant `cell_clip` must be a number"),
+        (float("nan"), "constant `cell_clip` must be a number"),
+        (None, "constant `cell_clip` must be a number"),
+        (True, "constant `cell_clip` must be a number"),
+    ],
+)
+def test_constants_given_to_compile_are_checked(value, message):
+    from pathlib import Path
+
+    cell = lstmc.load(Path(__file__).parent.parent / "examples/custom_cell/clipped_cifg.yaml")
+    with pytest.raises(lstmc.SpecError) as info:
+        lstmc.compile(cell, constants={"cell_clip": value})
+    assert message in str(info.value)
+    with pytest.raises(lstmc.SpecError) as info:
+        lstmc.compile(cell, constants={"cell_clp": 1.0})
+    text = str(info.value)
+    assert "unknown constant `cell_clp` given for cell `clipped_cifg`" in text
+    assert "did you mean `cell_clip`" in text and "clipped_cifg.yaml:" not in text

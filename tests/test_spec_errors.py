@@ -246,7 +246,9 @@ def test_more_spec_errors(old, new, message):
 def test_unknown_constant_override():
     cell = lstmc.loads(RNN.format(const="1", number="2"))
     assert const_values(lstmc.to_ir(cell, constants={"k": 3.0}))["k"] == 3.0
-    with pytest.raises(SpecError, match=r"unknown constant `kk` \(did you mean `k`\?\)"):
+    with pytest.raises(
+        SpecError, match=r"unknown constant `kk` given for cell `\w+` \(did you mean `k`\?\)"
+    ):
         lstmc.to_ir(cell, constants={"kk": 3.0})
 
 

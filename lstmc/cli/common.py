@@ -3,8 +3,6 @@ name; generating and compiling with a missing code generator reported as an erro
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 TARGETS = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
@@ -33,23 +31,10 @@ def load_cell(spec: str):
 
 
 def find_cell(spec: str):
-    """A spec file, or the name of a shipped cell when no such file exists."""
-    import lstmc
-    from lstmc import cells
-    from lstmc.errors import SpecError, did_you_mean
+    """A spec file, or the name of a shipped cell when no such file exists (lstmc.api.as_cell)."""
+    from lstmc.api import as_cell
 
-    path = Path(spec)
-    if not path.exists():
-        if spec in cells.names():
-            return lstmc.builtin(spec)
-        hint = ""
-        if os.sep not in spec and "." not in spec:
-            hint = (
-                f", and no shipped cell `{spec}`{did_you_mean(spec, cells.names())}; "
-                "`lstmc cells` lists them"
-            )
-        raise SpecError(f"no such spec file: {spec}{hint}", None)
-    return lstmc.load(path)
+    return as_cell(spec)
 
 
 def generate(cell, target, dtype, opt, unroll, sizes, constants, name=None):

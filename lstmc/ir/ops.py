@@ -80,7 +80,8 @@ def _elementwise(shapes, attrs):
         if len(s) == 2:
             raise ShapeError(
                 f"a matrix {shape_str(s)} can only be used on the left of `@`; "
-                "element-wise operations take vectors and scalars"
+                "element-wise operations take vectors and scalars (to negate or scale a "
+                "product, apply it to the product: `-(W @ x)`, `2 * (W @ x)`)"
             )
         if len(s) == 1:
             if vector is not None and s != vector:

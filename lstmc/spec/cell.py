@@ -6,6 +6,7 @@ names, checks shapes and builds the IR. Nothing here is evaluated.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from lstmc.errors import Location
@@ -73,13 +74,24 @@ class Cell:
 
         consts = dict(self.constants)
         for key, value in overrides.items():
+            # The mistake is in the overrides (compile's `constants`, `--const`), not in the
+            # spec: no spec location, the cell named in the message instead.
             if key not in consts:
                 raise SpecError(
-                    f"unknown constant `{key}`{did_you_mean(key, consts)}; "
-                    f"the spec declares {sorted(consts) or 'none'}",
-                    self.loc,
+                    f"unknown constant `{key}` given for cell `{self.name}`"
+                    f"{did_you_mean(key, consts)}; its spec declares {sorted(consts) or 'none'}",
+                    None,
                 )
-            consts[key] = Constant(key, float(value), consts[key].loc)
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = None
+            if number is None or math.isnan(number) or isinstance(value, bool):
+                raise SpecError(
+                    f"constant `{key}` must be a number (inf turns a clip off); got {value!r}",
+                    None,
+                )
+            consts[key] = Constant(key, number, consts[key].loc)
         copy = Cell(**{k: getattr(self, k) for k in self.__dataclass_fields__})
         copy.constants = consts
         return copy

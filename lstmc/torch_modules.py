@@ -1,0 +1,76 @@
+"""PyTorch's recurrent modules as shipped cells and their params (`lstmc.from_torch`).
+
+torch stacks the gates in the rows of `weight_ih_l{k}` / `weight_hh_l{k}` / `bias_*_l{k}`:
+i, f, g, o for nn.LSTM and r, z, n for nn.GRU. The shipped `lstm` keeps one bias a gate, so
+torch's two are summed into it; `gru`, `rnn_tanh` and `rnn_relu` keep both, like torch; an
+LSTM with `proj_size` is `lstmp`, its projection `W_hr`. torch is imported only by the call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lstmc.errors import LstmcError
+
+_LSTM_GATES = ("i", "f", "g", "o")
+_GRU_GATES = ("r", "z", "n")
+
+
+def from_torch(module, layer: int = 0, reverse: bool = False):
+    """(cell, params) for one layer and direction of a torch nn.LSTM, nn.GRU or nn.RNN: the
+    shipped cell that computes it and its params as NumPy arrays of the module's dtype, for
+    `lstmc.compile(cell)` and `kernel(x, params)`.
+
+    `layer` picks a layer of a stacked module (its input is the layer below's output);
+    `reverse` the backward direction of a bidirectional one (run it on x reversed in time).
+    A module without biases gets zero biases. The kernel's x is [T, B, input] as torch's
+    default (`batch_first=False`); its state is `{"h": h0[k], "c": c0[k]}` for torch's
+    [layers * directions, B, n] h0, c0, k = layer * directions + reverse.
+    """
+    import torch
+
+    from lstmc.api import builtin
+
+    kinds = {torch.nn.LSTM: "LSTM", torch.nn.GRU: "GRU", torch.nn.RNN: "RNN"}
+    kind = next((name for cls, name in kinds.items() if isinstance(module, cls)), None)
+    if kind is None:
+        raise LstmcError(
+            f"from_torch takes a torch.nn.LSTM, nn.GRU or nn.RNN; got {type(module).__name__}"
+        )
+    if not (isinstance(layer, int) and not isinstance(layer, bool)) or not (
+        0 <= layer < module.num_layers
+    ):
+        raise LstmcError(
+            f"layer must be an int in [0, {module.num_layers}) for this {kind} "
+            f"(num_layers={module.num_layers}); got {layer!r}"
+        )
+    if reverse and not module.bidirectional:
+        raise LstmcError(f"reverse=True needs a bidirectional {kind}; this one is not")
+    suffix = f"_l{layer}" + ("_reverse" if reverse else "")
+
+    def get(name):
+        t = getattr(module, name + suffix, None)
+        return None if t is None else t.detach().cpu().numpy().copy()
+
+    w_ih, w_hh, b_ih, b_hh = (get(n) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    rows = w_hh.shape[0]
+    b_ih = np.zeros(rows, w_ih.dtype) if b_ih is None else b_ih
+    b_hh = np.zeros(rows, w_ih.dtype) if b_hh is None else b_hh
+    if kind == "RNN":
+        name = "rnn_tanh" if module.nonlinearity == "tanh" else "rnn_relu"
+        return builtin(name), {"W_ih": w_ih, "W_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+    if kind == "GRU":
+        params = {}
+        for g, w, u, bi, bh in zip(
+            _GRU_GATES, *(np.split(a, 3) for a in (w_ih, w_hh, b_ih, b_hh)), strict=True
+        ):
+            params |= {f"W_i{g}": w, f"W_h{g}": u, f"b_i{g}": bi, f"b_h{g}": bh}
+        return builtin("gru"), params
+    params = {}
+    bias = b_ih + b_hh  # the module's dtype: one rounding, as torch adds both every step
+    for g, w, u, b in zip(_LSTM_GATES, *(np.split(a, 4) for a in (w_ih, w_hh, bias)), strict=True):
+        params |= {f"W_{g}": w, f"U_{g}": u, f"b_{g}": b}
+    if getattr(module, "proj_size", 0):
+        params["W_hr"] = get("weight_hr")
+        return builtin("lstmp"), params
+    return builtin("lstm"), params

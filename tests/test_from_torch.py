@@ -1,0 +1,154 @@
+"""lstmc.from_torch: a torch nn.LSTM / nn.GRU / nn.RNN, layer by layer and direction by
+direction, compiled and run, gives the module's own outputs and final state.
+
+The truth is the torch module itself (float64, so that the comparison sees the mapping and not
+float32 rounding): a gate taken from the wrong rows, a bias dropped or a direction swapped is
+off by 1e-2 or more, while the two float64 computations differ by ~1e-14 (summation order and
+exp/tanh implementations, as in test_cells_torch.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import lstmc
+from lstmc import LstmcError
+
+TOL = 1e-10
+
+
+def _run(module, x, h0=None, c0=None):
+    """lstmc's version of `module(x, state)`: each layer and direction through its own kernel,
+    the directions concatenated as torch does, each layer fed the one below."""
+    directions = 2 if module.bidirectional else 1
+    finals = {"h": [], "c": []}
+    inp = x
+    for layer in range(module.num_layers):
+        outs = []
+        for reverse in range(directions):
+            cell, params = lstmc.from_torch(module, layer=layer, reverse=bool(reverse))
+            kernel = lstmc.compile(cell, dtype="float64")
+            k = layer * directions + reverse
+            state = {"h": h0[k]} if h0 is not None else {}
+            if c0 is not None:
+                state["c"] = c0[k]
+            seq = inp[::-1] if reverse else inp
+            y, final = kernel(np.ascontiguousarray(seq), kernel.pack(params), state or None)
+            outs.append(y[::-1] if reverse else y)
+            for name in finals:
+                if name in final:
+                    finals[name].append(final[name])
+        inp = np.concatenate(outs, axis=2)
+    return inp, {k: np.stack(v) for k, v in finals.items() if v}
+
+
+def _check(module, x, with_state, rng):
+    directions = 2 if module.bidirectional else 1
+    n = module.num_layers * directions
+    B = x.shape[1]
+    h_size = getattr(module, "proj_size", 0) or module.hidden_size
+    is_lstm = isinstance(module, torch.nn.LSTM)
+    h0 = c0 = None
+    if with_state:
+        h0 = 0.5 * rng.standard_normal((n, B, h_size))
+        c0 = 0.5 * rng.standard_normal((n, B, module.hidden_size)) if is_lstm else None
+    with torch.no_grad():
+        if h0 is None:
+            y_t, s_t = module(torch.from_numpy(x))
+        else:
+            s0 = (
+                torch.from_numpy(h0) if c0 is None else (torch.from_numpy(h0), torch.from_numpy(c0))
+            )
+            y_t, s_t = module(torch.from_numpy(x), s0)
+    s_t = s_t if isinstance(s_t, tuple) else (s_t,)
+    y, final = _run(module, x, h0, c0)
+    assert np.abs(y - y_t.numpy()).max() < TOL
+    for name, t in zip(("h", "c"), s_t):
+        assert np.abs(final[name] - t.numpy()).max() < TOL, name
+
+
+modules = st.sampled_from(["lstm", "lstm_proj", "gru", "rnn_tanh", "rnn_relu"])
+
+
+@given(
+    kind=modules,
+    layers=st.integers(1, 2),
+    bidirectional=st.booleans(),
+    bias=st.booleans(),
+    T=st.integers(1, 6),
+    B=st.integers(1, 3),
+    I=st.integers(1, 6),
+    H=st.integers(2, 7),
+    with_state=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_a_torch_module_run_through_lstmc_gives_its_outputs(
+    kind, layers, bidirectional, bias, T, B, I, H, with_state, seed
+):
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    common = dict(num_layers=layers, bidirectional=bidirectional, bias=bias, dtype=torch.float64)
+    if kind.startswith("rnn"):
+        module = torch.nn.RNN(I, H, nonlinearity=kind[4:], **common)
+    elif kind == "gru":
+        module = torch.nn.GRU(I, H, **common)
+    else:
+        module = torch.nn.LSTM(I, H, proj_size=H - 1 if kind == "lstm_proj" else 0, **common)
+    if not bias:  # torch's zero biases would hide a dropped bias: the test needs both kinds
+        assert module.bias is False
+    _check(module, rng.standard_normal((T, B, I)), with_state, rng)
+
+
+def test_the_cell_and_params_of_each_kind():
+    torch.manual_seed(0)
+    cases = [
+        (torch.nn.LSTM(3, 4), "lstm"),
+        (torch.nn.LSTM(3, 4, proj_size=2), "lstmp"),
+        (torch.nn.GRU(3, 4), "gru"),
+        (torch.nn.RNN(3, 4), "rnn_tanh"),
+        (torch.nn.RNN(3, 4, nonlinearity="relu"), "rnn_relu"),
+    ]
+    for module, name in cases:
+        cell, params = lstmc.from_torch(module)
+        assert cell.name == name
+        kernel = lstmc.compile(cell)
+        assert set(params) == {p.name for p in kernel.signature.params}
+        assert all(a.dtype == np.float32 for a in params.values())
+    m = torch.nn.LSTM(3, 4)
+    _, params = lstmc.from_torch(m)
+    b = (m.bias_ih_l0 + m.bias_hh_l0).detach().numpy()
+    assert np.array_equal(params["b_f"], b[4:8])  # the forget gate: rows 4..8, both biases
+
+
+def test_a_float32_kernel_matches_nn_lstm_to_float32_rounding():
+    """The common case: torch's default float32 module, a float32 kernel. Each step's gate
+    sums run over input + hidden = 64 terms: the bound is a few float32 ulps of the outputs
+    (|h| < 1) per step, accumulated over T=20 steps: 2e-5 is ~170 ulps of 1.0."""
+    torch.manual_seed(0)
+    m = torch.nn.LSTM(32, 32)
+    x = torch.randn(20, 4, 32)
+    cell, params = lstmc.from_torch(m)
+    kernel = lstmc.compile(cell)
+    y, state = kernel(x.numpy(), kernel.pack(params))
+    with torch.no_grad():
+        y_t, (h_t, c_t) = m(x)
+    assert np.abs(y - y_t.numpy()).max() < 2e-5
+    assert np.abs(state["c"] - c_t[0].numpy()).max() < 2e-5
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: lstmc.from_torch(torch.nn.Linear(2, 3)), "nn.LSTM, nn.GRU or nn.RNN; got Linear"),
+        (lambda: lstmc.from_torch(torch.nn.LSTM(2, 3), layer=1), "layer must be an int in [0, 1)"),
+        (lambda: lstmc.from_torch(torch.nn.GRU(2, 3), layer=True), "got True"),
+        (lambda: lstmc.from_torch(torch.nn.RNN(2, 3), reverse=True), "needs a bidirectional RNN"),
+    ],
+)
+def test_what_from_torch_refuses(call, message):
+    with pytest.raises(LstmcError) as info:
+        call()
+    assert message in str(info.value)
