@@ -116,10 +116,13 @@ def _packed_matvec(shapes, attrs):
     return (rows,)
 
 
-def _vectors(shapes, what):
-    for s in shapes:
+def _vectors(shapes, what, names=None):
+    """Every operand a vector; `names` (the operands' roles) say which one is not."""
+    for i, s in enumerate(shapes):
         if len(s) != 1:
-            raise ShapeError(f"{what} takes vectors, got {shape_str(s) if s else 'a scalar'}")
+            got = shape_str(s) if s else "a scalar"
+            role = f" (its {names[i]}, argument {i + 1})" if names and i < len(names) else ""
+            raise ShapeError(f"{what} takes vectors, got {got}{role}")
 
 
 def _concat(shapes, attrs):
@@ -133,7 +136,7 @@ def _concat(shapes, attrs):
 
 
 def _layer_norm(shapes, attrs):
-    _vectors(shapes, "layer_norm")
+    _vectors(shapes, "layer_norm", ("input", "gain gamma", "shift beta"))
     v, gamma, beta = shapes
     for what, s in (("gamma", gamma), ("beta", beta)):
         if s != v:

@@ -116,6 +116,22 @@ class _Reader:
 
         return at
 
+    def expression(self, section: yaml.Node, value: yaml.ScalarNode, text: str):
+        """parse_expr of an equation's text. In a flow mapping (`{h: h_next, m: max(a, b)}`)
+        YAML ends a plain value at its first comma, before lstmc sees the rest: a parse error
+        at the end of such a value says so."""
+        try:
+            return parse_expr(text, self.where(value))
+        except SpecError as err:
+            cut = getattr(section, "flow_style", False) and value.style is None
+            if not cut or "the end of the expression" not in err.message:
+                raise
+            raise SpecError(
+                f"{err.message} (in a `{{...}}` mapping YAML ends a value at a comma: "
+                "quote the expression, or write the section as indented lines)",
+                err.location,
+            ) from None
+
     # -- sections ----------------------------------------------------------------------------
 
     def shape(self, node: yaml.Node, what: str, sizes: dict[str, Location]) -> tuple:
@@ -310,7 +326,7 @@ class _Reader:
             if not text.strip():
                 raise self.error(f"the equation `{name}` is empty", key)
             cell.equations[name] = Equation(
-                name, parse_expr(text, self.where(value)), self.loc(key)
+                name, self.expression(top["equations"][1], value, text), self.loc(key)
             )
 
         for key, value in self.mapping(top["update"][1], "`update`"):
@@ -324,7 +340,8 @@ class _Reader:
             text = self.scalar(value, f"the update of `{name}`")
             if not text.strip():
                 raise self.error(f"the update of `{name}` is empty", key)
-            cell.update[name] = Equation(name, parse_expr(text, self.where(value)), self.loc(value))
+            expr = self.expression(top["update"][1], value, text)
+            cell.update[name] = Equation(name, expr, self.loc(value))
         for name in cell.state:
             if name not in cell.update:
                 raise self.error(
