@@ -70,8 +70,6 @@ def bench_cmd(spec, target, T, B, sizes, dtype, opt, unroll, constants, repeat, 
     kernel is timed alone. Both get the same data and random start state; the kernel's params
     are packed once, as a training or inference loop would.
     """
-    import numpy as np
-
     cell = load_cell(spec)
     given = dict(sizes)
     sizes = data_sizes(cell, sizes, 256)
@@ -80,10 +78,28 @@ def bench_cmd(spec, target, T, B, sizes, dtype, opt, unroll, constants, repeat, 
     kernel = compile_kernel(cell, target, dtype, opt, unroll, constants)
     if threads is not None:
         kernel.threads = threads
-        with contextlib.suppress(ImportError):
-            from threadpoolctl import threadpool_limits
+    with _threads_held(threads):
+        _compare(cell, kernel, sizes, T, B, dtype, opt, target, repeat, seed, threads)
 
-            threadpool_limits(limits=threads, user_api="blas")
+
+@contextlib.contextmanager
+def _threads_held(threads):
+    """The BLAS held to `threads` threads (threadpoolctl), and given back as it was after:
+    `lstmc bench` also runs in-process (tests, notebooks, click's CliRunner), where a limit
+    left behind would slow every later product. torch_contender gives back torch's."""
+    with contextlib.ExitStack() as stack:
+        if threads is not None:
+            with contextlib.suppress(ImportError):
+                from threadpoolctl import threadpool_limits
+
+                stack.enter_context(threadpool_limits(limits=threads, user_api="blas"))
+        yield
+
+
+def _compare(cell, kernel, sizes, T, B, dtype, opt, target, repeat, seed, threads):
+    """Check the kernel against torch's module where there is one, then time both."""
+    import numpy as np
+
     x, params, state = random_inputs(kernel, sizes, T, B, seed, dtype)
     packed = kernel.pack(params)
     ours = Contender("lstmc kernel", lambda: kernel(x, packed, state)[0])
@@ -98,6 +114,19 @@ def bench_cmd(spec, target, T, B, sizes, dtype, opt, unroll, constants, repeat, 
             y = next(iter(y.values()))
         y = np.asarray(y if isinstance(y, np.ndarray) else y.copy_to_host(), np.float64)
     theirs = torch_contender(cell, kernel, params, state, x, target, threads)
+    dims = " ".join(f"{k}={v}" for k, v in sizes.items())
+    header = f"{cell.name}: {target}, {dtype}, -O{opt}; T={T} B={B} {dims}; median of {repeat}"
+    try:
+        _time_both(ours, theirs, y, dtype, header, repeat)
+    finally:
+        if theirs.undo is not None:
+            theirs.undo()
+
+
+def _time_both(ours, theirs, y, dtype, header: str, repeat: int):
+    """Compare the outputs (a contender whose differ is dropped), then time both."""
+    import numpy as np
+
     note = ""
     if theirs.call is not None:
         err = float(np.max(np.abs(theirs.call().astype(np.float64) - y)))  # also a warm-up
@@ -109,8 +138,7 @@ def bench_cmd(spec, target, T, B, sizes, dtype, opt, unroll, constants, repeat, 
         else:
             note = f" (max |y - y_torch| {err:.2g})"
 
-    dims = " ".join(f"{k}={v}" for k, v in sizes.items())
-    say(f"{cell.name}: {target}, {dtype}, -O{opt}; T={T} B={B} {dims}; median of {repeat}")
+    say(header)
     width = max(len(ours.name), len(theirs.name) if theirs.call else 0) + 2
     med, low = _timed(ours.call, repeat, ours.sync)
     say(f"  {ours.name:<{width}}{med * 1e3:10.3f} ms  (min {low * 1e3:.3f} ms)")

@@ -68,6 +68,7 @@ class Contender:
     name: str
     call: Callable | None = None  # None: not available, `name` says why
     sync: Callable | None = None
+    undo: Callable | None = None  # gives back what making it changed (torch's threads)
 
 
 def torch_contender(cell, kernel, params, state, x, target, threads=None) -> Contender:
@@ -104,9 +105,12 @@ def torch_contender(cell, kernel, params, state, x, target, threads=None) -> Con
             warnings.simplefilter("ignore", UserWarning)  # "not supported with oneDNN" etc.
             return module(xt, s0)[0].detach().cpu().numpy()
 
+    undo = None
     if threads is not None:
+        before = torch.get_num_threads()
         torch.set_num_threads(threads)
+        undo = lambda: torch.set_num_threads(before)
     n = torch.get_num_threads()
     threads = f"{n} thread{'s' * (n != 1)}" if device == "cpu" else "cuda"
     sync = torch.cuda.synchronize if device == "cuda" else None
-    return Contender(f"torch {desc} ({threads})", call, sync)
+    return Contender(f"torch {desc} ({threads})", call, sync, undo)
