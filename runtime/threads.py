@@ -147,6 +147,8 @@ _UNITS_ONE_THREAD_MAX_BYTES = 2 * CHUNK_MAX_WEIGHT_BYTES
 # half of L2 on CPUs with less (each thread reads them all every step).
 _BATCH_MAX_WEIGHT_BYTES = 640 * 1024
 _units_lock = threading.Lock()
+_unit_flags: dict[int, np.ndarray] = {}  # run_units' flags per thread count, under _units_lock
+_ONE_THREAD_FLAGS = new_flags(1)
 
 
 class Plan:
@@ -351,15 +353,20 @@ def run_units(cols, n: int) -> None:
     each helper has a pool thread of its own. A thread
     that raises sets the abort flag, which ends the others' waits; the first error is raised.
     """
-    flags = new_flags(n)
-
-    def abort() -> None:
-        flags[n * FLAG_STRIDE] = 1
-
-    if n == 1:  # no other thread to abort
-        cols(0, 1, flags)
+    if n == 1:  # no other thread to wait for or abort: nothing writes the flags
+        cols(0, 1, _ONE_THREAD_FLAGS)
         return
     with _units_lock:
+        # The flags of the last call with n threads, zeroed: no thread of that call reads them
+        # any more (_hand_off returns once every helper is done); a new array cost ~1.4 us.
+        flags = _unit_flags.get(n)
+        if flags is None:
+            flags = _unit_flags[n] = new_flags(n)
+        flags.fill(0)
+
+        def abort() -> None:
+            flags[n * FLAG_STRIDE] = 1
+
         helpers = [lambda k=k: cols(k, n, flags) for k in range(1, n)]
         _hand_off(_get_pool(n - 1), helpers, lambda: cols(0, n, flags), abort, flags)
 

@@ -103,7 +103,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         L.add("from lstmc_runtime.layout import L2_BYTES as _L2_BYTES")
         L.add(
             "from lstmc_runtime.kernel import CpuKernel"
-            + (", aligned_empty_like" if self.columns is not None else "")
+            + (", aligned_like" if self.columns is not None else "")
         )
         if self.graph.find("layer_norm"):
             L.add("from lstmc_runtime.rows import mean_inv_std as _mean_inv_std")

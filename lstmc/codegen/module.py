@@ -160,7 +160,8 @@ _MODULE_NAMES = {
     "new_flags",
     "started",
     "until_caller_waits",
-    "aligned_empty_like",
+    "aligned_empty_like",  # modules written before aligned_like
+    "aligned_like",
     "_mean_inv_std",
     "_rows_mean_inv_std",
 }
