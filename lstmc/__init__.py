@@ -10,7 +10,6 @@ cell, params = lstmc.from_torch(torch_lstm)   # a torch nn.LSTM / nn.GRU / nn.RN
 
 from lstmc.api import builtin, interpret, load, loads, to_ir
 from lstmc.compiler import compile
-from lstmc.torch_modules import from_torch
 from lstmc.errors import (
     CodegenError,
     CudaUnavailableError,
@@ -20,6 +19,7 @@ from lstmc.errors import (
     SpecError,
     VerifyError,
 )
+from lstmc.torch_modules import from_torch
 
 __version__ = "0.1.0"
 

@@ -43,12 +43,16 @@ def as_cell(spec) -> Cell:
     if isinstance(spec, Cell):
         return spec
     if isinstance(spec, (str, os.PathLike)):
-        path = Path(spec)
-        if path.exists():
-            return load(path)
         name = str(spec)
-        if name in _cells.names():
+        if not name:
+            raise SpecError("expected a spec file's path or a shipped cell's name; got ''", None)
+        path = Path(spec)
+        if path.is_file():
+            return load(path)
+        if name in _cells.names():  # even beside a folder of that name
             return builtin(name)
+        if path.exists():
+            return load(path)  # not a file: load says what it is
         hint = ""
         if os.sep not in name and "." not in name:
             hint = (

@@ -8,6 +8,8 @@ LSTM with `proj_size` is `lstmp`, its projection `W_hr`. torch is imported only 
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from lstmc.errors import LstmcError
@@ -34,23 +36,35 @@ def from_torch(module, layer: int = 0, reverse: bool = False):
     kinds = {torch.nn.LSTM: "LSTM", torch.nn.GRU: "GRU", torch.nn.RNN: "RNN"}
     kind = next((name for cls, name in kinds.items() if isinstance(module, cls)), None)
     if kind is None:
+        got = f"{type(module).__module__}.{type(module).__qualname__}"
+        hint = ""
+        if type(module).__name__.endswith("Cell"):
+            hint = (
+                " (a *Cell holds the weights of a one-layer module: copy its weight_ih, "
+                "weight_hh, bias_ih and bias_hh into an nn.LSTM/GRU/RNN's weight_ih_l0, ...)"
+            )
+        raise LstmcError(f"from_torch takes a torch.nn.LSTM, nn.GRU or nn.RNN; got {got}{hint}")
+    try:
+        index = None if isinstance(layer, bool) else operator.index(layer)
+    except TypeError:
+        index = None
+    if index is None or not 0 <= index < module.num_layers:
         raise LstmcError(
-            f"from_torch takes a torch.nn.LSTM, nn.GRU or nn.RNN; got {type(module).__name__}"
-        )
-    if not (isinstance(layer, int) and not isinstance(layer, bool)) or not (
-        0 <= layer < module.num_layers
-    ):
-        raise LstmcError(
-            f"layer must be an int in [0, {module.num_layers}) for this {kind} "
+            f"layer must be an integer in [0, {module.num_layers}) for this {kind} "
             f"(num_layers={module.num_layers}); got {layer!r}"
         )
+    layer = index
     if reverse and not module.bidirectional:
         raise LstmcError(f"reverse=True needs a bidirectional {kind}; this one is not")
     suffix = f"_l{layer}" + ("_reverse" if reverse else "")
 
     def get(name):
         t = getattr(module, name + suffix, None)
-        return None if t is None else t.detach().cpu().numpy().copy()
+        if t is None:
+            return None
+        if t.dtype == torch.bfloat16:  # NumPy has no bfloat16; float32 holds each value exactly
+            t = t.float()
+        return t.detach().cpu().numpy().copy()
 
     w_ih, w_hh, b_ih, b_hh = (get(n) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
     rows = w_hh.shape[0]

@@ -17,11 +17,11 @@ import threading
 from collections.abc import Mapping
 
 import numpy as np
+from lstmc_runtime import threads as _threads
 from lstmc_runtime.errors import KernelArgumentError
 from lstmc_runtime.layout import to_panels
 from lstmc_runtime.packing import PackedParams, check_float, describe, pack_weights
 from lstmc_runtime.signature import Signature, size_value
-from lstmc_runtime import threads as _threads
 from lstmc_runtime.threads import chunk_bounds, hold_blas, plan_call
 
 # Arrays that several threads write (state, outputs) start on a 128-byte boundary, and the

@@ -647,7 +647,9 @@ def test_bench_gives_the_threads_back():
     torch = pytest.importorskip("torch")
 
     def blas_threads():
-        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        return [
+            i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"
+        ]
 
     before, torch_before = blas_threads(), torch.get_num_threads()
     if max(before + [torch_before]) < 2:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import lstmc
@@ -85,6 +85,9 @@ modules = st.sampled_from(["lstm", "lstm_proj", "gru", "rnn_tanh", "rnn_relu"])
     with_state=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
+# the most that can go wrong at once, which the CI profile's few examples might not draw
+@example("lstm_proj", 2, True, False, 4, 2, 3, 5, True, 1)
+@example("gru", 2, True, False, 3, 2, 4, 3, True, 2)
 def test_a_torch_module_run_through_lstmc_gives_its_outputs(
     kind, layers, bidirectional, bias, T, B, I, H, with_state, seed
 ):
@@ -97,8 +100,6 @@ def test_a_torch_module_run_through_lstmc_gives_its_outputs(
         module = torch.nn.GRU(I, H, **common)
     else:
         module = torch.nn.LSTM(I, H, proj_size=H - 1 if kind == "lstm_proj" else 0, **common)
-    if not bias:  # torch's zero biases would hide a dropped bias: the test needs both kinds
-        assert module.bias is False
     _check(module, rng.standard_normal((T, B, I)), with_state, rng)
 
 
@@ -142,9 +143,14 @@ def test_a_float32_kernel_matches_nn_lstm_to_float32_rounding():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: lstmc.from_torch(torch.nn.Linear(2, 3)), "nn.LSTM, nn.GRU or nn.RNN; got Linear"),
-        (lambda: lstmc.from_torch(torch.nn.LSTM(2, 3), layer=1), "layer must be an int in [0, 1)"),
+        (
+            lambda: lstmc.from_torch(torch.nn.Linear(2, 3)),
+            "nn.LSTM, nn.GRU or nn.RNN; got torch.nn.modules.linear.Linear",
+        ),
+        (lambda: lstmc.from_torch(torch.nn.LSTMCell(2, 3)), "copy its weight_ih, weight_hh"),
+        (lambda: lstmc.from_torch(torch.nn.LSTM(2, 3), layer=1), "an integer in [0, 1)"),
         (lambda: lstmc.from_torch(torch.nn.GRU(2, 3), layer=True), "got True"),
+        (lambda: lstmc.from_torch(torch.nn.GRU(2, 3), layer=0.0), "got 0.0"),
         (lambda: lstmc.from_torch(torch.nn.RNN(2, 3), reverse=True), "needs a bidirectional RNN"),
     ],
 )
@@ -152,3 +158,17 @@ def test_what_from_torch_refuses(call, message):
     with pytest.raises(LstmcError) as info:
         call()
     assert message in str(info.value)
+
+
+def test_a_bfloat16_module_and_a_numpy_layer_index():
+    """NumPy has no bfloat16: its weights come as float32 (each value exactly); a layer index
+    from NumPy (np.int64, as from np.arange) is an integer like any other."""
+    torch.manual_seed(0)
+    m = torch.nn.GRU(3, 4, num_layers=2)
+    _, want = lstmc.from_torch(m, layer=1)
+    _, got = lstmc.from_torch(m.to(torch.bfloat16), layer=np.int64(1))
+    assert set(got) == set(want)
+    for name, a in got.items():
+        assert a.dtype == np.float32
+        exact = torch.from_numpy(want[name]).to(torch.bfloat16).float().numpy()
+        assert np.array_equal(a, exact), name

@@ -189,10 +189,13 @@ def test_packed_params_recheck_every_call_whose_shapes_changed():
     bad_state = {"h": np.zeros((3, 11), np.float32)}
     assert "state `h`" in _error(lambda: k(x, packed, bad_state))
     assert "state `h`" in _error(lambda: k(x, packed, {"h": np.zeros((2, 10), np.float32)}))
-    k(x[:, :2], packed)  # another batch size: bound afresh, no error
-    assert k.last_plan.mode == "serial"
-    k.threads, k.split = 2, "units"
-    k(x, packed)
+    params = {name: a.copy() for name, a in k.init_params(input=6, hidden=10).items()}
+    for xs in (x[:, :2], x[:1], x):  # other batch sizes and lengths, then the first again
+        fresh = k.pack(params)  # nothing kept yet: what a stale kept size would not give
+        np.testing.assert_array_equal(k(xs, packed)[0], k(xs, fresh)[0])
+        assert k.last_plan.mode == "serial"
+    k.threads, k.split = 2, "units"  # a new plan for the same shapes (its own rounding)
+    np.testing.assert_array_equal(k(x, packed)[0], k(x, k.pack(params))[0])
     assert (k.last_plan.mode, k.last_plan.threads) == ("units", 2)
 
 
@@ -220,15 +223,29 @@ def test_a_cell_by_path_or_shipped_name_and_what_is_not_a_cell(tmp_path):
     for bad in (None, 3, {"cell": "lstm"}):
         with pytest.raises(LstmcError, match="expected a cell: lstmc.load"):
             lstmc.compile(bad)
+    with pytest.raises(lstmc.SpecError, match="path or a shipped cell's name; got ''"):
+        lstmc.compile("")
+
+
+def test_a_shipped_name_beside_a_folder_of_that_name(tmp_path, monkeypatch):
+    """A folder `lstm` in the working directory (a project's own) does not hide the shipped
+    cell; a file `lstm` would be the spec meant."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lstm").mkdir()
+    assert lstmc.to_ir("lstm").attrs["cell"] == "lstm"
+    (tmp_path / "gru").write_text("cell: [\n")
+    with pytest.raises(lstmc.SpecError, match="gru:"):
+        lstmc.to_ir("gru")
 
 
 @pytest.mark.parametrize(
     "value, message",
     [
-        ("abc", "constant `cell_clip` must be a number"),
-        (float("nan"), "constant `cell_clip` must be a number"),
-        (None, "constant `cell_clip` must be a number"),
-        (True, "constant `cell_clip` must be a number"),
+        ("abc", "constant `cell_clip` must be a float32/float64 number"),
+        (float("nan"), "(inf allowed, not NaN); got nan"),
+        (None, "got None"),
+        (True, "got True"),
+        (10**400, "got 1000000000000000"),  # too big for a float; and the repr is cut short
     ],
 )
 def test_constants_given_to_compile_are_checked(value, message):

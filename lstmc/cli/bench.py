@@ -110,7 +110,7 @@ def _compare(cell, kernel, sizes, T, B, dtype, opt, target, repeat, seed, thread
         ours = Contender("lstmc kernel (cuda)", lambda: kernel(xd, packed, sd)[0], cuda.synchronize)
     with progress(f"compiling {cell.name} ({target}, {dtype}) with Numba"):
         y = ours.call()
-        if isinstance(y, dict):  # several outputs: the first is what a torch module returns
+        if isinstance(y, dict):  # several outputs (no torch module has them): the first
             y = next(iter(y.values()))
         y = np.asarray(y if isinstance(y, np.ndarray) else y.copy_to_host(), np.float64)
     theirs = torch_contender(cell, kernel, params, state, x, target, threads)

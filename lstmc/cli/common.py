@@ -3,7 +3,6 @@ name; generating and compiling with a missing code generator reported as an erro
 
 from __future__ import annotations
 
-
 TARGETS = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
 # What `run` accepts: max |kernel - interpreter| <= TOL * max(1, max |interpreter|), per array.

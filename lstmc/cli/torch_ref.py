@@ -109,7 +109,10 @@ def torch_contender(cell, kernel, params, state, x, target, threads=None) -> Con
     if threads is not None:
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
-        undo = lambda: torch.set_num_threads(before)
+
+        def undo() -> None:
+            torch.set_num_threads(before)
+
     n = torch.get_num_threads()
     threads = f"{n} thread{'s' * (n != 1)}" if device == "cpu" else "cuda"
     sync = torch.cuda.synchronize if device == "cuda" else None

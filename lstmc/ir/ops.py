@@ -14,6 +14,7 @@ checks that every target covers every op.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -74,14 +75,26 @@ def _same(shapes, attrs):
     return shapes[0]
 
 
-def _elementwise(shapes, attrs):
+def _matrix_hint(op: str | None, shapes) -> str:
+    """What the writer of an element-wise op on a matrix most likely meant."""
+    if op == "mul" and any(len(s) == 1 for s in shapes):
+        return " (did you mean `@`, the matrix-vector product?)"
+    if op == "neg":
+        return " (to negate a product, negate the product: `-(W @ x)`)"
+    if op in ("mul", "div"):
+        return " (to scale a product, scale the product: `2 * (W @ x)`)"
+    if op in ("add", "sub"):
+        return " (to add products, add them after `@`: `W @ x + V @ x`)"
+    return ""
+
+
+def _elementwise(shapes, attrs, op=None):
     vector = None
     for s in shapes:
         if len(s) == 2:
             raise ShapeError(
                 f"a matrix {shape_str(s)} can only be used on the left of `@`; "
-                "element-wise operations take vectors and scalars (to negate or scale a "
-                "product, apply it to the product: `-(W @ x)`, `2 * (W @ x)`)"
+                f"element-wise operations take vectors and scalars{_matrix_hint(op, shapes)}"
             )
         if len(s) == 1:
             if vector is not None and s != vector:
@@ -253,7 +266,7 @@ def _ew(name, arity, interp, expr, helper=None, doc="", spec_name=None):
         name,
         "elementwise",
         arity,
-        _clip_shape if name == "clip" else _elementwise,
+        _clip_shape if name == "clip" else functools.partial(_elementwise, op=name),
         interp,
         {t: rule for t in TARGETS},
         doc,

@@ -7,6 +7,7 @@ names, checks shapes and builds the IR. Nothing here is evaluated.
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import dataclass, field
 
 from lstmc.errors import Location
@@ -84,11 +85,12 @@ class Cell:
                 )
             try:
                 number = float(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: 10**400
                 number = None
             if number is None or math.isnan(number) or isinstance(value, bool):
                 raise SpecError(
-                    f"constant `{key}` must be a number (inf turns a clip off); got {value!r}",
+                    f"constant `{key}` must be a float32/float64 number (inf allowed, not NaN); "
+                    f"got {reprlib.repr(value)}",
                     None,
                 )
             consts[key] = Constant(key, number, consts[key].loc)
