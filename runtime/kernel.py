@@ -4,7 +4,8 @@
 
 `params` is the dict of declared params (any float dtype; packed on every call) or what
 `kernel.pack(params)` returned (no copying at all). `state` is `{name: [B, n]}`; missing
-entries start at zero. The caller's arrays are never written to.
+entries start at zero. The caller's arrays are never written to. CPU torch tensors go in and
+come out as views (lstmc_runtime.torch_tensors).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from lstmc_runtime.errors import KernelArgumentError
 from lstmc_runtime.layout import to_panels
 from lstmc_runtime.packing import PackedParams, check_float, describe, pack_weights
 from lstmc_runtime.signature import Signature, size_value
+from lstmc_runtime.torch_tensors import as_numpy, is_torch, to_torch
 from lstmc_runtime.threads import chunk_bounds, hold_blas, plan_call
 
 # Arrays that several threads write (state, outputs) start on a 128-byte boundary, and the
@@ -73,6 +75,13 @@ def aligned_like(arrays: dict) -> dict:
 
 def aligned_empty_like(a: np.ndarray) -> np.ndarray:
     return aligned_empty(a.shape, a.dtype)
+
+
+def _state_as_numpy(state, dtype):
+    """A state dict with its CPU torch tensors as NumPy views (lstmc_runtime.torch_tensors)."""
+    if not isinstance(state, dict) or all(type(a) is np.ndarray for a in state.values()):
+        return state
+    return {name: as_numpy(f"state `{name}`", a, dtype) for name, a in state.items()}
 
 
 def _taking_work(launch):
@@ -253,6 +262,7 @@ class Kernel:
                 f"params must be a dict {{name: array}} (as kernel.init_params returns) or "
                 f"kernel.pack(params); got {describe(params)}"
             )
+        params = {name: as_numpy(f"param `{name}`", a) for name, a in params.items()}
         origins: dict[str, str] = {}
         sizes = self.signature.bind_params(params, self.fixed_sizes, origins)
         for name, a in params.items():
@@ -310,6 +320,12 @@ class Kernel:
         return sizes, plan
 
     def __call__(self, x, params, state: Mapping | None = None):
+        if type(x) is not np.ndarray and is_torch(x):  # torch tensors in, torch tensors out
+            state = _state_as_numpy(state, self.dtype)
+            y, final = self(as_numpy("x", x, self.dtype), params, state)
+            return to_torch(y), to_torch(final)
+        if state is not None and type(state) is dict:
+            state = _state_as_numpy(state, self.dtype)
         packed = params if isinstance(params, PackedParams) else self.pack(params)
         if packed._owner != id(self.weights) or packed.dtype != self.dtype:
             raise KernelArgumentError(

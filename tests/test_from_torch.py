@@ -172,3 +172,61 @@ def test_a_bfloat16_module_and_a_numpy_layer_index():
         assert a.dtype == np.float32
         exact = torch.from_numpy(want[name]).to(torch.bfloat16).float().numpy()
         assert np.array_equal(a, exact), name
+
+
+def test_a_cpu_kernel_takes_and_returns_torch_tensors():
+    """Called with a CPU tensor for x, a kernel returns tensors (y and the state), viewing the
+    arrays it computed, and takes tensors for the state and the params too: the same numbers
+    as with NumPy arrays, and nn.LSTM's to float32 rounding."""
+    torch.manual_seed(0)
+    m = torch.nn.LSTM(8, 16)
+    cell, params = lstmc.from_torch(m)
+    kernel = lstmc.compile(cell)
+    x, h0, c0 = torch.randn(5, 3, 8), torch.randn(1, 3, 16), torch.randn(1, 3, 16)
+    y, state = kernel(x, params, {"h": h0[0], "c": c0[0]})
+    assert isinstance(y, torch.Tensor) and y.dtype == torch.float32 and y.shape == (5, 3, 16)
+    assert all(isinstance(t, torch.Tensor) for t in state.values())
+    y_np, state_np = kernel(x.numpy(), params, {"h": h0[0].numpy(), "c": c0[0].numpy()})
+    assert np.array_equal(y.numpy(), y_np) and np.array_equal(state["c"].numpy(), state_np["c"])
+    with torch.no_grad():
+        y_t, (h_t, c_t) = m(x, (h0, c0))
+    assert (y - y_t).abs().max() < 1e-6 and (state["c"] - c_t[0]).abs().max() < 1e-6
+    tensors = {name: torch.from_numpy(a) for name, a in params.items()}
+    packed = kernel.pack(tensors)
+    assert np.array_equal(kernel(x, packed, {"h": h0[0], "c": c0[0]})[0].numpy(), y_np)
+    y64, _ = lstmc.compile(cell, dtype="float64")(x.double(), params)
+    assert y64.dtype == torch.float64
+
+
+def test_what_a_cpu_kernel_refuses_of_torch_tensors():
+    torch.manual_seed(0)
+    cell, params = lstmc.from_torch(torch.nn.GRU(4, 6))
+    kernel = lstmc.compile(cell)
+    x = torch.randn(3, 2, 4)
+    weight = torch.from_numpy(params["W_ir"]).clone().requires_grad_()
+    cases = [
+        (lambda: kernel(x.clone().requires_grad_(), params), "`x` requires grad"),
+        (lambda: kernel(x, {**params, "W_ir": weight}), "param `W_ir` requires grad"),
+        (lambda: kernel(x.to(torch.bfloat16), params), "float64 tensor (this kernel's: float32)"),
+        (lambda: kernel(torch.empty(3, 2, 4, device="meta"), params), "tensor on meta"),
+        # float64 to a float32 kernel: no silent cast
+        (lambda: kernel(x.double(), params), "`x` has dtype float64 but the kernel was compiled"),
+        (
+            lambda: kernel(x, params, {"h": torch.zeros(2, 6).requires_grad_()}),
+            "state `h` requires grad",
+        ),
+    ]
+    for call, message in cases:
+        with pytest.raises(lstmc.KernelArgumentError) as info:
+            call()
+        assert message in str(info.value)
+    assert "no backward pass" in str(_error_of(cases[0][0]))
+    with torch.no_grad():  # autograd off: nothing to refuse
+        y, _ = kernel(x, {**params, "W_ir": weight})
+    assert isinstance(y, torch.Tensor)
+
+
+def _error_of(call):
+    with pytest.raises(lstmc.KernelArgumentError) as info:
+        call()
+    return info.value
