@@ -152,7 +152,9 @@ def split_units(
 
 def _foreign(a) -> str | None:
     """How to name `a` where it is a tensor of another library, with the way to a NumPy
-    array (a CPU kernel takes NumPy arrays only); None for anything else."""
+    array; None for anything else. A CPU kernel takes CPU torch tensors as NumPy views
+    (lstmc_runtime.torch_tensors) before its checks, so a tensor met here is one it could
+    not take (say, params given as one tensor)."""
     module = type(a).__module__.partition(".")[0]
     if module == "torch":
         return (
