@@ -18,8 +18,10 @@ from lstmc_runtime.gemm import (
     from_panels,
     matmul_into,
     matmul_panels,
+    matmul_step,
     to_panels,
 )
+from numba import njit
 
 import lstmc
 
@@ -40,17 +42,28 @@ def error_bound(a, w):
     return (k + 1) * u * mag
 
 
+@njit
+def step_product(a, w, out):
+    """matmul_step as a kernel calls it: from compiled code, through its C entry point."""
+    matmul_step(a, w, out)
+
+
 def check(a, w, out=None):
     """Both layouts of w give the product within the bound, and the same bits (the same
-    tiles, in the same order of k)."""
+    tiles, in the same order of k); so does the kernels' way in, matmul_step."""
     results = []
-    for product, weight in ((matmul_into, w), (matmul_panels, to_panels(w))):
+    for product, weight in (
+        (matmul_into, w),
+        (matmul_panels, to_panels(w)),
+        (step_product, to_panels(w)),
+    ):
         dest = np.full((a.shape[0], w.shape[1]), np.nan, a.dtype) if out is None else out
         product(a, weight, dest)
         err = np.abs(dest.astype(np.longdouble) - exact_product(a, w))
         assert (err <= error_bound(a, w)).all(), (product.__name__, float(err.max()))
         results.append(dest.copy())
     np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
 
 
 # Sizes cross every path: rows 0-19 take the 6-row tile up to three times plus each of the
@@ -236,6 +249,34 @@ def test_panels_layout_round_trips(k, n, dtype):
         np.testing.assert_array_equal(panels[p, :, : cols.shape[1]], cols)
         assert (panels[p, :, cols.shape[1] :] == 0).all()  # zero past column n
     np.testing.assert_array_equal(from_panels(panels, n), w)
+
+
+def test_kernels_call_the_products_by_name_without_linking_their_code():
+    """A compiled caller of matmul_step declares the C entry point and calls it; none of the
+    products' code is in its module (which LLVM would optimize again in every kernel
+    function: ~0.8 s of each one's compile)."""
+
+    @njit
+    def caller(a, w, out):
+        matmul_step(a, w, out)
+
+    a, w = np.ones((3, 4), np.float32), to_panels(np.ones((4, 40), np.float32))
+    out = np.zeros((3, 40), np.float32)
+    caller(a, w, out)
+    np.testing.assert_array_equal(out, 4.0)
+    # the function's module with what it links (where matmul_panels brought its tiles)
+    ir = caller.overloads[caller.signatures[0]].library.get_llvm_str()
+    assert "declare i32 @lstmc_matmul_panels_float32(ptr" in ir
+    assert "call i32 @lstmc_matmul_panels_float32(" in ir
+    assert "_rows_into" not in ir and "_strips_into" not in ir
+    source = lstmc.compile(lstmc.builtin("gru"), dtype="float64").source
+    assert "from lstmc_runtime.gemm import matmul_step as _matmul" in source
+    assert source.index("load_step_products(_F)") < source.index("@njit")
+
+
+def test_matmul_step_is_for_compiled_code():
+    with pytest.raises(TypeError, match="from Python call matmul_panels"):
+        matmul_step(np.ones((1, 1)), to_panels(np.ones((1, 1))), np.ones((1, 1)))
 
 
 def test_generated_kernels_use_it_for_every_product():

@@ -97,7 +97,8 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         L.add("from numba import njit")
         L.add()
         L.add("from lstmc_runtime import vmath as _vmath")
-        L.add("from lstmc_runtime.gemm import matmul_panels as _matmul")
+        L.add("from lstmc_runtime.gemm import load_step_products")
+        L.add("from lstmc_runtime.gemm import matmul_step as _matmul")
         if self.columns is not None and self.columns.hoisted:
             L.add("from lstmc_runtime.layout import chunk_steps as _chunk_steps")
         L.add("from lstmc_runtime.layout import L2_BYTES as _L2_BYTES")
@@ -113,6 +114,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
             L.add("from lstmc_runtime.sync import barrier, started, until_caller_waits")
         L.add()
         L.add(f"_F = np.{self.dtype}")
+        L.add("load_step_products(_F)  # products call it by name: before any function compiles")
         L.add("_U = np.uint64  # unit indices: see lstmc.codegen.cpu.CpuAccess")
         L.add("_ZERO = _F(0.0)")
         L.add("_ONE = _F(1.0)")

@@ -162,6 +162,7 @@ _MODULE_NAMES = {
     "until_caller_waits",
     "aligned_empty_like",  # modules written before aligned_like
     "aligned_like",
+    "load_step_products",
     "_mean_inv_std",
     "_rows_mean_inv_std",
 }
