@@ -32,6 +32,14 @@ GFLOP/s row-major, 167 in panels, OpenBLAS 127).
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import os
+import warnings
+
+import llvmlite.binding as llvm
+import numpy as np
+
 # The machine's sizes and the weight layout: lstmc_runtime.layout (re-exported here, where
 # the kernels that need them live).
 from lstmc_runtime.layout import (
@@ -44,8 +52,6 @@ from lstmc_runtime.layout import (
     from_panels,
     to_panels,
 )
-import llvmlite.binding as llvm
-import numpy as np
 from lstmc_runtime.tiles import make_tile
 from numba import carray, cfunc, njit, types
 from numba.extending import intrinsic, overload
@@ -60,7 +66,6 @@ __all__ = [
     "load_step_products",
     "matmul_into",
     "matmul_panels",
-    "matmul_step",
     "to_panels",
 ]
 
@@ -281,16 +286,42 @@ def load_step_products(dtype) -> None:
         return
     if name not in ("float32", "float64"):
         raise ValueError(f"matmul_step: float32 or float64 arrays, not {name}")
-    entry = cfunc(_step_signature(getattr(types, name)), cache=True, error_model="numpy")(
-        _step_entry
-    )
+    sig = _step_signature(getattr(types, name))
+    try:
+        entry = cfunc(sig, cache=True, error_model="numpy")(_step_entry)
+    except Exception as exc:  # a cache file cut short or garbled: every kernel would fail
+        warnings.warn(
+            f"lstmc_runtime: Numba's cached step product ({name}) could not be loaded "
+            f"({type(exc).__name__}: {exc}); compiling it again",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        _forget_cached_entry()
+        try:
+            entry = cfunc(sig, cache=True, error_model="numpy")(_step_entry)
+        except Exception:  # the cache cannot be written either: this process only
+            entry = cfunc(sig, error_model="numpy")(_step_entry)
     llvm.add_symbol(_STEP_SYMBOL.format(name), entry.address)
     _step_entries[name] = entry
 
 
+def _forget_cached_entry() -> None:
+    """Remove Numba's cache files of the step product's entry point (both dtypes share one
+    index), wherever Numba keeps this module's cache."""
+    from numba.core.caching import FunctionCache
+
+    cache_path = FunctionCache(_step_entry)._cache_path
+    for path in glob.glob(os.path.join(cache_path, "gemm._step_entry-*")):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 def matmul_step(a, w, out):
     """out[:, :] = a @ W for W in panels, as matmul_panels computes it, for compiled code:
-    through the C entry point of load_step_products (the glue's module loads it)."""
+    through the C entry point of load_step_products. Not for general use: a function that
+    calls it and is loaded from Numba's cache finds the entry point only if its module has
+    called load_step_products(dtype) first, as every generated module does on import
+    (without it the call jumps to no code)."""
     raise TypeError("matmul_step is for compiled code; from Python call matmul_panels")
 
 
@@ -324,6 +355,7 @@ def _matmul_step_impl(a, w, out):
             a.strides[1] != item
             or out.strides[1] != item
             or (m > 1 and (a.strides[0] < a.shape[1] * item or out.strides[0] < n * item))
+            or (m > 1 and (a.strides[0] % item != 0 or out.strides[0] % item != 0))
         ):
             # not rows of contiguous elements one after the other (never so in generated
             # kernels): the plain loop, as matmul_panels does. Not a call of matmul_panels,

@@ -79,7 +79,7 @@ def aligned_empty_like(a: np.ndarray) -> np.ndarray:
 
 def _state_as_numpy(state, dtype):
     """A state dict with its CPU torch tensors as NumPy views (lstmc_runtime.torch_tensors)."""
-    if not isinstance(state, dict) or all(type(a) is np.ndarray for a in state.values()):
+    if not isinstance(state, Mapping) or all(type(a) is np.ndarray for a in state.values()):
         return state
     return {name: as_numpy(f"state `{name}`", a, dtype) for name, a in state.items()}
 
@@ -324,7 +324,7 @@ class Kernel:
             state = _state_as_numpy(state, self.dtype)
             y, final = self(as_numpy("x", x, self.dtype), params, state)
             return to_torch(y), to_torch(final)
-        if state is not None and type(state) is dict:
+        if state is not None and isinstance(state, Mapping):
             state = _state_as_numpy(state, self.dtype)
         packed = params if isinstance(params, PackedParams) else self.pack(params)
         if packed._owner != id(self.weights) or packed.dtype != self.dtype:
@@ -342,13 +342,12 @@ class Kernel:
             cur = {name: np.zeros((B, n), self.dtype) for name, n in state_widths.items()}
             outputs = {name: np.empty((T, B, n), self.dtype) for name, n in output_widths.items()}
         else:
-            made = aligned_arrays(
-                [(B, n) for n in state_widths.values()]
-                + [(T, B, n) for n in output_widths.values()],
-                self.dtype,
-            )
+            # two allocations, not one: a returned state that shared y's memory would keep
+            # all of y alive for as long as the caller keeps the state
+            made = aligned_arrays([(B, n) for n in state_widths.values()], self.dtype)
             cur = dict(zip(state_widths, made))
-            outputs = dict(zip(output_widths, made[len(cur) :]))
+            made = aligned_arrays([(T, B, n) for n in output_widths.values()], self.dtype)
+            outputs = dict(zip(output_widths, made))
             for a in cur.values():
                 a.fill(0)
         if state is not None:

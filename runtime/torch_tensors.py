@@ -40,12 +40,13 @@ def as_numpy(name: str, a, dtype=None):
             f"{where} requires grad, and lstmc kernels have no backward pass: call the kernel "
             "under torch.no_grad() or torch.inference_mode(), or pass `t.detach()`"
         )
-    if a.dtype not in (torch.float32, torch.float64):
+    try:  # the lazy negation and conjugation bits resolved: numpy() refuses them
+        return a.detach().resolve_conj().resolve_neg().numpy()
+    except TypeError:  # a dtype NumPy lacks (bfloat16, ...); NumPy's are checked after
         want = f" (this kernel's: {dtype})" if dtype is not None else ""
         raise KernelArgumentError(
             f"{where} must be a float32 or float64 tensor{want}, got {a.dtype}"
-        )
-    return a.detach().numpy()
+        ) from None
 
 
 def to_torch(a):

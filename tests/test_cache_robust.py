@@ -249,3 +249,39 @@ def test_an_unusable_cache_dir_in_a_fresh_process(tmp_path):
     report = _run(not_a_dir)
     assert len(report["warnings"]) == 1 and str(not_a_dir) in report["warnings"][0][1]
     assert not report["file"].startswith(str(not_a_dir))
+
+
+def test_a_corrupt_cache_of_the_step_products_entry_point_is_rebuilt(tmp_path):
+    """The step product's C entry point (lstmc_runtime.gemm.load_step_products) lives in
+    Numba's cache, loaded when a generated module is imported: a file of it cut short warns
+    and is compiled again, instead of failing every kernel until someone deletes it."""
+    code = textwrap.dedent("""\
+        import warnings, numpy as np, lstmc
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            k = lstmc.compile("rnn_tanh")
+            y, _ = k(np.ones((3, 2, 4), np.float32), k.init_params(input=4, hidden=5))
+        ref, _ = lstmc.interpret("rnn_tanh", np.ones((3, 2, 4)), k.init_params(input=4, hidden=5))
+        assert np.abs(y - ref).max() < 1e-5
+        print("warned" if any("step product" in str(w.message) for w in got) else "quiet")
+        """)
+    env = {
+        **os.environ,
+        "NUMBA_CACHE_DIR": str(tmp_path / "numba"),
+        "LSTMC_CACHE_DIR": str(tmp_path / "lstmc"),
+    }
+
+    def run() -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout.strip()
+
+    assert run() == "quiet"
+    entries = list((tmp_path / "numba").rglob("gemm._step_entry-*.nbc"))
+    assert entries
+    for path in entries:
+        _truncated(path)
+    assert run() == "warned"
+    assert run() == "quiet"  # rebuilt in the cache

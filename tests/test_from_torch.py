@@ -230,3 +230,33 @@ def _error_of(call):
     with pytest.raises(lstmc.KernelArgumentError) as info:
         call()
     return info.value
+
+
+def test_torch_tensors_of_every_kind_a_user_hands_in():
+    """A state in any Mapping, a tensor with its negation bit set (a lazy `-t`), a state
+    that keeps y's memory alive no longer than y: each as with plain arrays."""
+    import types as pytypes
+    from collections import OrderedDict
+
+    torch.manual_seed(0)
+    cell, params = lstmc.from_torch(torch.nn.GRU(4, 64))
+    kernel = lstmc.compile(cell)
+    x, h = torch.randn(6, 16, 4), torch.randn(16, 64)
+    want, want_state = kernel(x.numpy(), params, {"h": h.numpy()})
+    for state in (OrderedDict(h=h), pytypes.MappingProxyType({"h": h})):
+        y, got = kernel(x, params, state)
+        assert np.array_equal(y.numpy(), want) and np.array_equal(got["h"].numpy(), want_state["h"])
+    y_np, _ = kernel(x.numpy(), params, OrderedDict(h=h))  # NumPy x, a tensor in the state
+    assert np.array_equal(y_np, want)
+    lazy = torch._neg_view(x)  # -x, as a view with the negation bit (numpy() refuses it)
+    assert lazy.is_neg()
+    np.testing.assert_array_equal(
+        kernel(lazy, params, {"h": h})[0].numpy(), kernel(-x, params, {"h": h})[0].numpy()
+    )
+    kernel.threads, kernel.split = 2, "units"
+    for T in (4, 5):  # the final state is either buffer of the pair
+        y, st = kernel(
+            np.random.default_rng(T).standard_normal((T, 16, 4)).astype(np.float32), params
+        )
+        assert kernel.last_plan.mode == "units"
+        assert st["h"].base.nbytes < 2 * st["h"].nbytes + 1024  # not y's allocation

@@ -347,3 +347,21 @@ def test_a_weight_is_read_in_one_layout(monkeypatch):
     monkeypatch.setattr(CpuEmitter, "emit_sequence", emit_and_read_by_dot)
     with pytest.raises(CodegenError, match="w_packed_h"):
         generate_source(lstmc.builtin("lstm"), target="cpu", dtype="float32")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rows_a_fraction_of_an_element_apart_take_the_plain_loop(dtype):
+    """Rows whose stride is not a whole number of elements (a view of raw bytes): the entry
+    point counts strides in elements, so such rows must not reach it."""
+    item = np.dtype(dtype).itemsize
+    m, k, n = 5, 12, 40
+    stride = (k + 1) * item + 2
+    raw = np.zeros(m * stride + item, np.uint8)
+    a = np.ndarray((m, k), dtype, raw, 0, (stride, item))
+    a[...] = np.random.default_rng(0).standard_normal((m, k))
+    w = np.random.default_rng(1).standard_normal((k, n)).astype(dtype)
+    for product, weight in ((matmul_panels, to_panels(w)), (step_product, to_panels(w))):
+        out = np.full((m, n), np.nan, dtype)
+        product(a, weight, out)  # within the bound (the plain loop sums in its own order)
+        err = np.abs(out.astype(np.longdouble) - exact_product(a, w))
+        assert (err <= error_bound(a, w)).all(), (product.__name__, float(err.max()))

@@ -125,7 +125,7 @@ class _Reader:
         except SpecError as err:
             end = value.end_mark.index  # where YAML ended the value: at a comma, if cut
             cut = getattr(section, "flow_style", False) and value.style is None
-            cut = cut and self.text[end : end + 1] == ","
+            cut = cut and self.text[end:].lstrip(" \t")[:1] == ","
             if not cut or "the end of the expression" not in err.message:
                 raise
             raise SpecError(
