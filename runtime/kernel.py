@@ -23,8 +23,8 @@ from lstmc_runtime.errors import KernelArgumentError
 from lstmc_runtime.layout import to_panels
 from lstmc_runtime.packing import PackedParams, check_float, describe, pack_weights
 from lstmc_runtime.signature import Signature, size_value
-from lstmc_runtime.torch_tensors import as_numpy, is_torch, to_torch
 from lstmc_runtime.threads import chunk_bounds, hold_blas, plan_call
+from lstmc_runtime.torch_tensors import as_numpy, is_torch, to_torch
 
 # Arrays that several threads write (state, outputs) start on a 128-byte boundary, and the
 # unit split cuts rows on 128-byte boundaries too (packing.unit_bounds): two threads writing
