@@ -32,14 +32,6 @@ GFLOP/s row-major, 167 in panels, OpenBLAS 127).
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import os
-import warnings
-
-import llvmlite.binding as llvm
-import numpy as np
-
 # The machine's sizes and the weight layout: lstmc_runtime.layout (re-exported here, where
 # the kernels that need them live).
 from lstmc_runtime.layout import (
@@ -53,8 +45,8 @@ from lstmc_runtime.layout import (
     to_panels,
 )
 from lstmc_runtime.tiles import make_tile
-from numba import carray, cfunc, njit, types
-from numba.extending import intrinsic, overload
+from numba import carray, njit
+from numba.extending import overload
 
 __all__ = [
     "CHUNK_MAX_WEIGHT_BYTES",
@@ -63,7 +55,6 @@ __all__ = [
     "VECTOR_BYTES",
     "chunk_steps",
     "from_panels",
-    "load_step_products",
     "matmul_into",
     "matmul_panels",
     "to_panels",
@@ -229,18 +220,9 @@ def _chunks_into(a, w, out):
     _rows_into(a, w, out)
 
 
-# -- the step product through a C entry point -----------------------------------------------
-# A kernel function that calls matmul_panels links its code, and Numba has LLVM optimize the
-# whole linked module again for every such function: ~0.8 s of each one's compile (a
-# function making one product call: 0.92 s against 0.16 s for one without). Kernels call
-# `matmul_step` instead, which calls this module's products through a C entry point by its
-# symbol's name (as Numba's own code calls its helper library): compiled once per dtype and
-# kept in Numba's cache, made known to LLVM by `load_step_products` before a kernel is
-# compiled or loaded from the cache. The same code runs: the same results, bit for bit, and
-# the same time ([1, 32] x [32, 128] 0.10 us, [64, 128] x [128, 512] 48.8 us a call).
-_STEP_SYMBOL = "lstmc_matmul_panels_{}"
-
-
+# -- what the step products' C entry point runs (lstmc_runtime.step_products) ---------------
+# Here, not there: Numba's cache of a compiled function follows its own file's source, and
+# these run this module's tiles, so an edit of this file must compile them again.
 @njit(cache=True, nogil=True, _nrt=False)
 def _plain_panels(a, w, out):
     """out = a @ W, W in panels, by the plain loop a panel at a time: for rows that are not
@@ -252,138 +234,14 @@ def _plain_panels(a, w, out):
         _columns_tail(a, w[p, :, : j1 - j0], out[:, j0:j1], 0, a.shape[0], 0)
 
 
-def _step_signature(dtype):
-    ptr = types.CPointer(dtype)
-    # a, its rows, columns, row stride; w's panels, rows, panel width; out, columns, row stride.
-    # It returns 0: an int, as Numba declares an external function returning nothing as one
-    # returning a pointer, which a C `void` function does not.
-    return types.int32(
-        ptr, types.intp, types.intp, types.intp,
-        ptr, types.intp, types.intp, types.intp,
-        ptr, types.intp, types.intp,
-    )  # fmt: skip
-
-
 def _step_entry(a_p, m, k, lda, w_p, panels, k_w, panel, out_p, n, ldo):
     """The C entry point: matmul_panels on arrays rebuilt from pointers, rows of contiguous
-    elements `lda` and `ldo` elements apart (the caller, matmul_step, checked them)."""
+    elements `lda` and `ldo` elements apart (step_products.matmul_step checked them)."""
     a = carray(a_p, (m, lda))[:, :k]
     w = carray(w_p, (panels, k_w, panel))
     out = carray(out_p, (m, ldo))[:, :n]
     _chunks_into(a, w, out)
     return 0
-
-
-_step_entries: dict = {}  # dtype name -> the compiled entry point (kept alive: LLVM calls it)
-
-
-def load_step_products(dtype) -> None:
-    """Compile, or load from Numba's cache, the step product's C entry point for `dtype` and
-    give LLVM its address, once per process. A generated module calls this when imported,
-    before any of its functions is compiled or loaded: the cached ones call it by name."""
-    name = np.dtype(dtype).name
-    if name in _step_entries:
-        return
-    if name not in ("float32", "float64"):
-        raise ValueError(f"matmul_step: float32 or float64 arrays, not {name}")
-    sig = _step_signature(getattr(types, name))
-    try:
-        entry = cfunc(sig, cache=True, error_model="numpy")(_step_entry)
-    except Exception as exc:  # a cache file cut short or garbled: every kernel would fail
-        warnings.warn(
-            f"lstmc_runtime: Numba's cached step product ({name}) could not be loaded "
-            f"({type(exc).__name__}: {exc}); compiling it again",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        _forget_cached_entry()
-        try:
-            entry = cfunc(sig, cache=True, error_model="numpy")(_step_entry)
-        except Exception:  # the cache cannot be written either: this process only
-            entry = cfunc(sig, error_model="numpy")(_step_entry)
-    llvm.add_symbol(_STEP_SYMBOL.format(name), entry.address)
-    _step_entries[name] = entry
-
-
-def _forget_cached_entry() -> None:
-    """Remove Numba's cache files of the step product's entry point (both dtypes share one
-    index), wherever Numba keeps this module's cache."""
-    from numba.core.caching import FunctionCache
-
-    cache_path = FunctionCache(_step_entry)._cache_path
-    for path in glob.glob(os.path.join(cache_path, "gemm._step_entry-*")):
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-
-
-def matmul_step(a, w, out):
-    """out[:, :] = a @ W for W in panels, as matmul_panels computes it, for compiled code:
-    through the C entry point of load_step_products. Not for general use: a function that
-    calls it and is loaded from Numba's cache finds the entry point only if its module has
-    called load_step_products(dtype) first, as every generated module does on import
-    (without it the call jumps to no code)."""
-    raise TypeError("matmul_step is for compiled code; from Python call matmul_panels")
-
-
-@overload(matmul_step, jit_options={"nogil": True, "_nrt": False})
-def _matmul_step_impl(a, w, out):
-    if not (isinstance(a, types.Array) and a.dtype in (types.float32, types.float64)):
-        return None
-    load_step_products(a.dtype.name)  # known to LLVM for this compile too
-    product = types.ExternalFunction(_STEP_SYMBOL.format(a.dtype.name), _step_signature(a.dtype))
-
-    def impl(a, w, out):
-        m, n = a.shape[0], out.shape[1]
-        if a.shape[1] != w.shape[1] or out.shape[0] != m or n > w.shape[0] * w.shape[2]:
-            raise ValueError("matmul_step: shapes do not match")
-        if m == 0:
-            return
-        if a.shape[1] == 0:  # no terms: zeros (a weight of no rows has no layout to check)
-            out[:, :] = 0
-            return
-        item = a.itemsize
-        panel = w.shape[2]
-        # C-contiguous panels (a stride of a length-1 axis is anything NumPy likes)
-        if (
-            panel % _lanes(a) != 0
-            or w.strides[2] != item
-            or (w.shape[1] > 1 and w.strides[1] != panel * item)
-            or (w.shape[0] > 1 and w.strides[0] != w.shape[1] * panel * item)
-        ):
-            raise ValueError("matmul_step: panels of whole vectors, contiguous, are expected")
-        if (
-            a.strides[1] != item
-            or out.strides[1] != item
-            or (m > 1 and (a.strides[0] < a.shape[1] * item or out.strides[0] < n * item))
-            or (m > 1 and (a.strides[0] % item != 0 or out.strides[0] % item != 0))
-        ):
-            # not rows of contiguous elements one after the other (never so in generated
-            # kernels): the plain loop, as matmul_panels does. Not a call of matmul_panels,
-            # which would link all of it into the caller again.
-            _plain_panels(a, w, out)
-            return
-        # one row's stride is anything (NumPy gives a [1, k] array the stride it likes)
-        lda = a.strides[0] // item if m > 1 else a.shape[1]
-        ldo = out.strides[0] // item if m > 1 else n
-        product(
-            _data(a), m, a.shape[1], lda,
-            _data(w), w.shape[0], w.shape[1], panel,
-            _data(out), n, ldo,
-        )  # fmt: skip
-
-    return impl
-
-
-@intrinsic
-def _data(typingctx, arr):
-    """The pointer to an array's first element."""
-    if not isinstance(arr, types.Array):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return context.make_array(sig.args[0])(context, builder, args[0]).data
-
-    return types.CPointer(arr.dtype)(arr), codegen
 
 
 @njit(inline="always")

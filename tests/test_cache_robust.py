@@ -252,7 +252,7 @@ def test_an_unusable_cache_dir_in_a_fresh_process(tmp_path):
 
 
 def test_a_corrupt_cache_of_the_step_products_entry_point_is_rebuilt(tmp_path):
-    """The step product's C entry point (lstmc_runtime.gemm.load_step_products) lives in
+    """The step product's C entry point (lstmc_runtime.step_products.load_step_products) lives in
     Numba's cache, loaded when a generated module is imported: a file of it cut short warns
     and is compiled again, instead of failing every kernel until someone deletes it."""
     code = textwrap.dedent("""\

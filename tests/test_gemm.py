@@ -18,9 +18,9 @@ from lstmc_runtime.gemm import (
     from_panels,
     matmul_into,
     matmul_panels,
-    matmul_step,
     to_panels,
 )
+from lstmc_runtime.step_products import matmul_step
 from numba import njit
 
 import lstmc
@@ -270,7 +270,7 @@ def test_kernels_call_the_products_by_name_without_linking_their_code():
     assert "call i32 @lstmc_matmul_panels_float32(" in ir
     assert "_rows_into" not in ir and "_strips_into" not in ir
     source = lstmc.compile(lstmc.builtin("gru"), dtype="float64").source
-    assert "from lstmc_runtime.gemm import matmul_step as _matmul" in source
+    assert "from lstmc_runtime.step_products import matmul_step as _matmul" in source
     assert source.index("load_step_products(_F)") < source.index("@njit")
 
 

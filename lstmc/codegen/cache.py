@@ -70,7 +70,7 @@ def cache_dir() -> Path:
 def runtime_digest() -> str:
     """A hash of lstmc_runtime's sources. A compiled kernel holds its own copy of most runtime
     functions it calls (Numba links them into the kernel's cached machine code; the step
-    products alone are called by name, lstmc_runtime.gemm.matmul_step), and Numba's cache
+    products alone are called by name, lstmc_runtime.step_products), and Numba's cache
     index only watches the generated module's file: without this, a changed runtime would
     keep running the old copy from the cache until the version number moved."""
     import lstmc_runtime

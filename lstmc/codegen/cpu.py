@@ -97,8 +97,8 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         L.add("from numba import njit")
         L.add()
         L.add("from lstmc_runtime import vmath as _vmath")
-        L.add("from lstmc_runtime.gemm import load_step_products")
-        L.add("from lstmc_runtime.gemm import matmul_step as _matmul")
+        L.add("from lstmc_runtime.step_products import load_step_products")
+        L.add("from lstmc_runtime.step_products import matmul_step as _matmul")
         if self.columns is not None and self.columns.hoisted:
             L.add("from lstmc_runtime.layout import chunk_steps as _chunk_steps")
         L.add("from lstmc_runtime.layout import L2_BYTES as _L2_BYTES")
