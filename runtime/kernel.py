@@ -35,8 +35,7 @@ ALIGN = 128
 
 def _address(raw: np.ndarray) -> int:
     """Where a writable array's data starts. `raw.ctypes.data` (which builds a ctypes object
-    of numpy's) and `raw.__array_interface__` (a dict) took ~0.9 us each, this ~0.3: a split
-    call allocates five aligned arrays."""
+    of numpy's) and `raw.__array_interface__` (a dict) took ~0.9 us each, this ~0.3."""
     return ctypes.addressof(ctypes.c_char.from_buffer(raw))
 
 
@@ -51,8 +50,9 @@ def aligned_empty(shape, dtype) -> np.ndarray:
 
 def aligned_arrays(shapes, dtype) -> list[np.ndarray]:
     """Uninitialized arrays of `dtype` and these shapes, each starting on an ALIGN-byte
-    boundary, cut from one allocation: a split call makes five (state, outputs, the glue's
-    spare state), and each allocation with its address cost ~1.5 us."""
+    boundary, cut from one allocation: each allocation with its address cost ~1.5 us, and a
+    split call needs a state, a spare state and the outputs (three allocations: a state
+    returned from the outputs' allocation would keep y alive)."""
     dtype = np.dtype(dtype)
     spans = [-(-math.prod(shape) * dtype.itemsize // ALIGN) * ALIGN for shape in shapes]
     raw = np.empty(sum(spans) + ALIGN, np.uint8)
@@ -321,7 +321,6 @@ class Kernel:
 
     def __call__(self, x, params, state: Mapping | None = None):
         if type(x) is not np.ndarray and is_torch(x):  # torch tensors in, torch tensors out
-            state = _state_as_numpy(state, self.dtype)
             y, final = self(as_numpy("x", x, self.dtype), params, state)
             return to_torch(y), to_torch(final)
         if state is not None and isinstance(state, Mapping):
