@@ -10,8 +10,9 @@
 (d) cold compile and warm (cached) load time per cell, each in a fresh process;
 (e) what each pass and thread plan bought; (f) float32 sigmoid/tanh per element and the cost
     of a one-step call, against torch's.
-Both sides use the same number of threads. Results go to benchmarks/RESULTS.md (the table
-between the CPU markers) and benchmarks/cpu_ratios.png.
+Both sides use the same number of threads. Results go to benchmarks/RESULTS.md, between the
+CPU markers of this CPU's model (each model measured keeps its own tables: AVX-512 Xeons and
+AVX2 EPYCs run different kernels), and to benchmarks/cpu_ratios_<model>.png.
 """
 
 from __future__ import annotations
@@ -529,12 +530,30 @@ def blas_report() -> str:
     keys = ("CPU capability usage", "BLAS_INFO", "USE_MKLDNN")
     found = [m.group(0) for k in keys for m in [re.search(rf"{k}[=:]\s*[\w.]+", cfg)] if m]
     lines.append("torch: " + ", ".join(found) + " (nn.LSTM inference runs oneDNN's fused LSTM)")
+    from lstmc_runtime.layout import VECTOR_BYTES
+
+    isa = "AVX-512" if VECTOR_BYTES == 64 else "AVX2"
     lines.append(
-        "lstmc: every product in lstmc_runtime.gemm (register-blocked AVX-512 kernel, LLVM IR); "
+        f"lstmc: every product in lstmc_runtime.gemm (register-blocked {isa} kernel, LLVM IR); "
         "OpenBLAS only in the 'np.dot' column of the step-product table"
     )
     lines.append(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    """The CPU's model name ("Intel(R) Xeon(R) Processor", "AMD EPYC"), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def cpu_slug(model: str) -> str:
+    """A file-name form of a CPU model: "AMD EPYC" -> "amd-epyc"."""
+    words = re.sub(r"\(r\)|\(tm\)", "", model.lower())
+    return re.sub(r"[^a-z0-9]+", "-", words).strip("-") or "cpu"
 
 
 def write_results(
@@ -552,17 +571,11 @@ def write_results(
     small_rows=(),
 ):
     date = datetime.date.today().isoformat()
-    cpu = platform.processor() or platform.machine()
-    try:
-        model = next(
-            ln.split(":", 1)[1].strip()
-            for ln in open("/proc/cpuinfo")
-            if ln.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        model = cpu
+    model = cpu_model()
+    slug = cpu_slug(model)
+    chart = f"cpu_ratios_{slug}.png"
     md = [
-        f"<!-- CPU results: written by benchmarks/cpu.py on {date} -->",
+        f"<!-- CPU results ({model}): written by benchmarks/cpu.py on {date} -->",
         f"## CPU ({date}, {model}, {threads} threads, T={T}, float32)",
         "",
         "Command: `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cpu.py`",
@@ -671,15 +684,18 @@ def write_results(
         ]
         for r in small_rows:
             md.append(f"| {r['what']} | {r['lstmc']:.3f} | {r['torch']:.3f} |")
-    md += ["", "![speedup per size](cpu_ratios.png)", "", "<!-- end CPU results -->"]
+    md += ["", f"![speedup per size]({chart})", "", f"<!-- end CPU results ({model}) -->"]
     section = "\n".join(md)
     path = HERE / "RESULTS.md"
     old = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    start, end = "<!-- CPU results", "<!-- end CPU results -->"
-    if start in old:
+    start, end = f"<!-- CPU results ({model})", f"<!-- end CPU results ({model}) -->"
+    if start in old and end in old:
         i = old.index(start)
         j = old.index(end) + len(end)
         new = old[:i] + section + old[j:]
+    elif "<!-- end CPU results" in old:  # another CPU's tables: this one's after them
+        i = old.index("-->", old.rindex("<!-- end CPU results")) + 3
+        new = old[:i] + "\n\n" + section + old[i:]
     else:
         new = old.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(new)
@@ -704,7 +720,7 @@ def write_results(
             ax.legend()
         axes[0].set_ylabel("speedup over PyTorch (>1: lstmc faster)")
         fig.tight_layout()
-        fig.savefig(HERE / "cpu_ratios.png", dpi=100)
+        fig.savefig(HERE / chart, dpi=100)
     except ImportError:
         print("matplotlib missing: no chart written")
 
@@ -752,7 +768,7 @@ def main() -> None:
             scaling,
             small_rows,
         )
-        print(f"wrote {HERE / 'RESULTS.md'} and {HERE / 'cpu_ratios.png'}")
+        print(f"wrote {HERE / 'RESULTS.md'} and {HERE / ('cpu_ratios_' + cpu_slug(cpu_model()) + '.png')}")
 
 
 if __name__ == "__main__":
