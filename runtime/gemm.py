@@ -39,6 +39,7 @@ from lstmc_runtime.layout import (
     CHUNK_MAX_WEIGHT_BYTES,
     L2_BYTES,
     PANEL_BYTES,
+    SOFTWARE_PREFETCH,
     VECTOR_BYTES,
     chunk_steps,
     from_panels,
@@ -95,9 +96,11 @@ _ROWS_AT_ONCE = 256  # rows of a per pass over w: 256 x K=512 float32 is 512 KB,
 
 
 # Weights of at least this many bytes do not stay in L2 from one step to the next, so their
-# products prefetch the next panel (_streamed_rows_into). A compile-time constant of the
-# cached code; Numba's cache is per CPU model.
+# products prefetch the next panel (_streamed_rows_into, _strips_into), where that pays
+# (layout.SOFTWARE_PREFETCH; elsewhere they take the plain tiles). A compile-time constant
+# of the cached code; Numba's cache is per CPU model.
 _PREFETCH_MIN_BYTES = L2_BYTES
+_PREFETCH = SOFTWARE_PREFETCH
 # Tiles: (rows, vectors). 16 or more accumulators keep the FMA units busy (measured ~110
 # GFLOP/s a core, float32, at 8x2 and 4x4, against 45-90 for OpenBLAS at B = 8 to 64; 6x4:
 # above). Fewer rows take more vectors, so that each still has enough
@@ -261,7 +264,8 @@ def _prefetch_share(panel_bytes, panels, k_total, p, b, blocks):
 @njit(nogil=True, _nrt=False)
 def _rows_into(a, w, out):
     m, n = a.shape[0], out.shape[1]
-    if w.ndim == 3 and m >= STREAM_ROWS and w.size * w.itemsize >= _PREFETCH_MIN_BYTES:
+    big = w.size * w.itemsize >= _PREFETCH_MIN_BYTES  # read from L3 or memory every step
+    if _PREFETCH and w.ndim == 3 and m >= STREAM_ROWS and big:
         if m >= STRIP_MIN_ROWS:
             _strips_into(a, w, out)
         else:

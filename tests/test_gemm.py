@@ -48,22 +48,24 @@ def step_product(a, w, out):
     matmul_step(a, w, out)
 
 
-def check(a, w, out=None):
+def check(a, w, out=None, extra=()):
     """Both layouts of w give the product within the bound, and the same bits (the same
-    tiles, in the same order of k); so does the kernels' way in, matmul_step."""
+    tiles, in the same order of k); so does the kernels' way in, matmul_step, and each of
+    `extra`, products that take w in panels."""
     results = []
     for product, weight in (
         (matmul_into, w),
         (matmul_panels, to_panels(w)),
         (step_product, to_panels(w)),
+        *((p, to_panels(w)) for p in extra),
     ):
         dest = np.full((a.shape[0], w.shape[1]), np.nan, a.dtype) if out is None else out
         product(a, weight, dest)
         err = np.abs(dest.astype(np.longdouble) - exact_product(a, w))
         assert (err <= error_bound(a, w)).all(), (product.__name__, float(err.max()))
         results.append(dest.copy())
-    np.testing.assert_array_equal(results[0], results[1])
-    np.testing.assert_array_equal(results[0], results[2])
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)
 
 
 # Sizes cross every path: rows 0-19 take the 6-row tile up to three times plus each of the
@@ -95,9 +97,14 @@ def test_every_row_tail_at_step_shapes(m, dtype):
 @pytest.mark.parametrize("m", [7, 8, 21])
 def test_weights_larger_than_l2_prefetch_the_next_panel(m, dtype):
     """A weight of at least _PREFETCH_MIN_BYTES (the L2 size) takes the prefetching 8-row
-    tile (_streamed_rows_into) once there are 8 rows: the same bits as the row-major tile,
+    tile (_streamed_rows_into) once there are 8 rows, on CPUs where prefetching pays (called
+    here directly too, so that every host checks it): the same bits as the row-major tile,
     the last panel partial, rows past the 8-row blocks; 7 rows take the 6-row tiles."""
     from lstmc_runtime import gemm
+
+    @njit
+    def streamed(a, w, out):
+        gemm._streamed_rows_into(a, w, out, True)
 
     n = 16 * PANEL_BYTES // np.dtype(dtype).itemsize + 5  # 16 panels, the last one partial
     k = -(-gemm._PREFETCH_MIN_BYTES // (n * np.dtype(dtype).itemsize)) + 3
@@ -105,7 +112,8 @@ def test_weights_larger_than_l2_prefetch_the_next_panel(m, dtype):
         gemm._PREFETCH_MIN_BYTES
     )
     rng = np.random.default_rng(m)
-    check(rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype))
+    a, w = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+    check(a, w, extra=(streamed,) if m >= gemm.STREAM_ROWS else ())
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -113,15 +121,35 @@ def test_weights_larger_than_l2_prefetch_the_next_panel(m, dtype):
 @pytest.mark.parametrize("extra", [5, 16 + 3])
 def test_many_rows_on_weights_larger_than_l2_go_in_strips(m, extra, dtype):
     """From STRIP_MIN_ROWS rows on, a weight larger than L2 goes by in strips of the main
-    tile's width (_strips_into): every tail of rows after the 6-row blocks (4, 2, 1 and their
-    sums), and columns after the last whole strip (a vector and a partial one, or a few)."""
+    tile's width (_strips_into, where prefetching pays; called directly too): every tail of
+    rows after the 6-row blocks (4, 2, 1 and their sums), and columns after the last whole
+    strip (a vector and a partial one, or a few)."""
     from lstmc_runtime import gemm
 
     assert m >= gemm.STRIP_MIN_ROWS
     n = 16 * PANEL_BYTES // np.dtype(dtype).itemsize + extra  # 8 strips of 2 panels, and more
     k = -(-gemm._PREFETCH_MIN_BYTES // (n * np.dtype(dtype).itemsize)) + 3
     rng = np.random.default_rng(m + extra)
-    check(rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype))
+    a, w = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+    check(a, w, extra=(gemm._strips_into,))
+
+
+@pytest.mark.parametrize(
+    "cpu, avx512, expected",
+    [
+        ("skylake-avx512", True, True),
+        ("sapphirerapids", True, True),
+        ("znver3", False, False),  # an EPYC: the prefetching tiles ran at half the rate
+        ("znver4", True, False),
+        ("haswell", False, False),  # never measured: the plain tiles
+    ],
+)
+def test_prefetching_tiles_only_where_they_were_measured_to_pay(cpu, avx512, expected):
+    from lstmc_runtime import gemm
+    from lstmc_runtime.layout import CPU_NAME, _AVX512, software_prefetch
+
+    assert software_prefetch(cpu, avx512) is expected
+    assert gemm._PREFETCH is software_prefetch(CPU_NAME, _AVX512)
 
 
 @pytest.mark.parametrize("blocks", [1, 2, 3, 8, 32])
