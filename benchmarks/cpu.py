@@ -542,18 +542,45 @@ def blas_report() -> str:
 
 
 def cpu_model() -> str:
-    """The CPU's model name ("Intel(R) Xeon(R) Processor", "AMD EPYC"), from /proc/cpuinfo."""
+    """The CPU's model name from /proc/cpuinfo and the one LLVM compiles for: "AMD EPYC,
+    znver3". A VM's model name can be as vague as "AMD EPYC" for a Zen 3 and a Zen 4, whose
+    kernels differ (AVX2 against AVX-512); LLVM's name tells them apart."""
+    from lstmc_runtime.layout import CPU_NAME
+
     try:
         with open("/proc/cpuinfo") as f:
-            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+            name = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
     except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+        name = platform.processor() or platform.machine()
+    return f"{name}, {CPU_NAME}"
 
 
 def cpu_slug(model: str) -> str:
     """A file-name form of a CPU model: "AMD EPYC" -> "amd-epyc"."""
     words = re.sub(r"\(r\)|\(tm\)", "", model.lower())
     return re.sub(r"[^a-z0-9]+", "-", words).strip("-") or "cpu"
+
+
+def _with_block(text: str, section: str, model: str, chart: str) -> str:
+    """RESULTS.md's `text` with `section` in place of this CPU model's block (its chart, if
+    under another name, deleted), else after the last other CPU's block, else at the end."""
+    name = model.rsplit(", ", 1)[0]  # blocks written before the LLVM name was in the key
+    for start, end in (
+        (f"<!-- CPU results ({model})", f"<!-- end CPU results ({model}) -->"),
+        (f"<!-- CPU results ({name})", f"<!-- end CPU results ({name}) -->"),
+        ("<!-- CPU results: ", "<!-- end CPU results -->"),  # one block for every CPU, once
+    ):
+        if start in text and end in text:
+            i = text.index(start)
+            j = text.index(end) + len(end)
+            for stale in re.findall(r"\]\((cpu_ratios[\w.-]*\.png)\)", text[i:j]):
+                if stale != chart:
+                    (HERE / stale).unlink(missing_ok=True)
+            return text[:i] + section + text[j:]
+    if "<!-- end CPU results" in text:  # another CPU's tables: this one's after them
+        i = text.index("-->", text.rindex("<!-- end CPU results")) + 3
+        return text[:i] + "\n\n" + section + text[i:]
+    return text.rstrip("\n") + "\n\n" + section + "\n"
 
 
 def write_results(
@@ -688,17 +715,7 @@ def write_results(
     section = "\n".join(md)
     path = HERE / "RESULTS.md"
     old = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    start, end = f"<!-- CPU results ({model})", f"<!-- end CPU results ({model}) -->"
-    if start in old and end in old:
-        i = old.index(start)
-        j = old.index(end) + len(end)
-        new = old[:i] + section + old[j:]
-    elif "<!-- end CPU results" in old:  # another CPU's tables: this one's after them
-        i = old.index("-->", old.rindex("<!-- end CPU results")) + 3
-        new = old[:i] + "\n\n" + section + old[i:]
-    else:
-        new = old.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(new)
+    path.write_text(_with_block(old, section, model, chart))
     try:
         import matplotlib
 
@@ -768,7 +785,8 @@ def main() -> None:
             scaling,
             small_rows,
         )
-        print(f"wrote {HERE / 'RESULTS.md'} and {HERE / ('cpu_ratios_' + cpu_slug(cpu_model()) + '.png')}")
+        chart = HERE / f"cpu_ratios_{cpu_slug(cpu_model())}.png"
+        print(f"wrote {HERE / 'RESULTS.md'} and {chart}")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,12 @@ generated kernels' cache key hashes every runtime file).
 
 Rows go in blocks of MAIN_ROWS (6), then 4, 2 and 1; columns in groups of the block's tile
 width (MAIN_VECS vectors: 4 on AVX-512, 2 on AVX2), then of two vectors, then one at a time,
-then, for the last columns (fewer than a vector), a plain loop. A weight larger than L2 goes
+then, for the last columns (fewer than a vector), a plain loop. On CPUs where software
+prefetch pays (layout.SOFTWARE_PREFETCH: Intel's AVX-512 Xeons), a weight larger than L2 goes
 by once, prefetched a panel or a strip ahead: in 8-row blocks of one panel for fewer than
 STRIP_MIN_ROWS rows, else in strips of the main tile's width that every row goes through.
+Elsewhere such weights take the same tiles as smaller ones, the hardware prefetchers
+bringing the panels' streams in.
 The same kernel serves the input projection over all steps, in chunks of rows that stay in L2.
 
 Weights packed once (`kernel.pack`) are laid out in panels (`to_panels`, `matmul_panels`):
@@ -73,8 +76,9 @@ __all__ = [
 # loads, 1 broadcast) and the 4-row tile 4 x 3.
 MAIN_ROWS = 6
 MAIN_VECS = 4 if _AVX512 else 2
-# A weight larger than L2 streams in from L3 or memory once per product: there, blocks of
-# STREAM_ROWS rows x 2 vectors (one panel) go through it once, prefetching the next panel
+# A weight larger than L2 streams in from L3 or memory once per product: there (where
+# SOFTWARE_PREFETCH), blocks of STREAM_ROWS rows x 2 vectors (one panel) go through it once,
+# prefetching the next panel
 # (_streamed_rows_into). 8 rows cover B = 16 and 64 with no rows left over, which a 6-row
 # block leaves (4) and which then read the weight a second time: [16, 512] x [512, 2048]
 # took 86 GFLOP/s with 6 x 4 tiles and the 4 rows after, 122 this way. The same blocks,
@@ -82,9 +86,9 @@ MAIN_VECS = 4 if _AVX512 else 2
 # of 16 split in two): the 2 rows' tile has 8 accumulators ([8, 128] x [128, 512]: 164
 # GFLOP/s as 8 x 2, 152 as 6 x 4 and 2 x 4).
 STREAM_ROWS = 8 if _AVX512 else 6
-# From STRIP_MIN_ROWS rows on, a weight larger than L2 goes by in strips of the main tile's
-# width instead (_strips_into): 6-row blocks of MAIN_VECS vectors, prefetching the next strip,
-# the rows after the blocks done in the same strip. One core of a Xeon (2 MB L2), float32,
+# From STRIP_MIN_ROWS rows on (where SOFTWARE_PREFETCH), a weight larger than L2 goes by in
+# strips of the main tile's width instead (_strips_into): 6-row blocks of MAIN_VECS vectors,
+# prefetching the next strip, the rows after the blocks done in the same strip. One core of a Xeon (2 MB L2), float32,
 # GFLOP/s, 8 x 2 blocks -> strips, measured in turns: [64, 512] x [512, 1024] 160 -> 176,
 # [64, 512] x [512, 2048] 156 -> 175, [32, 512] x [512, 2048] 148 -> 160, [64, 1024] x
 # [1024, 2048] 156 -> 174; both cores at once, each its own product: 148 -> 161, 145 -> 157,
@@ -100,7 +104,6 @@ _ROWS_AT_ONCE = 256  # rows of a per pass over w: 256 x K=512 float32 is 512 KB,
 # (layout.SOFTWARE_PREFETCH; elsewhere they take the plain tiles). A compile-time constant
 # of the cached code; Numba's cache is per CPU model.
 _PREFETCH_MIN_BYTES = L2_BYTES
-_PREFETCH = SOFTWARE_PREFETCH
 # Tiles: (rows, vectors). 16 or more accumulators keep the FMA units busy (measured ~110
 # GFLOP/s a core, float32, at 8x2 and 4x4, against 45-90 for OpenBLAS at B = 8 to 64; 6x4:
 # above). Fewer rows take more vectors, so that each still has enough
@@ -264,8 +267,12 @@ def _prefetch_share(panel_bytes, panels, k_total, p, b, blocks):
 @njit(nogil=True, _nrt=False)
 def _rows_into(a, w, out):
     m, n = a.shape[0], out.shape[1]
-    big = w.size * w.itemsize >= _PREFETCH_MIN_BYTES  # read from L3 or memory every step
-    if _PREFETCH and w.ndim == 3 and m >= STREAM_ROWS and big:
+    if (
+        SOFTWARE_PREFETCH  # a constant of the compiled code: the branch is gone where false
+        and w.ndim == 3
+        and m >= STREAM_ROWS
+        and w.size * w.itemsize >= _PREFETCH_MIN_BYTES
+    ):
         if m >= STRIP_MIN_ROWS:
             _strips_into(a, w, out)
         else:

@@ -4,7 +4,8 @@ weight layout and input-projection chunks that follow from them.
 - Vectors: 64 bytes where Numba compiles for AVX-512, else 32; a panel of a packed weight is
   two vectors wide (the main tile reads two panels at once on AVX-512, one on AVX2).
 - L2: the first core's L2 size, which decides when a product prefetches the next panel
-  (gemm, on CPUs where that pays: SOFTWARE_PREFETCH) and when the batch split makes the hoisted values for all rows first (cpu_glue).
+  (gemm, on CPUs where that pays: SOFTWARE_PREFETCH) and when the batch split makes the
+  hoisted values for all rows first (cpu_glue).
 - `to_panels` / `from_panels`: a row-major [K, N] weight as [P, K, PANEL] panels and back.
 - `chunk_steps`: how many steps of the input projection a unit-split call makes at once.
 """
@@ -36,6 +37,8 @@ def _cpu_name() -> str:
 # Vector registers of 64 bytes on AVX-512, else 32 (AVX2); a panel is two vectors wide.
 _AVX512 = _has_avx512()
 CPU_NAME = _cpu_name()
+
+
 # Whether products of weights larger than L2 ask for the next panel ahead (gemm's prefetching
 # tiles). Measured to pay on Intel's AVX-512 Xeons only (one core, [64, 512] x [512, 2048]:
 # 137 -> 146 GFLOP/s, 2 MB L2). On an AMD EPYC (Zen 3: 512 KB L2, 32 MB L3, AVX2) the same

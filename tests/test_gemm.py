@@ -146,10 +146,10 @@ def test_many_rows_on_weights_larger_than_l2_go_in_strips(m, extra, dtype):
 )
 def test_prefetching_tiles_only_where_they_were_measured_to_pay(cpu, avx512, expected):
     from lstmc_runtime import gemm
-    from lstmc_runtime.layout import CPU_NAME, _AVX512, software_prefetch
+    from lstmc_runtime.layout import _AVX512, CPU_NAME, software_prefetch
 
     assert software_prefetch(cpu, avx512) is expected
-    assert gemm._PREFETCH is software_prefetch(CPU_NAME, _AVX512)
+    assert gemm.SOFTWARE_PREFETCH is software_prefetch(CPU_NAME, _AVX512)
 
 
 @pytest.mark.parametrize("blocks", [1, 2, 3, 8, 32])
@@ -333,23 +333,37 @@ _HASWELL = (
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 only")
 def test_avx2_tiles(tmp_path):
     """Where Numba targets AVX2 (16 vector registers) the kernel takes its AVX2 tiles; they
-    are checked here by compiling for Haswell's features in a fresh process."""
+    are checked here by compiling for Haswell's features in a fresh process. The prefetching
+    paths, which no AVX2 CPU takes now (layout.SOFTWARE_PREFETCH), are called directly for the
+    weights larger than L2, so that their AVX2 tiles stay right too."""
     code = textwrap.dedent("""\
         import numpy as np
+        from numba import njit
         from lstmc_runtime import gemm
         geometry = (gemm.MAIN_ROWS, gemm.MAIN_VECS, gemm.STREAM_ROWS, gemm.VECTOR_BYTES)
         assert geometry == (6, 2, 6, 32), geometry
+        assert not gemm.SOFTWARE_PREFETCH
+
+        @njit
+        def streamed(a, w, out):
+            gemm._streamed_rows_into(a, w, out, True)
+
         rng = np.random.default_rng(0)
         big = gemm._PREFETCH_MIN_BYTES // 4 // 520 + 1  # k of a [k, 520] weight >= L2 (float32)
         for dtype in (np.float32, np.float64):
             for m, k, n in [(0, 3, 5), (1, 9, 70), (5, 17, 33), (6, 8, 64), (13, 31, 101),
-                            (20, 5, 8), (13, big, 520)]:
+                            (20, 5, 8), (13, big, 520), (40, big, 520)]:
                 a = rng.standard_normal((m, k)).astype(dtype)
                 w = rng.standard_normal((k, n)).astype(dtype)
                 exact = a.astype(np.longdouble) @ w.astype(np.longdouble)
                 mag = np.abs(a).astype(np.longdouble) @ np.abs(w).astype(np.longdouble)
                 bound = (k + 1) * np.finfo(dtype).eps / 2 * mag
-                for product, weight in ((gemm.matmul_into, w), (gemm.matmul_panels, gemm.to_panels(w))):
+                products = [(gemm.matmul_into, w), (gemm.matmul_panels, gemm.to_panels(w))]
+                if k == big:
+                    products += [(streamed, gemm.to_panels(w))]
+                if k == big and m >= gemm.STRIP_MIN_ROWS:
+                    products += [(gemm._strips_into, gemm.to_panels(w))]
+                for product, weight in products:
                     out = np.full((m, n), np.nan, dtype)
                     product(a, weight, out)
                     assert (np.abs(out - exact) <= bound).all(), (product, dtype, m, k, n)
