@@ -57,13 +57,13 @@ def best_time(fn, repeat: int = 7, min_time: float = 0.2) -> float:
     return best
 
 
-def best_times(fns, repeat: int = 7, min_time: float = 0.2, settle: int = 0) -> list[float]:
+def best_times(fns, repeat: int = 7, min_time: float = 0.2, settle: float = 0.0) -> list[float]:
     """`best_time` of several functions measured in turns, round by round: a burst of load
     from elsewhere on the host then slows a round of each rather than all rounds of one, so
     the ratios of the results are steadier than those of separate measurements. `settle`:
-    untimed calls of each function before its timed ones in every round, which take what
-    the previous function left behind (another library's threads still spinning, ours
-    asleep)."""
+    seconds of untimed calls (one at least) of each function before its timed ones in every
+    round, which take what the previous function left behind (another library's threads
+    still spinning, ours asleep)."""
     inners = []
     for fn in fns:
         fn()
@@ -74,7 +74,9 @@ def best_times(fns, repeat: int = 7, min_time: float = 0.2, settle: int = 0) -> 
     best = [float("inf")] * len(fns)
     for _ in range(repeat):
         for i, (fn, inner) in enumerate(zip(fns, inners)):
-            for _ in range(settle):
+            start = time.perf_counter()
+            fn()
+            while time.perf_counter() - start < settle:
                 fn()
             start = time.perf_counter()
             for _ in range(inner):
@@ -123,13 +125,14 @@ def grid(hs, bs, threads: int | None = None) -> list[dict]:
                 xn = x.numpy()
                 # In turns, round by round (a burst of load elsewhere on the host slows a
                 # round of each side, not all of one: lstm H=512, B=16 took 38-49 ms from
-                # run to run measured apart, on an EPYC). Each round first makes one untimed
-                # call, which takes what the other side left: oneDNN's OpenMP threads spin
-                # on after each call and took a core from the call after it (lstm H=32,
-                # B=64: 1.77 ms against 1.22 measured apart, without it).
+                # run to run measured apart, on an EPYC). Each round first makes 20 ms of
+                # untimed calls, which take what the other side left: oneDNN's OpenMP
+                # threads spin on after each call and took a core from the calls after it
+                # (lstm H=32, B=64: 1.77 ms against 1.22 measured apart without a settle;
+                # on the EPYC 1.48-2.96 after one untimed call, 1.30-1.33 after five).
                 with torch.inference_mode():
                     t_torch, t_ours = best_times(
-                        [lambda: m(x), lambda: kernels[name](xn, packed)], settle=1
+                        [lambda: m(x), lambda: kernels[name](xn, packed)], settle=0.02
                     )
                     y_torch = m(x)[0].numpy()
                 y_ours = kernels[name](xn, packed)[0]
