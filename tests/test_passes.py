@@ -303,11 +303,37 @@ def test_levels_grow():
 def test_outputs_keep_the_spec_order_at_every_level(opt):
     """y's keys (and `lstmc run`'s rows) follow `outputs:`, whatever order the passes leave
     the output nodes in (at -O2 they came out as f, c_next, h_next)."""
-    text = lstmc.builtin("lstm").source.replace(
-        "outputs: [h_next]", "outputs: [h_next, c_next, f]"
-    )
+    text = lstmc.builtin("lstm").source.replace("outputs: [h_next]", "outputs: [h_next, c_next, f]")
     kernel = lstmc.compile(lstmc.loads(text), opt=opt)
     assert kernel.output_names == ["h_next", "c_next", "f"]
     params = kernel.init_params(input=3, hidden=4)
     y, _ = kernel(np.zeros((2, 1, 3), np.float32), params)
     assert list(y) == ["h_next", "c_next", "f"]
+
+
+@pytest.mark.parametrize("name", lstmc.cells.names())
+def test_kept_node_order_follows_every_change(name):
+    """Graph.nodes() keeps its order between changes: after each change a pass makes (a node
+    added, operands set, a node removed) it is the order a fresh sort of the graph gives, and
+    each call returns the caller's own list."""
+    import networkx as nx
+
+    def fresh(g: Graph) -> list[str]:
+        key = {n.name: n.index for n in g._nodes.values()}
+        return list(nx.lexicographical_topological_sort(g.nx, key=key.__getitem__))
+
+    graph = lstmc.to_ir(name)
+    first = graph.nodes()
+    first.clear()  # the caller's list: the graph's kept order is not touched
+    assert [n.name for n in graph.nodes()] == fresh(graph)
+    state = graph.find("state")[0]
+    early = graph.add("neg", [state])
+    late = graph.add("neg", [state])
+    names = [n.name for n in graph.nodes()]
+    assert names == fresh(graph) and names.index(early.name) < names.index(late.name)
+    graph.set_operands(early, [late])  # now early reads late: it must come after it
+    names = [n.name for n in graph.nodes()]
+    assert names == fresh(graph) and names.index(early.name) > names.index(late.name)
+    graph.remove(early)
+    assert early not in graph.nodes() and [n.name for n in graph.nodes()] == fresh(graph)
+    assert [n.name for n in graph.copy().nodes()] == fresh(graph)
