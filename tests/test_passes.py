@@ -316,11 +316,16 @@ def test_kept_node_order_follows_every_change(name):
     """Graph.nodes() keeps its order between changes: after each change a pass makes (a node
     added, operands set, a node removed) it is the order a fresh sort of the graph gives, and
     each call returns the caller's own list."""
-    import networkx as nx
 
     def fresh(g: Graph) -> list[str]:
-        key = {n.name: n.index for n in g._nodes.values()}
-        return list(nx.lexicographical_topological_sort(g.nx, key=key.__getitem__))
+        """The order by its definition: again and again, the node of least index among
+        those whose operands are all placed."""
+        left, placed = {n.name: n for n in g._nodes.values()}, []
+        while left:
+            ready = [n for n in left.values() if all(o.name in placed for o in n.operands)]
+            placed.append(min(ready, key=lambda n: n.index).name)
+            del left[placed[-1]]
+        return placed
 
     graph = lstmc.to_ir(name)
     first = graph.nodes()
@@ -337,3 +342,24 @@ def test_kept_node_order_follows_every_change(name):
     graph.remove(early)
     assert early not in graph.nodes() and [n.name for n in graph.nodes()] == fresh(graph)
     assert [n.name for n in graph.copy().nodes()] == fresh(graph)
+
+
+def test_a_cycle_is_reported_and_a_foreign_operand_refused():
+    """A pass that makes a node depend on its own user gets a VerifyError naming the cycle
+    (nodes() has no order to give then); an operand from another graph is refused."""
+    from lstmc.errors import VerifyError
+
+    graph = lstmc.to_ir("lstm")
+    state = graph.find("state")[0]
+    a = graph.add("neg", [state])
+    b = graph.add("neg", [a])
+    graph.set_operands(a, [b])
+    assert graph.has_cycle()
+    with pytest.raises(VerifyError, match="cycle"):
+        verify(graph)
+    with pytest.raises(ValueError, match="cycle"):
+        graph.nodes()
+    other = lstmc.to_ir("lstm").find("state")[0]
+    with pytest.raises(ValueError, match="not in this graph"):
+        graph.set_operands(b, [other])
+    assert graph.ancestors(b) == {a.name} and graph.descendants(a) == {b.name}

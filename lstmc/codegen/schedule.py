@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import networkx as nx
-
 from lstmc.errors import CodegenError
-from lstmc.ir.graph import Graph, Node
+from lstmc.ir.graph import Graph, Node, lexicographic_order
 from lstmc.ir.shapes import Size
 
 PHASES = ("once", "seq", "step")
@@ -152,35 +150,36 @@ def schedule(graph: Graph) -> Schedule:
     sched.vector_params = [n.attrs["name"] for n in nodes if n.op == "param" and len(n.shape) == 1]
 
     # Emission order: condense groups into single vertices and sort topologically.
-    cond = nx.DiGraph()
+    cond: dict[str, dict[str, None]] = {}  # unit -> the units that depend on it
     unit: dict[str, str] = {}
     for n in nodes:
         if n.kind in ("source",) or n.op == "param_cols" or n.name in sched.view:
             continue
         u = f"g{id(sched.group_of[n.name])}" if n.name in sched.group_of else n.name
         unit[n.name] = u
-        cond.add_node(u)
+        cond.setdefault(u, {})
     for n in nodes:
         for o in n.operands:
             if o.name in unit and n.name in unit and unit[o.name] != unit[n.name]:
-                cond.add_edge(unit[o.name], unit[n.name])
+                cond[unit[o.name]][unit[n.name]] = None
             # a view's users depend on what the view's base depends on
             if o.name in sched.view and n.name in unit:
                 base = sched.view[o.name][0]
                 if base.name in unit and unit[base.name] != unit[n.name]:
-                    cond.add_edge(unit[base.name], unit[n.name])
+                    cond[unit[base.name]][unit[n.name]] = None
     first_index = {}
     for n in nodes:
         if n.name in unit:
             first_index.setdefault(unit[n.name], n.index)
-    if not nx.is_directed_acyclic_graph(cond):
+    order = lexicographic_order(cond, key=lambda u: first_index[u])
+    if order is None:
         raise CodegenError("element-wise groups depend on each other in a cycle")
     by_unit = {}
     for n in nodes:
         if n.name in unit:
             by_unit.setdefault(unit[n.name], []).append(n)
     sched.items = {p: [] for p in PHASES}
-    for u in nx.lexicographical_topological_sort(cond, key=lambda u: first_index[u]):
+    for u in order:
         members = by_unit[u]
         if members[0].name in sched.group_of:
             item = sched.group_of[members[0].name]
