@@ -36,6 +36,8 @@ def _cpu_name() -> str:
 
 # Vector registers of 64 bytes on AVX-512, else 32 (AVX2); a panel is two vectors wide.
 _AVX512 = _has_avx512()
+VECTOR_BYTES = 64 if _AVX512 else 32
+PANEL_BYTES = 2 * VECTOR_BYTES  # a panel of a packed weight: two vectors
 CPU_NAME = _cpu_name()
 
 
@@ -51,8 +53,6 @@ def software_prefetch(cpu_name: str, avx512: bool) -> bool:
 
 
 SOFTWARE_PREFETCH = software_prefetch(CPU_NAME, _AVX512)
-VECTOR_BYTES = 64 if _AVX512 else 32
-PANEL_BYTES = 2 * VECTOR_BYTES  # a panel of a packed weight: two vectors
 
 
 def _l2_bytes(default: int = 1 << 20) -> int:

@@ -124,13 +124,8 @@ class Graph:
             if name and name in self.reserved and name not in self._nodes
             else self.fresh_name(name or op)
         )
-        node = Node(name, op, operands, attrs, shape, self._counter)
+        node = self._adopt(name, op, operands, attrs, shape, self._counter)
         self._counter += 1
-        self._nodes[name] = node
-        self._order = None
-        self._succ[name], self._pred[name] = {}, {}
-        for o in operands:
-            self._add_edge(o.name, name)
         return node
 
     # -- queries -----------------------------------------------------------------------------
@@ -146,12 +141,17 @@ class Graph:
 
     def nodes(self) -> list[Node]:
         """All nodes in deterministic topological order."""
+        if self._sorted() is None:
+            raise ValueError("the graph has a cycle")
+        return list(self._order)  # the caller's own list: it may change the graph meanwhile
+
+    def _sorted(self) -> list[Node] | None:
+        """The kept order, sorted again after a change; None if the graph has a cycle."""
         if self._order is None:
             order = lexicographic_order(self._succ, lambda n: self._nodes[n].index)
-            if order is None:
-                raise ValueError("the graph has a cycle")
-            self._order = [self._nodes[n] for n in order]
-        return list(self._order)  # the caller's own list: it may change the graph meanwhile
+            if order is not None:
+                self._order = [self._nodes[n] for n in order]
+        return self._order
 
     def users(self, node: Node) -> list[Node]:
         return sorted((self._nodes[n] for n in self._succ[node.name]), key=lambda n: n.index)
@@ -172,7 +172,7 @@ class Graph:
         return self._reach(node.name, self._succ)
 
     def has_cycle(self) -> bool:
-        return lexicographic_order(self._succ, lambda n: self._nodes[n].index) is None
+        return self._sorted() is None
 
     @staticmethod
     def _reach(name: str, edges: dict[str, dict[str, None]]) -> set[str]:
