@@ -50,6 +50,7 @@ from lstmc_runtime.layout import (
 )
 from lstmc_runtime.tiles import make_tile
 from numba import carray, njit
+from numpy.lib.stride_tricks import as_strided
 from numba.extending import overload
 
 __all__ = [
@@ -240,11 +241,29 @@ def _plain_panels(a, w, out):
         _columns_tail(a, w[p, :, : j1 - j0], out[:, j0:j1], 0, a.shape[0], 0)
 
 
-def _step_entry(a_p, m, k, lda, w_p, panels, k_w, panel, out_p, n, ldo):
-    """The C entry point: matmul_panels on arrays rebuilt from pointers, rows of contiguous
-    elements `lda` and `ldo` elements apart (step_products.matmul_step checked them)."""
-    a = carray(a_p, (m, lda))[:, :k]
+def _step_entry(a_p, m, k, a_s0, a_s1, w_p, panels, k_w, panel, out_p, n, out_s0, out_s1):
+    """The C entry point: matmul_panels on arrays rebuilt from pointers and strides in bytes
+    (step_products.matmul_step checked the shapes and w's panels; m, k > 0). Rows of
+    contiguous elements one after the other take the tiles; others (never so in generated
+    kernels) the plain loop, as matmul_panels does. Both are here, behind the entry point,
+    so that no kernel links and optimizes their code again."""
     w = carray(w_p, (panels, k_w, panel))
+    item = w.itemsize
+    if (
+        a_s1 != item
+        or out_s1 != item
+        or (m > 1 and (a_s0 < k * item or out_s0 < n * item))
+        or (m > 1 and (a_s0 % item != 0 or out_s0 % item != 0))
+    ):
+        # unchecked views from the first elements' addresses, as NumPy's own strides say
+        a = as_strided(carray(a_p, (1,)), (m, k), (a_s0, a_s1))
+        out = as_strided(carray(out_p, (1,)), (m, n), (out_s0, out_s1))
+        _plain_panels(a, w, out)
+        return 0
+    # one row's stride is anything (NumPy gives a [1, k] array the stride it likes)
+    lda = a_s0 // item if m > 1 else k
+    ldo = out_s0 // item if m > 1 else n
+    a = carray(a_p, (m, lda))[:, :k]
     out = carray(out_p, (m, ldo))[:, :n]
     _chunks_into(a, w, out)
     return 0

@@ -170,64 +170,51 @@ def _build(
     SUB_SCALE = ft(2.0 ** -float(SUB_SHIFT))
     LOG_C = tuple(ft(2.0 / (2 * n + 1)) for n in range(log_deg, 0, -1))
 
-    @_jit
-    def horner(x, coefs):
-        p = coefs[0]
-        for i in range(1, len(coefs)):
-            p = _fma(p, x, coefs[i])
-        return p
-
-    @_jit
-    def reduce(x):
-        """Return (k, r) with x = k*ln2 + r, |r| <= ln2/2 (x clamped to [X_LO, X_HI])."""
-        x = X_HI if x > X_HI else x  # comparisons are False for NaN: NaN passes through
-        x = X_LO if x < X_LO else x
-        k = np.floor(_fma(x, INV_LN2, HALF))  # round(x/ln2), give or take one near the ties
-        # k*LN2_HI is exact, so is x minus it (fused or not); the tail rounds once when fused.
-        r = _fma(-k, LN2_LO, _fma(-k, LN2_HI, x))
-        k = k if k == k else ZERO  # NaN would make the int conversion undefined; r stays NaN
-        return k, r
-
-    @_jit
-    def expm1_r(r):
-        """exp(r) - 1 for |r| <= ln2/2, accurate relative to the (small) result."""
-        return _fma(r * r, horner(r, EXPM1_C), r)
-
-    @_jit
-    def exp_r(r):
-        """exp(r) for |r| <= ln2/2: the whole Taylor polynomial in fused multiply-adds, whose
-        last step 1 + r*p rounds once (~0.7 ulp: 0.5 from that rounding, r*p's error damped by
-        |r| <= 0.35)."""
-        return horner(r, EXP_C)
+    # The functions are written out flat, each in one piece: Numba inlines a function by
+    # copying its IR block by block, once per call site and once more for every function
+    # it calls in turn, so helpers called from helpers (and the blocks of `a if c else b`)
+    # made up most of a kernel's compile time (layernorm_lstm cold 5.0-5.3 s, 4.3 s flat).
+    # Selects are `_select`, the polynomials a loop over a tuple of constants.
+    EXP_C0, EXP_CS = EXP_C[0], EXP_C[1:]
+    EXPM1_C0, EXPM1_CS = EXPM1_C[0], EXPM1_C[1:]
+    LOG_C0, LOG_CS = LOG_C[0], LOG_C[1:]
 
     @_jit
     def exp(x):
         """e**x: overflow -> inf, underflow -> 0 or subnormal, NaN -> NaN."""
         x = ft(x)  # a float64 or int argument: this function's type, not a typing error
-        k, r = reduce(x)
+        # x = k*ln2 + r, |r| <= ln2/2, x clamped to [X_LO, X_HI] (comparisons are False for
+        # NaN: NaN passes through). k = round(x/ln2), give or take one near the ties;
+        # k*LN2_HI is exact, so is x minus it (fused or not); the tail rounds once when fused.
+        x = _select(x > X_HI, X_HI, x)
+        x = _select(x < X_LO, X_LO, x)
+        k = np.floor(_fma(x, INV_LN2, HALF))
+        r = _fma(-k, LN2_LO, _fma(-k, LN2_HI, x))
+        k = _select(k == k, k, ZERO)  # NaN would make the int conversion undefined; r stays NaN
+        # exp(r): the whole Taylor polynomial in fused multiply-adds, whose last step 1 + r*p
+        # rounds once (~0.7 ulp: 0.5 from that rounding, r*p's error damped by |r| <= 0.35).
+        p = EXP_C0
+        for c in EXP_CS:
+            p = _fma(p, r, c)
         # 2**k as two factors: each stays a normal number even when exp(x) is subnormal or
         # k = max exponent + 1 (overflow to inf); p*s1 is exact, the last product rounds once.
         k1 = np.floor(k * HALF)
-        return (exp_r(r) * _pow2(k1)) * _pow2(k - k1)
+        return (p * _pow2(k1)) * _pow2(k - k1)
 
     @_jit
     def exp_neg(x):
-        """e**x for x <= 0 (or NaN): the result is at most 1, so one scale factor does. 2**k is
-        applied as 2**(k + SUB_SHIFT) (a normal number for every k >= X_LO/ln2) times the
-        constant 2**-SUB_SHIFT: the first product is exact, the second rounds once, also
-        into the subnormal range. Four packed instructions fewer than ``exp``."""
-        k, r = reduce(x)
-        return (exp_r(r) * _pow2(k + SUB_SHIFT)) * SUB_SCALE
-
-    @_jit
-    def expm1(x):
-        """exp(x) - 1 while 2**round(x/ln2) is a normal number (tanh: 0 <= x <= 39).
-
-        Accurate relative to the result near 0, where exp(x) - 1 would cancel.
-        """
-        k, r = reduce(x)
-        s = _pow2(k)
-        return _fma(s, expm1_r(r), s - ONE)  # s - 1 is exact while k < mantissa bits
+        """e**x for x <= 0 (or NaN): as ``exp`` (so no clamp at X_HI), but the result is at most
+        1, so one scale factor does. 2**k is applied as 2**(k + SUB_SHIFT) (a normal number for
+        every k >= X_LO/ln2) times the constant 2**-SUB_SHIFT: the first product is exact, the
+        second rounds once, also into the subnormal range. Four packed instructions fewer."""
+        x = _select(x < X_LO, X_LO, x)
+        k = np.floor(_fma(x, INV_LN2, HALF))
+        r = _fma(-k, LN2_LO, _fma(-k, LN2_HI, x))
+        k = _select(k == k, k, ZERO)
+        p = EXP_C0
+        for c in EXP_CS:
+            p = _fma(p, r, c)
+        return (p * _pow2(k + SUB_SHIFT)) * SUB_SCALE
 
     @_jit
     def tanh(x):
@@ -235,10 +222,23 @@ def _build(
         for |x| >= TANH_SAT, tanh(-0) = -0, NaN -> NaN."""
         x = ft(x)  # a float64 or int argument: this function's type, not a typing error
         a = abs(x)
-        a = TANH_SAT if a > TANH_SAT else a  # avoid inf/inf; NaN passes through
-        e = expm1(a + a)
+        a = _select(a > TANH_SAT, TANH_SAT, a)  # avoid inf/inf; NaN passes through
+        # e = exp(2a) - 1, accurate relative to the result near 0 (where it would cancel):
+        # 2a = k*ln2 + r as in ``exp`` (0 <= 2a <= 2*TANH_SAT: no clamp needed, 2**k is a
+        # normal number), then s*expm1(r) + (s - 1), s = 2**k; s - 1 is exact while k <
+        # mantissa bits, expm1(r) = r + r*r*p(r).
+        y = a + a
+        k = np.floor(_fma(y, INV_LN2, HALF))
+        r = _fma(-k, LN2_LO, _fma(-k, LN2_HI, y))
+        k = _select(k == k, k, ZERO)
+        s = _pow2(k)
+        p = EXPM1_C0
+        for c in EXPM1_CS:
+            p = _fma(p, r, c)
+        e = _fma(s, _fma(r * r, p, r), s - ONE)
         d = e + TWO
-        d_err = ((TWO if e < TWO else e) - d) + (e if e < TWO else TWO)  # exact (Fast2Sum)
+        small = e < TWO
+        d_err = (_select(small, TWO, e) - d) + _select(small, e, TWO)  # exact (Fast2Sum)
         q = _div(e, d)
         # e/(d + d_err) = q*(1 - d_err/d), and 1/d = (1 - q)/2: removes the rounding of d.
         t = _fma(-q * d_err, (ONE - q) * HALF, q)
@@ -258,28 +258,28 @@ def _build(
         return _fma(-q * d_err, _select(pos, q, ONE - q), q)
 
     @_jit
-    def log1p_01(u):
-        """log(1 + u) for 0 <= u <= 1 (fdlibm's log1p without the need for frexp)."""
+    def softplus(x):
+        """log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow, accurate for x << 0."""
+        x = ft(x)  # a float64 or int argument: this function's type, not a typing error
+        u = exp_neg(-abs(x))
+        # log(1 + u) for 0 <= u <= 1 (fdlibm's log1p without the need for frexp):
         w = ONE + u
         c = _div(u - (w - ONE), w)  # rounding error of w, as a first-order correction of log(w)
         big = w > SQRT2
-        f = (w * HALF if big else w) - ONE  # exact; log(w) = big*ln2 + log(1+f)
+        f = _select(big, w * HALF, w) - ONE  # exact; log(w) = big*ln2 + log(1+f)
         s = _div(f, TWO + f)
         z = s * s
         hfsq = HALF * f * f
         # log(1+f) = 2s + s*R(z) = f - (hfsq - s*(hfsq + R)), R = z*(2/3 + 2z/5 + ...)
-        rz = z * horner(z, LOG_C)
-        tail = s * (hfsq + rz) + ((LN2_LO if big else ZERO) + c)
-        return (LN2_HI if big else ZERO) + (f - (hfsq - tail))
-
-    @_jit
-    def softplus(x):
-        """log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow, accurate for x << 0."""
-        x = ft(x)  # a float64 or int argument: this function's type, not a typing error
+        p = LOG_C0
+        for c2 in LOG_CS:
+            p = _fma(p, z, c2)
+        tail = s * (hfsq + z * p) + (_select(big, LN2_LO, ZERO) + c)
+        log1p_u = _select(big, LN2_HI, ZERO) + (f - (hfsq - tail))
         # NaN becomes 0 in the max term but reaches the log1p term and propagates.
-        return (x if x > ZERO else ZERO) + log1p_01(exp_neg(-abs(x)))
+        return _select(x > ZERO, x, ZERO) + log1p_u
 
-    return {"exp": exp, "expm1": expm1, "tanh": tanh, "sigmoid": sigmoid, "softplus": softplus}
+    return {"exp": exp, "tanh": tanh, "sigmoid": sigmoid, "softplus": softplus}
 
 
 # float64: ln2_hi = fdlibm's 0x3fe62e42fee00000 has 32 significant bits, |k| <= 1076 has 11;
@@ -295,7 +295,6 @@ exp_f32, exp_f64 = _F32["exp"], _F64["exp"]
 tanh_f32, tanh_f64 = _F32["tanh"], _F64["tanh"]
 sigmoid_f32, sigmoid_f64 = _F32["sigmoid"], _F64["sigmoid"]
 softplus_f32, softplus_f64 = _F32["softplus"], _F64["softplus"]
-_expm1_f32, _expm1_f64 = _F32["expm1"], _F64["expm1"]
 
 #: (function name, dtype name) -> scalar njit function, for the code generator.
 UNARY: dict[tuple[str, str], Callable] = {

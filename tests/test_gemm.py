@@ -196,6 +196,11 @@ def test_column_strided_operands_take_the_plain_loop(dtype):
     a = rng.standard_normal((6, 40)).astype(dtype)[:, ::2]
     w = rng.standard_normal((20, 90)).astype(dtype)[:, ::3]
     check(a, w)
+    # rows in reverse (a negative stride) and a column-strided result: matmul_step's entry
+    # point rebuilds both from their strides
+    out_big = np.full((6, 60), np.nan, dtype)
+    check(a[::-1], w, out_big[:, ::2])
+    assert np.isnan(out_big[:, 1::2]).all()  # nothing between the result's columns
 
 
 def run_in_fresh_process(code: str, cache, **env) -> None:
@@ -297,6 +302,7 @@ def test_kernels_call_the_products_by_name_without_linking_their_code():
     assert "declare i32 @lstmc_matmul_panels_float32(ptr" in ir
     assert "call i32 @lstmc_matmul_panels_float32(" in ir
     assert "_rows_into" not in ir and "_strips_into" not in ir
+    assert "_columns_tail" not in ir and "_plain_panels" not in ir  # the plain loop neither
     source = lstmc.compile(lstmc.builtin("gru"), dtype="float64").source
     assert "from lstmc_runtime.step_products import matmul_step as _matmul" in source
     assert source.index("load_step_products(_F)") < source.index("@njit")

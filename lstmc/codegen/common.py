@@ -151,13 +151,19 @@ def float_literal(value: float) -> str:
 
 
 def helpers_and_constants(
-    nodes: list[Node], target: str, decorator: str, ns: Namespace
+    nodes: list[Node], target: str, decorator: str, ns: Namespace, alias_forwards: bool = False
 ) -> list[str]:
     """The helper functions the element-wise rules call (compiled with `decorator`), then the
-    cell's constants as typed module globals. Shared by every target's module text."""
-    lines: list[str] = []
-    for name in helpers_used(nodes, target):
-        lines += ["", "", decorator, *helper_source(name).rstrip("\n").split("\n")]
+    cell's constants as typed module globals. Shared by every target's module text.
+    `alias_forwards`: a helper that only calls a transcendental function (ops.FORWARDS) is
+    that function under the helper's name, not a function of its own (on the CPU, Numba
+    inlines each call site of an inline function anew, and each level costs compile time)."""
+    used = helpers_used(nodes, target)
+    aliases = [name for name in used if alias_forwards and name in ops.FORWARDS]
+    lines = [f"{name} = {ops.FORWARDS[name]}  # inlined where called" for name in aliases]
+    for name in used:
+        if name not in aliases:
+            lines += ["", "", decorator, *helper_source(name).rstrip("\n").split("\n")]
     lines += ["", "", "# Constants of the cell, in the kernel's float type."]
     for n in nodes:
         if n.op == "const":

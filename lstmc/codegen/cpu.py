@@ -125,7 +125,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         L.add("_vm_log = np.log")
         L.add("_wide_vectors = _vmath.wide_vectors")
         L.lines += helpers_and_constants(
-            nodes, TARGET, '@njit(inline="always", error_model="numpy")', self.ns
+            nodes, TARGET, '@njit(inline="always", error_model="numpy")', self.ns, True
         )
         L.add()
         L.add()

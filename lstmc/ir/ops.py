@@ -414,15 +414,14 @@ op(
 SPEC_FUNCTIONS["concat"] = ("concat", None)
 
 
+# Helpers that are the target's transcendental function by another name: `_vm_*` are
+# lstmc_runtime.vmath's on the CPU, math.*'s on CUDA, bound by the emitter.
+FORWARDS = {f"_{fn}": f"_vm_{fn}" for fn in ("sigmoid", "tanh", "exp", "log", "softplus")}
+
 # Helper functions that element-wise rules call, in plain arithmetic so that every target can
-# compile them: `_F` is the kernel's float type; `_vm_*` are the target's transcendental
-# functions (lstmc_runtime.vmath on the CPU, math.* on CUDA), bound by the emitter.
+# compile them: `_F` is the kernel's float type.
 HELPERS = {
-    "_sigmoid": "def _sigmoid(v):\n    return _vm_sigmoid(v)\n",
-    "_tanh": "def _tanh(v):\n    return _vm_tanh(v)\n",
-    "_exp": "def _exp(v):\n    return _vm_exp(v)\n",
-    "_log": "def _log(v):\n    return _vm_log(v)\n",
-    "_softplus": "def _softplus(v):\n    return _vm_softplus(v)\n",
+    **{name: f"def {name}(v):\n    return {target}(v)\n" for name, target in FORWARDS.items()},
     "_hard_sigmoid": (
         "def _hard_sigmoid(v):\n"
         "    t = _F(0.2) * v + _F(0.5)\n"
