@@ -50,8 +50,8 @@ from lstmc_runtime.layout import (
 )
 from lstmc_runtime.tiles import make_tile
 from numba import carray, njit
-from numpy.lib.stride_tricks import as_strided
 from numba.extending import overload
+from numpy.lib.stride_tricks import as_strided
 
 __all__ = [
     "CHUNK_MAX_WEIGHT_BYTES",

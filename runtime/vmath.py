@@ -27,7 +27,7 @@ Divisions go through the ``_div`` intrinsic, so the caller's error model does no
 
 # Explicit selects spell out the NaN behaviour (min/max depend on argument order), and
 # `k == k` is the NaN test:
-# ruff: noqa: FURB136, PLR0124
+# ruff: noqa: PLR0124
 from __future__ import annotations
 
 import math
