@@ -30,7 +30,11 @@ from numba.extending import intrinsic, overload
 
 __all__ = ["load_step_products"]
 
-_STEP_SYMBOL = "lstmc_matmul_panels_{}"
+# The name says how the entry point takes its operands (with both strides of a and out, in
+# bytes): Numba's cache of a function outside lstmc that calls matmul_step keeps the call as
+# it was compiled, and under a new calling convention it should fail to find the symbol, not
+# pass it the arguments of the old one.
+_STEP_SYMBOL = "lstmc_matmul_panels_strided_{}"
 
 
 def _step_signature(dtype):

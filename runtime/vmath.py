@@ -2,9 +2,10 @@
 
 A Numba loop such as ``out[j] = math.tanh(a[j])`` stays scalar: the libm call is opaque to the
 loop vectorizer and costs ~15 ns per element.  The functions below are written in plain
-arithmetic instead -- selects (``x if c else y``), ``np.floor``, multiplications, a Horner
-polynomial and an integer-to-float bit-cast for 2**k -- so once they are inlined into a
-caller's loop, LLVM turns the whole loop into packed (ymm/zmm) instructions.
+arithmetic instead -- selects (``_select``, one LLVM select each), ``np.floor``,
+multiplications, Horner polynomials (a loop over a tuple of constants) and an integer-to-float
+bit-cast for 2**k -- so once they are inlined into a caller's loop, LLVM turns the whole loop
+into packed (ymm/zmm) instructions.
 
 The cost is the number of packed instructions, so they are counted: the polynomials run in
 fused multiply-adds (``llvm.fmuladd``, which Numba never forms by itself), sigmoid's exp of a
@@ -225,8 +226,9 @@ def _build(
         a = _select(a > TANH_SAT, TANH_SAT, a)  # avoid inf/inf; NaN passes through
         # e = exp(2a) - 1, accurate relative to the result near 0 (where it would cancel):
         # 2a = k*ln2 + r as in ``exp`` (0 <= 2a <= 2*TANH_SAT: no clamp needed, 2**k is a
-        # normal number), then s*expm1(r) + (s - 1), s = 2**k; s - 1 is exact while k <
-        # mantissa bits, expm1(r) = r + r*r*p(r).
+        # normal number), then s*expm1(r) + (s - 1), s = 2**k, expm1(r) = r + r*r*p(r).
+        # s - 1 is exact while k < mantissa bits; above (2a > ~17 in float32, ~38 in
+        # float64) it rounds, but e is then so large that the quotient below rounds to 1.
         y = a + a
         k = np.floor(_fma(y, INV_LN2, HALF))
         r = _fma(-k, LN2_LO, _fma(-k, LN2_HI, y))

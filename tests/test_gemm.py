@@ -299,8 +299,8 @@ def test_kernels_call_the_products_by_name_without_linking_their_code():
     np.testing.assert_array_equal(out, 4.0)
     # the function's module with what it links (where matmul_panels brought its tiles)
     ir = caller.overloads[caller.signatures[0]].library.get_llvm_str()
-    assert "declare i32 @lstmc_matmul_panels_float32(ptr" in ir
-    assert "call i32 @lstmc_matmul_panels_float32(" in ir
+    assert "declare i32 @lstmc_matmul_panels_strided_float32(ptr" in ir
+    assert "call i32 @lstmc_matmul_panels_strided_float32(" in ir
     assert "_rows_into" not in ir and "_strips_into" not in ir
     assert "_columns_tail" not in ir and "_plain_panels" not in ir  # the plain loop neither
     source = lstmc.compile(lstmc.builtin("gru"), dtype="float64").source

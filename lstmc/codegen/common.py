@@ -160,7 +160,7 @@ def helpers_and_constants(
     inlines each call site of an inline function anew, and each level costs compile time)."""
     used = helpers_used(nodes, target)
     aliases = [name for name in used if alias_forwards and name in ops.FORWARDS]
-    lines = [f"{name} = {ops.FORWARDS[name]}  # inlined where called" for name in aliases]
+    lines = [f"{name} = {ops.FORWARDS[name]}" for name in aliases]
     for name in used:
         if name not in aliases:
             lines += ["", "", decorator, *helper_source(name).rstrip("\n").split("\n")]
