@@ -12,7 +12,7 @@ the same time ([1, 32] x [32, 128] 0.10 us, [64, 128] x [128, 512] 48.8 us a cal
 The entry point's code (`gemm._step_entry`, which also holds the plain loop for operands
 whose rows are not contiguous) stays in lstmc_runtime.gemm: Numba's cache of a function
 follows its own file, and that code is gemm's. With the plain loop linked into the caller
-(the overload below called it), each kernel compiled ~0.3 s longer.
+(the overload below called it), each kernel compiled 0.3-0.6 s longer.
 """
 
 from __future__ import annotations
