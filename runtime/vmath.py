@@ -171,10 +171,11 @@ def _build(
     SUB_SCALE = ft(2.0 ** -float(SUB_SHIFT))
     LOG_C = tuple(ft(2.0 / (2 * n + 1)) for n in range(log_deg, 0, -1))
 
-    # The functions are written out flat, each in one piece: Numba inlines a function by
-    # copying its IR block by block, once per call site and once more for every function
-    # it calls in turn, so helpers called from helpers (and the blocks of `a if c else b`)
-    # made up most of a kernel's compile time (layernorm_lstm cold 5.0-5.3 s, 4.3 s flat).
+    # The functions are written out flat, each in one piece but for exp_neg, which sigmoid
+    # and softplus call: Numba inlines a function by copying its IR block by block, once per
+    # call site and once more for every function it calls in turn, so helpers called from
+    # helpers (and the blocks of `a if c else b`) took much of a kernel's compile time
+    # (layernorm_lstm cold 5.0-5.3 s before, 4.3 s flat).
     # Selects are `_select`, the polynomials a loop over a tuple of constants.
     EXP_C0, EXP_CS = EXP_C[0], EXP_C[1:]
     EXPM1_C0, EXPM1_CS = EXPM1_C[0], EXPM1_C[1:]
