@@ -625,7 +625,8 @@ def write_results(
     step_rows=(),
     scaling=(),
     small_rows=(),
-):
+) -> Path:
+    """Write this CPU's block of RESULTS.md and its chart; return the chart's path."""
     date = datetime.date.today().isoformat()
     model = cpu_model()
     slug = cpu_slug(model)
@@ -777,6 +778,7 @@ def write_results(
         fig.savefig(HERE / chart, dpi=100)
     except ImportError:
         print("matplotlib missing: no chart written")
+    return HERE / chart
 
 
 def main() -> None:
@@ -808,7 +810,7 @@ def main() -> None:
     scaling.append(two_core_scaling())
     print(f"two-core scaling at the end: {scaling[1]:.2f}", flush=True)
     if not args.no_write:
-        write_results(
+        chart = write_results(
             grid_rows,
             var_rows,
             gemm,
@@ -822,7 +824,6 @@ def main() -> None:
             scaling,
             small_rows,
         )
-        chart = HERE / f"cpu_ratios_{cpu_slug(cpu_model())}.png"
         print(f"wrote {HERE / 'RESULTS.md'} and {chart}")
 
 

@@ -79,22 +79,21 @@ MAIN_ROWS = 6
 MAIN_VECS = 4 if _AVX512 else 2
 # A weight larger than L2 streams in from L3 or memory once per product: there (where
 # SOFTWARE_PREFETCH), blocks of STREAM_ROWS rows x 2 vectors (one panel) go through it once,
-# prefetching the next panel
-# (_streamed_rows_into). 8 rows cover B = 16 and 64 with no rows left over, which a 6-row
-# block leaves (4) and which then read the weight a second time: [16, 512] x [512, 2048]
-# took 86 GFLOP/s with 6 x 4 tiles and the 4 rows after, 122 this way. The same blocks,
-# without the prefetch, take row counts that 8 divides and 6 leaves 2 of (8 rows, a batch
-# of 16 split in two): the 2 rows' tile has 8 accumulators ([8, 128] x [128, 512]: 164
+# prefetching the next panel (_streamed_rows_into). 8 rows cover B = 16 and 64 with no rows left
+# over, which a 6-row block leaves (4) and which then read the weight a second time: [16, 512] x
+# [512, 2048] took 86 GFLOP/s with 6 x 4 tiles and the 4 rows after, 122 this way. The same
+# blocks, without the prefetch, take row counts that 8 divides and 6 leaves 2 of (8 rows, a
+# batch of 16 split in two): the 2 rows' tile has 8 accumulators ([8, 128] x [128, 512]: 164
 # GFLOP/s as 8 x 2, 152 as 6 x 4 and 2 x 4).
 STREAM_ROWS = 8 if _AVX512 else 6
 # From STRIP_MIN_ROWS rows on (where SOFTWARE_PREFETCH), a weight larger than L2 goes by in
 # strips of the main tile's width instead (_strips_into): 6-row blocks of MAIN_VECS vectors,
-# prefetching the next strip, the rows after the blocks done in the same strip. One core of a Xeon (2 MB L2), float32,
-# GFLOP/s, 8 x 2 blocks -> strips, measured in turns: [64, 512] x [512, 1024] 160 -> 176,
-# [64, 512] x [512, 2048] 156 -> 175, [32, 512] x [512, 2048] 148 -> 160, [64, 1024] x
-# [1024, 2048] 156 -> 174; both cores at once, each its own product: 148 -> 161, 145 -> 157,
-# 142 -> 148, 154 -> 168. At 16 rows and fewer, the 8 x 2 blocks stay ahead ([16, 512] x
-# [512, 2048] 144 -> 143, [8, 512] x [512, 2048] 114 -> 93).
+# prefetching the next strip, the rows after the blocks done in the same strip. One core of a
+# Xeon (2 MB L2), float32, GFLOP/s, 8 x 2 blocks -> strips, measured in turns: [64, 512] x
+# [512, 1024] 160 -> 176, [64, 512] x [512, 2048] 156 -> 175, [32, 512] x [512, 2048]
+# 148 -> 160, [64, 1024] x [1024, 2048] 156 -> 174; both cores at once, each its own product:
+# 148 -> 161, 145 -> 157, 142 -> 148, 154 -> 168. At 16 rows and fewer, the 8 x 2 blocks stay
+# ahead ([16, 512] x [512, 2048] 144 -> 143, [8, 512] x [512, 2048] 114 -> 93).
 STRIP_MIN_ROWS = 32
 _FOUR_ROW_VECS = 4 if _AVX512 else 3
 _ROWS_AT_ONCE = 256  # rows of a per pass over w: 256 x K=512 float32 is 512 KB, in L2
@@ -252,8 +251,7 @@ def _step_entry(a_p, m, k, a_s0, a_s1, w_p, panels, k_w, panel, out_p, n, out_s0
     if (
         a_s1 != item
         or out_s1 != item
-        or (m > 1 and (a_s0 < k * item or out_s0 < n * item))
-        or (m > 1 and (a_s0 % item != 0 or out_s0 % item != 0))
+        or (m > 1 and (a_s0 < k * item or out_s0 < n * item or a_s0 % item or out_s0 % item))
     ):
         # unchecked views from the first elements' addresses, as NumPy's own strides say
         a = as_strided(carray(a_p, (1,)), (m, k), (a_s0, a_s1))
