@@ -29,19 +29,23 @@ def test_matches_long_double_statistics(n, start, shift, dtype, seed, batched):
         rows[1] = row
         out = np.full((3, 3), np.nan)
         rows_mean_inv_std(rows, start, n, 1e-5, out)
-        mean, inv = out[1, 0], out[1, 1]
+        mean, inv = out[0, 1], out[1, 1]
     else:
         mean, inv = mean_inv_std(row, start, n, 1e-5)
     seg = row[start : start + n].astype(LD)
     ref_mean = seg.mean()
     ref_var = ((seg - ref_mean) ** 2).mean()
-    # Float64 sums of n terms in any order: error <= n * u * sum|term| (Higham 4.3). The sums
-    # are of d = x - K (K = the first value); the variance S2/n - (S1/n)^2 then carries the
-    # rounding of S2 and of S1^2/n, both at most (n + 3) * u * (S2 + S1^2/n) / n.
+    # Sums of n terms in any order, in the row's type (unit roundoff u): error <= n * u *
+    # sum|term| (Higham 4.3). The sums are of d = x - K (K = the first value; d itself rounded
+    # once in float32); the mean K + S1/n and everything after the sums are float64. The
+    # variance S2/n - (S1/n)^2 then carries the rounding of S2 and of S1^2/n, both at most
+    # (n + 3) * u * (S2 + S1^2/n) / n.
+    u = np.finfo(dtype).eps / 2
     d = seg - seg[0]
     s1, s2 = d.sum(), (d * d).sum()
-    assert abs(mean - ref_mean) <= (n + 2) * U64 * (abs(seg[0]) + np.abs(d).sum() / n)
-    var_err = (n + 3) * U64 * (s2 + s1 * s1 / n) / n
+    abs_mean_d = np.abs(d).sum() / n
+    assert abs(mean - ref_mean) <= (n + 2) * u * abs_mean_d + 3 * U64 * (abs(seg[0]) + abs_mean_d)
+    var_err = (n + 3) * u * (s2 + s1 * s1 / n) / n
     ref_inv = 1 / np.sqrt(ref_var + LD(1e-5))
     # 1/sqrt(v) has relative error var_err / (2 v), plus the rounding of sqrt and the division.
     assert abs(inv - ref_inv) <= (var_err / (2 * (ref_var + LD(1e-5))) + 3 * U64) * ref_inv
@@ -76,8 +80,8 @@ def test_nan_propagates_and_results_repeat():
 def test_rows_nan_stays_in_its_row():
     rows = np.random.default_rng(1).standard_normal((4, 70)).astype(np.float32)
     rows[2, 40] = np.nan
-    out = np.empty((4, 3))
+    out = np.empty((3, 4))
     rows_mean_inv_std(rows, 5, 64, 1e-5, out)
-    assert np.isnan(out[2, :2]).all()
+    assert np.isnan(out[:2, 2]).all()
     for r in (0, 1, 3):
-        assert (out[r, 0], out[r, 1]) == pytest.approx(mean_inv_std(rows[r], 5, 64, 1e-5), 1e-14)
+        assert (out[0, r], out[1, r]) == pytest.approx(mean_inv_std(rows[r], 5, 64, 1e-5), 1e-14)

@@ -260,7 +260,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
                         )
                 for n in self.norms_of.get(id(item), []):
                     L.add(
-                        f"{self.stats_buffer(n)} = np.empty((nb, 3))"
+                        f"{self.stats_buffer(n)} = np.empty((3, nb))"
                         f"  # %{n.name}'s (mean, 1/std) per row, float64"
                     )
                 if item.kind == "group":

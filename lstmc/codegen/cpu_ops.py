@@ -245,11 +245,11 @@ class CpuStructuralOps:
         v = node.operands[0]
         n = self.size(node.shape[0])
         hi, lo, inv = names
-        # Row statistics in float64, as the reference does (lstmc_runtime.rows); in the time
-        # loop, emit_rows_stats computed them for all rows of the chunk.
+        # Row statistics as float64, from sums in the kernel's type (lstmc_runtime.rows); in
+        # the time loop, emit_rows_stats computed them for all rows of the chunk.
         if phase == "step" and node.name in self.acc.folded:
             buf = self.stats_buffer(node)
-            L.add(f"mean, inv = {buf}[r, 0], {buf}[r, 1]  # %{node.name}")
+            L.add(f"mean, inv = {buf}[0, r], {buf}[1, r]  # %{node.name}")
         else:
             base, offset = self.sched.base(v)
             L.add(
@@ -269,7 +269,7 @@ class CpuStructuralOps:
 
     def emit_rows_stats(self, L, node: Node) -> None:
         """The row statistics of layer norm `node` for every row of the chunk, in the time
-        loop, into its [nb, 3] buffer (lstmc_runtime.rows.rows_mean_inv_std)."""
+        loop, into its [3, nb] buffer (lstmc_runtime.rows.rows_mean_inv_std)."""
         base, offset = self.sched.base(node.operands[0])
         arr = self.acc.array(base)
         if base.op == "input" or (base.op != "state" and self.sched.phase[base.name] == "seq"):
