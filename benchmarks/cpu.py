@@ -512,21 +512,82 @@ _TIMING_CODE = textwrap.dedent("""\
     """)
 
 
+# The baseline the issue names: a plain LSTM written by hand with numba.njit(cache=True) (the
+# input product hoisted, one np.dot a step, a scalar element-wise loop), timed the same way
+# (the clock starts before Numba is imported, as it does before lstmc.compile imports it).
+# Numba's own import, its BLAS check (scipy.linalg) and its registries are in both figures.
+_PLAIN_NJIT_LSTM = textwrap.dedent("""\
+    import numpy as np
+    from numba import njit
+
+    @njit(cache=True)
+    def lstm(x, w_x, w_h, bias, h, c):
+        T, B, _ = x.shape
+        H = h.shape[1]
+        y = np.empty((T, B, H), x.dtype)
+        gates_x = np.dot(x.reshape(T * B, x.shape[2]), w_x).reshape(T, B, 4 * H)
+        for t in range(T):
+            gates = gates_x[t] + np.dot(h, w_h) + bias
+            for b in range(B):
+                for j in range(H):
+                    i = 1 / (1 + np.exp(-gates[b, j]))
+                    f = 1 / (1 + np.exp(-gates[b, H + j]))
+                    g = np.tanh(gates[b, 2 * H + j])
+                    o = 1 / (1 + np.exp(-gates[b, 3 * H + j]))
+                    c[b, j] = f * c[b, j] + i * g
+                    h[b, j] = o * np.tanh(c[b, j])
+            y[t] = h
+        return y
+    """)
+
+_PLAIN_TIMING_CODE = textwrap.dedent("""\
+    import json, time
+    import numpy as np
+    start = time.perf_counter()
+    from plain_njit_lstm import lstm
+
+    def call(T, B, n):
+        z = lambda *shape: np.zeros(shape, np.float32)
+        lstm(z(T, B, n), z(n, 4 * n), z(n, 4 * n), z(4 * n), z(B, n), z(B, n))
+
+    call(2, 1, 8)
+    tiny = time.perf_counter() - start
+    call(100, 64, 128)
+    print(json.dumps([tiny, time.perf_counter() - start]))
+    """)
+
+PLAIN_NJIT_ROW = "plain njit lstm (Numba alone)"
+
+
+def _cold_then_warm(args, env, cwd=None) -> list:
+    times = []
+    for _ in range(2):  # cold (empty cache), then warm (cached)
+        out = subprocess.run(
+            [sys.executable, "-c", *args],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        times.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return times
+
+
 def compile_times(names) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "LSTMC_CACHE_DIR": cache}
-        for name in names:
-            times = []
-            for _ in range(2):  # cold (empty cache), then warm (cached)
-                out = subprocess.run(
-                    [sys.executable, "-c", _TIMING_CODE, name],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                times.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        plain = Path(cache) / "plain"
+        plain.mkdir()
+        (plain / "plain_njit_lstm.py").write_text(_PLAIN_NJIT_LSTM)
+        jobs = [(name, [_TIMING_CODE, name], env, None) for name in names]
+        # lstmc's runs keep Numba's cache where it is: there lstmc_runtime's own functions
+        # are cached already (by the runs before (d)), and "cold" means lstmc's cache empty
+        plain_env = {**env, "NUMBA_CACHE_DIR": str(plain / "cache")}
+        jobs.append((PLAIN_NJIT_ROW, [_PLAIN_TIMING_CODE], plain_env, plain))
+        for name, args, job_env, cwd in jobs:
+            times = _cold_then_warm(args, job_env, cwd)
             (cold, cold_all), (warm, warm_all) = times
             rows.append(
                 dict(cell=name, cold_s=cold, warm_s=warm, cold_all_s=cold_all, warm_all_s=warm_all)
@@ -719,7 +780,9 @@ def write_results(
         "Each in a fresh process: import, `lstmc.compile` and a first call of tiny sizes (T=2,",
         "B=1, every size 8: one thread); then, in the same process, a call with every size 128,",
         "B=64, T=100, which splits the work across threads through other compiled functions",
-        "(+ large: the total of both, the large call's own ~30 ms included).",
+        "(+ large: the total of both, the large call's own ~30 ms included). The last row is",
+        "the issue's baseline, a plain LSTM written with `numba.njit(cache=True)` and timed the",
+        "same way: what Numba alone costs on this machine.",
         "",
         "| cell | cold s | warm s | cold s, + large | warm s, + large |",
         "|---|---|---|---|---|",
