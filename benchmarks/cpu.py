@@ -8,7 +8,8 @@
 (c) the machine's float32 GEMM throughput (torch and NumPy's BLAS) and the share of it the
     compiled LSTM reaches at H=512, B=64 (the LSTM and torch.mm timed in turns);
 (d) cold compile and warm (cached) load time per cell, each in a fresh process: to a first
-    call of tiny sizes, and to a call of all sizes 128, B=64 after it (the split path);
+    call of tiny sizes, and to a call of all sizes 128, B=64 after it (the split path); and
+    the same for a plain LSTM written with numba.njit(cache=True), Numba's own cost here;
 (e) what each pass and thread plan bought; (f) float32 sigmoid/tanh per element and the cost
     of a one-step call, against torch's.
 Both sides use the same number of threads. Results go to benchmarks/RESULTS.md, between the
@@ -593,7 +594,7 @@ def compile_times(names) -> list[dict]:
                 dict(cell=name, cold_s=cold, warm_s=warm, cold_all_s=cold_all, warm_all_s=warm_all)
             )
             print(
-                f"{name:15s} cold compile {cold:6.2f} s   warm load {warm:5.2f} s   "
+                f"{name:29s} cold compile {cold:6.2f} s   warm load {warm:5.2f} s   "
                 f"with a large call: cold {cold_all:6.2f} s, warm {warm_all:5.2f} s",
                 flush=True,
             )
