@@ -245,8 +245,8 @@ class CpuStructuralOps:
         v = node.operands[0]
         n = self.size(node.shape[0])
         hi, lo, inv = names
-        # Row statistics as float64, from sums in the kernel's type (lstmc_runtime.rows); in
-        # the time loop, emit_rows_stats computed them for all rows of the chunk.
+        # Row statistics in float64, as the reference does (lstmc_runtime.rows); in the time
+        # loop, emit_rows_stats computed them for all rows of the chunk.
         if phase == "step" and node.name in self.acc.folded:
             buf = self.stats_buffer(node)
             L.add(f"mean, inv = {buf}[0, r], {buf}[1, r]  # %{node.name}")
