@@ -38,8 +38,17 @@ CELLS_DIR = REPO / "lstmc" / "cells"
 DESIGN = REPO.parent / "shared" / "DESIGN.md"
 
 SHIPPED = [
-    "lstm", "peephole_lstm", "cifg_lstm", "gru", "gru_cho", "mgu",
-    "rnn_tanh", "rnn_relu", "lstmp", "layernorm_lstm", "indrnn",
+    "lstm",
+    "peephole_lstm",
+    "cifg_lstm",
+    "gru",
+    "gru_cho",
+    "mgu",
+    "rnn_tanh",
+    "rnn_relu",
+    "lstmp",
+    "layernorm_lstm",
+    "indrnn",
 ]
 
 

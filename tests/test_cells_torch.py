@@ -53,9 +53,18 @@ def _lstm_params(m, proj=False):
     b = _np(m.bias_ih_l0) + _np(m.bias_hh_l0)
     b_i, b_f, b_g, b_o = np.split(b, 4)
     p = {
-        "W_i": W_i, "W_f": W_f, "W_g": W_g, "W_o": W_o,
-        "U_i": U_i, "U_f": U_f, "U_g": U_g, "U_o": U_o,
-        "b_i": b_i, "b_f": b_f, "b_g": b_g, "b_o": b_o,
+        "W_i": W_i,
+        "W_f": W_f,
+        "W_g": W_g,
+        "W_o": W_o,
+        "U_i": U_i,
+        "U_f": U_f,
+        "U_g": U_g,
+        "U_o": U_o,
+        "b_i": b_i,
+        "b_f": b_f,
+        "b_g": b_g,
+        "b_o": b_o,
     }
     if proj:
         p["W_hr"] = _np(m.weight_hr_l0)
@@ -68,15 +77,27 @@ def _gru_params(m):
     b_ir, b_iz, b_in = _split(m.bias_ih_l0, 3)
     b_hr, b_hz, b_hn = _split(m.bias_hh_l0, 3)
     return {
-        "W_ir": W_ir, "W_iz": W_iz, "W_in": W_in, "W_hr": W_hr, "W_hz": W_hz, "W_hn": W_hn,
-        "b_ir": b_ir, "b_iz": b_iz, "b_in": b_in, "b_hr": b_hr, "b_hz": b_hz, "b_hn": b_hn,
+        "W_ir": W_ir,
+        "W_iz": W_iz,
+        "W_in": W_in,
+        "W_hr": W_hr,
+        "W_hz": W_hz,
+        "W_hn": W_hn,
+        "b_ir": b_ir,
+        "b_iz": b_iz,
+        "b_in": b_in,
+        "b_hr": b_hr,
+        "b_hz": b_hz,
+        "b_hn": b_hn,
     }
 
 
 def _rnn_params(m):
     return {
-        "W_ih": _np(m.weight_ih_l0), "W_hh": _np(m.weight_hh_l0),
-        "b_ih": _np(m.bias_ih_l0), "b_hh": _np(m.bias_hh_l0),
+        "W_ih": _np(m.weight_ih_l0),
+        "W_hh": _np(m.weight_hh_l0),
+        "b_ih": _np(m.bias_ih_l0),
+        "b_hh": _np(m.bias_hh_l0),
     }
 
 
