@@ -535,13 +535,20 @@ def test_aligned_arrays_are_aligned_disjoint_and_of_their_shapes(shapes, dtype):
         assert (a == i).all()
 
 
-@pytest.mark.parametrize("split", ["units", "batch"])
-def test_split_calls_return_aligned_outputs_and_state(split):
+@pytest.mark.parametrize(
+    "name, split",
+    [("lstm", "units"), ("lstm", "batch"), ("layernorm_lstm", "batch")],
+    ids=["lstm-units", "lstm-batch", "layernorm_lstm-batch"],
+)
+def test_split_calls_return_aligned_outputs_and_state(name, split):
     """What the threads write side by side (outputs, the state the call returns) starts on
-    ALIGN bytes, whichever of the two state buffers the last step wrote."""
+    ALIGN bytes, whichever of the two state buffers the last step wrote. layernorm_lstm has
+    no unit split: its batch split runs through `_launch`, whose spare state np.empty_like
+    made on malloc's 16 bytes (two threads then wrote the cache line where their rows meet)."""
     from lstmc_runtime.kernel import ALIGN
 
-    kernel = lstmc.compile(lstmc.builtin("lstm"))
+    kernel = lstmc.compile(lstmc.builtin(name))
+    assert hasattr(kernel.module, "_launch_columns") == (name == "lstm")
     packed = kernel.pack(kernel.init_params(input=8, hidden=64))
     kernel.threads, kernel.split = 2, split
     for T in (3, 4):  # the final state is the spare one after an odd number of steps

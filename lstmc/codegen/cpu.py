@@ -102,10 +102,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         if self.columns is not None and self.columns.hoisted:
             L.add("from lstmc_runtime.layout import chunk_steps as _chunk_steps")
         L.add("from lstmc_runtime.layout import L2_BYTES as _L2_BYTES")
-        L.add(
-            "from lstmc_runtime.kernel import CpuKernel"
-            + (", aligned_like" if self.columns is not None else "")
-        )
+        L.add("from lstmc_runtime.kernel import CpuKernel, aligned_like")
         if self.graph.find("layer_norm"):
             L.add("from lstmc_runtime.rows import mean_inv_std as _mean_inv_std")
             L.add("from lstmc_runtime.rows import rows_mean_inv_std as _rows_mean_inv_std")

@@ -68,7 +68,13 @@ class CpuGlue:
             if pro_units
             else "    pro = ()  # the prologue's only work, the input projection, is per thread"
         )
-        spare = "    spare = {name: np.empty_like(a) for name, a in state.items()}"
+        # The chunks' threads write their rows of the spare state side by side, as they do the
+        # state's (which Kernel.__call__ aligns): from 128 bytes on, or the rows where two
+        # chunks meet share a cache line that both threads write every other step.
+        spare = (
+            "    spare = {name: np.empty_like(a) for name, a in state.items()} if one"
+            " else aligned_like(state)  # split: each array on 128 bytes"
+        )
         lines = [
             "def _launch(x, state, arrays, outputs, sizes, run_chunks, work):",
             '    """Run the prologue, then the time loop, on chunks of batch rows (in parallel',
