@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 from lstmc_runtime import threads as _threads
 from lstmc_runtime.errors import KernelArgumentError
-from lstmc_runtime.layout import to_panels
+from lstmc_runtime.layout import ALIGN_BYTES, to_panels
 from lstmc_runtime.packing import PackedParams, check_float, describe, pack_weights
 from lstmc_runtime.signature import Signature, size_value
 from lstmc_runtime.threads import chunk_bounds, hold_blas, plan_call
@@ -30,7 +30,7 @@ from lstmc_runtime.torch_tensors import as_numpy, is_torch, to_torch
 # unit split cuts rows on 128-byte boundaries too (packing.unit_bounds): two threads writing
 # the same 128-byte pair of cache lines (the unit the CPU's adjacent-line prefetcher moves)
 # made a column-split step 10x slower (H=128, B=1: 6.2 ms against 0.69 ms aligned).
-ALIGN = 128
+ALIGN = ALIGN_BYTES
 
 
 def _address(raw: np.ndarray) -> int:

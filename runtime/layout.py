@@ -12,6 +12,7 @@ weight layout and input-projection chunks that follow from them.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 
@@ -114,3 +115,21 @@ def chunk_steps(T, B, width, weight_elements, itemsize):
     if per_step == 0 or weight_elements * itemsize > CHUNK_MAX_WEIGHT_BYTES:
         return max(T, 1)
     return max(1, min(T, CHUNK_BYTES // per_step))
+
+
+# Memory that two threads write side by side starts on this many bytes: a pair of 64-byte
+# cache lines, the unit the adjacent-line prefetcher moves (lstmc_runtime.kernel.ALIGN).
+ALIGN_BYTES = 128
+# Elements a workspace holds beyond its buffers for each buffer's start on ALIGN_BYTES:
+# 128 bytes of float32 (float64 needs 16).
+ALIGN_SLACK = 32
+
+
+@njit(nogil=True, inline="always")
+def aligned_index(work, i):
+    """The first index j >= i of the 1-D `work` whose element starts on ALIGN_BYTES. A
+    prologue carves its hoisted [T, B, n] buffers from a workspace that the batch split's
+    threads fill side by side, each its rows of every step; from malloc's 32 bytes, the
+    rows where two threads' chunks meet shared a cache line."""
+    at = np.intp(work.ctypes.data) + np.intp(i) * work.itemsize
+    return np.intp(i) + (-at) % ALIGN_BYTES // work.itemsize

@@ -535,6 +535,55 @@ def test_aligned_arrays_are_aligned_disjoint_and_of_their_shapes(shapes, dtype):
         assert (a == i).all()
 
 
+@given(
+    offset=st.integers(0, 300),
+    start=st.integers(0, 200),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_aligned_index_is_the_first_index_on_align_bytes(offset, start, dtype):
+    """aligned_index(work, i), which carves a prologue's hoisted buffers from its workspace:
+    the first index j >= i whose element starts on ALIGN_BYTES, within ALIGN_SLACK of i."""
+    from lstmc_runtime.layout import ALIGN_BYTES, ALIGN_SLACK, aligned_index
+    from numba import njit
+
+    work = np.empty(offset + start + 2 * ALIGN_SLACK + 8, dtype)[offset:]  # any alignment
+    j = njit(lambda w, i: aligned_index(w, i))(work, start)
+    assert start <= j < start + ALIGN_BYTES // work.itemsize <= start + ALIGN_SLACK
+    assert work[j:].ctypes.data % ALIGN_BYTES == 0
+
+
+def test_hoisted_buffers_start_on_align_bytes_in_a_misaligned_workspace(monkeypatch):
+    """The batch split's threads fill their rows of the prologue's hoisted buffers side by
+    side: each buffer starts on ALIGN_BYTES wherever the workspace starts, and the results
+    are those of one thread."""
+    from lstmc_runtime.layout import ALIGN_BYTES
+
+    kernel = lstmc.compile(lstmc.builtin("layernorm_lstm"))
+    module = kernel.module
+    packed = kernel.pack(kernel.init_params(input=8, hidden=24))
+    x = np.random.default_rng(0).standard_normal((5, 16, 8)).astype(np.float32)
+    kernel.threads = 1
+    want_y, want_state = kernel(x, packed)
+    prologue, starts = module._prologue, []
+
+    def misaligned(*args):
+        *head, work, t0, t1, b0, b1 = args
+        if work.size == 0:  # the first call: a workspace 4 bytes off any vector boundary
+            work = np.empty(1 << 16, work.dtype)[1:]
+        pro = prologue(*head, work, t0, t1, b0, b1)
+        starts.extend(a.ctypes.data % ALIGN_BYTES for a in pro[:-1] if isinstance(a, np.ndarray))
+        return pro
+
+    monkeypatch.setattr(module, "_prologue", misaligned)
+    kernel.threads, kernel.split = 2, "batch"
+    kernel.release_workspace()  # this thread's next call grows a new one, misaligned
+    y, state = kernel(x, packed)
+    assert kernel.last_plan.threads == 2 and starts and set(starts) == {0}
+    np.testing.assert_array_equal(y, want_y)
+    for name in want_state:
+        np.testing.assert_array_equal(state[name], want_state[name])
+
+
 @pytest.mark.parametrize(
     "name, split",
     [("lstm", "units"), ("lstm", "batch"), ("layernorm_lstm", "batch")],

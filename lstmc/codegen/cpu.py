@@ -102,6 +102,8 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         if self.columns is not None and self.columns.hoisted:
             L.add("from lstmc_runtime.layout import chunk_steps as _chunk_steps")
         L.add("from lstmc_runtime.layout import L2_BYTES as _L2_BYTES")
+        L.add("from lstmc_runtime.layout import ALIGN_SLACK as _ALIGN_SLACK")
+        L.add("from lstmc_runtime.layout import aligned_index as _aligned_index")
         L.add("from lstmc_runtime.kernel import CpuKernel, aligned_like")
         if self.graph.find("layer_norm"):
             L.add("from lstmc_runtime.rows import mean_inv_std as _mean_inv_std")
@@ -219,10 +221,12 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
                 L.add("# call. This call fills steps [t0, t1) of rows [b0, b1) of them: the glue")
                 L.add("# calls it once with no steps to size `work`, then for all steps of its")
                 L.add("# threads' chunks of rows.")
-                L.add(f"need = T * B * ({' + '.join(terms)})")
+                L.add("# Each buffer starts on 128 bytes (the batch split's threads write their")
+                L.add("# rows of it side by side): ALIGN_SLACK elements of room each.")
+                L.add(f"need = T * B * ({' + '.join(terms)}) + {len(terms)} * _ALIGN_SLACK")
                 L.add("if work.size < need:")
                 L.add("    work = np.empty(need, _F)")
-                L.add("wo = 0")
+                L.add("wo = _aligned_index(work, 0)")
             L.lines += body.lines
             values = [self.value_name(n) for n in self.prologue_values(skip)] + ["work"]
             L.add("return (" + ", ".join(values) + ("," if len(values) == 1 else "") + ")")
@@ -353,7 +357,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         """`name` = the next [T, B, n] block of the prologue's workspace (emit_prologue)."""
         n = n if n.replace("_", "").replace(" * ", "").isalnum() else f"({n})"
         L.add(f"{name} = work[wo : wo + T * B * {n}].reshape((T, B, {n}))")
-        L.add(f"wo += T * B * {n}")
+        L.add(f"wo = _aligned_index(work, wo + T * B * {n})")
         self.work_terms.append(n)
 
     @staticmethod
