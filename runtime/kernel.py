@@ -26,10 +26,13 @@ from lstmc_runtime.signature import Signature, size_value
 from lstmc_runtime.threads import chunk_bounds, hold_blas, plan_call
 from lstmc_runtime.torch_tensors import as_numpy, is_torch, to_torch
 
-# Arrays that several threads write (state, outputs) start on a 128-byte boundary, and the
-# unit split cuts rows on 128-byte boundaries too (packing.unit_bounds): two threads writing
-# the same 128-byte pair of cache lines (the unit the CPU's adjacent-line prefetcher moves)
-# made a column-split step 10x slower (H=128, B=1: 6.2 ms against 0.69 ms aligned).
+# Arrays that several threads write (state, spare state, outputs, the prologue's hoisted
+# buffers: layout.aligned_index) start on a 128-byte boundary, and the unit split cuts rows
+# on 128-byte boundaries too (packing.unit_bounds): two threads writing the same 128-byte
+# pair of cache lines (the unit the CPU's adjacent-line prefetcher moves) made a column-split
+# step 10x slower (H=128, B=1: 6.2 ms against 0.69 ms aligned). The batch split's cuts
+# (threads.chunk_bounds) are not rounded: rows of a multiple of 128 bytes, or an even cut
+# of them, meet on a boundary, other sizes share the one line where two chunks meet.
 ALIGN = ALIGN_BYTES
 
 

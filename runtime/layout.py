@@ -127,9 +127,12 @@ ALIGN_SLACK = 32
 
 @njit(nogil=True, inline="always")
 def aligned_index(work, i):
-    """The first index j >= i of the 1-D `work` whose element starts on ALIGN_BYTES. A
-    prologue carves its hoisted [T, B, n] buffers from a workspace that the batch split's
-    threads fill side by side, each its rows of every step; from malloc's 32 bytes, the
-    rows where two threads' chunks meet shared a cache line."""
+    """The first index j >= i of the 1-D `work` whose element starts on ALIGN_BYTES (its data
+    on a multiple of its itemsize, as np.empty's is). A prologue carves its hoisted [T, B, n]
+    buffers from a workspace that the batch split's threads fill side by side, each its rows
+    of every step, once a call. From np.empty's 32 bytes (Numba's), the rows where two
+    chunks meet could share a cache line; from 128 they share none where a chunk's rows of a
+    step are a multiple of 128 bytes (B * n * itemsize and the cut's rows, as for most sizes).
+    """
     at = np.intp(work.ctypes.data) + np.intp(i) * work.itemsize
     return np.intp(i) + (-at) % ALIGN_BYTES // work.itemsize

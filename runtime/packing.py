@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 from lstmc_runtime.errors import KernelArgumentError
+from lstmc_runtime.layout import ALIGN_BYTES as _ALIGN_BYTES
 from lstmc_runtime.signature import size_value
 
 
@@ -82,7 +83,6 @@ def pack_weights(
 # Thread boundaries between units fall on multiples of 128 bytes: two threads writing one
 # 128-byte pair of cache lines slow each other down 10x (see lstmc_runtime.kernel.ALIGN), and
 # each thread's element-wise loop runs whole vectors.
-_ALIGN_BYTES = 128
 
 
 def unit_bounds(extent: int, threads: int, itemsize: int = 4) -> list[int]:

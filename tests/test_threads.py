@@ -10,8 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lstmc_runtime import threads as rt_threads
 from lstmc_runtime.gemm import to_panels
+from lstmc_runtime.layout import ALIGN_BYTES, ALIGN_SLACK, aligned_index
 from lstmc_runtime.packing import split_units, unit_bounds
 from lstmc_runtime.sync import FLAG_STRIDE, barrier, new_flags
+from numba import njit
 
 import lstmc
 from lstmc.codegen.cpu_columns import column_plan
@@ -535,6 +537,11 @@ def test_aligned_arrays_are_aligned_disjoint_and_of_their_shapes(shapes, dtype):
         assert (a == i).all()
 
 
+@njit
+def _aligned_index(work, i):
+    return aligned_index(work, i)
+
+
 @given(
     offset=st.integers(0, 300),
     start=st.integers(0, 200),
@@ -543,25 +550,39 @@ def test_aligned_arrays_are_aligned_disjoint_and_of_their_shapes(shapes, dtype):
 def test_aligned_index_is_the_first_index_on_align_bytes(offset, start, dtype):
     """aligned_index(work, i), which carves a prologue's hoisted buffers from its workspace:
     the first index j >= i whose element starts on ALIGN_BYTES, within ALIGN_SLACK of i."""
-    from lstmc_runtime.layout import ALIGN_BYTES, ALIGN_SLACK, aligned_index
-    from numba import njit
-
     work = np.empty(offset + start + 2 * ALIGN_SLACK + 8, dtype)[offset:]  # any alignment
-    j = njit(lambda w, i: aligned_index(w, i))(work, start)
+    j = _aligned_index(work, start)
     assert start <= j < start + ALIGN_BYTES // work.itemsize <= start + ALIGN_SLACK
     assert work[j:].ctypes.data % ALIGN_BYTES == 0
 
 
-def test_hoisted_buffers_start_on_align_bytes_in_a_misaligned_workspace(monkeypatch):
-    """The batch split's threads fill their rows of the prologue's hoisted buffers side by
-    side: each buffer starts on ALIGN_BYTES wherever the workspace starts, and the results
-    are those of one thread."""
-    from lstmc_runtime.layout import ALIGN_BYTES
+# Three hoisted buffers of widths 24, 3 and 24 (W x and V x stacked, tanh of V x, P of that):
+# each after the first is carved after another's end, at any alignment.
+THREE_HOISTED = """\
+cell: three_hoisted
+sizes: [input, hidden, mid]
+inputs: {x: [input]}
+state: {h: [hidden]}
+params: {W: [hidden, input], V: [mid, input], P: [hidden, mid], u: [hidden]}
+equations:
+  h_next: tanh(tanh(W @ x) + u * h + P @ tanh(V @ x))
+update: {h: h_next}
+outputs: [h_next]
+"""
 
-    kernel = lstmc.compile(lstmc.builtin("layernorm_lstm"))
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("spec", ["layernorm_lstm", THREE_HOISTED], ids=["layernorm", "three"])
+def test_hoisted_buffers_start_on_align_bytes_in_a_misaligned_workspace(monkeypatch, spec, dtype):
+    """The batch split's threads fill their rows of the prologue's hoisted buffers side by
+    side: each buffer starts on ALIGN_BYTES wherever the workspace starts, inside it, and
+    the results are those of one thread."""
+    cell = lstmc.builtin(spec) if "\n" not in spec else lstmc.loads(spec, "three.yaml")
+    kernel = lstmc.compile(cell, dtype=dtype)
     module = kernel.module
-    packed = kernel.pack(kernel.init_params(input=8, hidden=24))
-    x = np.random.default_rng(0).standard_normal((5, 16, 8)).astype(np.float32)
+    sizes = {"input": 8, "hidden": 24, "mid": 3}
+    packed = kernel.pack(kernel.init_params(**{s: sizes[s] for s in kernel.signature.sizes}))
+    x = np.random.default_rng(0).standard_normal((5, 16, 8)).astype(dtype)
     kernel.threads = 1
     want_y, want_state = kernel(x, packed)
     prologue, starts = module._prologue, []
@@ -569,9 +590,12 @@ def test_hoisted_buffers_start_on_align_bytes_in_a_misaligned_workspace(monkeypa
     def misaligned(*args):
         *head, work, t0, t1, b0, b1 = args
         if work.size == 0:  # the first call: a workspace 4 bytes off any vector boundary
-            work = np.empty(1 << 16, work.dtype)[1:]
+            work = np.empty(1 << 16, np.uint8)[4 : 4 + (1 << 15)].view(work.dtype)
         pro = prologue(*head, work, t0, t1, b0, b1)
-        starts.extend(a.ctypes.data % ALIGN_BYTES for a in pro[:-1] if isinstance(a, np.ndarray))
+        for a in pro[:-1]:
+            if isinstance(a, np.ndarray) and a.size:
+                assert np.shares_memory(a, pro[-1])  # carved from the workspace
+                starts.append(a.ctypes.data % ALIGN_BYTES)
         return pro
 
     monkeypatch.setattr(module, "_prologue", misaligned)
@@ -580,8 +604,8 @@ def test_hoisted_buffers_start_on_align_bytes_in_a_misaligned_workspace(monkeypa
     y, state = kernel(x, packed)
     assert kernel.last_plan.threads == 2 and starts and set(starts) == {0}
     np.testing.assert_array_equal(y, want_y)
-    for name in want_state:
-        np.testing.assert_array_equal(state[name], want_state[name])
+    for key in want_state:
+        np.testing.assert_array_equal(state[key], want_state[key])
 
 
 @pytest.mark.parametrize(
@@ -610,5 +634,5 @@ def test_split_calls_return_aligned_outputs_and_state(name, split):
         want_y, want_state = kernel(x, packed, {"h": np.ones((16, 64), np.float32)})
         kernel.threads = 2
         np.testing.assert_array_equal(y, want_y)
-        for name in want_state:
-            np.testing.assert_array_equal(state[name], want_state[name])
+        for key in want_state:
+            np.testing.assert_array_equal(state[key], want_state[key])

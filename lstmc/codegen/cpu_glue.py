@@ -68,9 +68,10 @@ class CpuGlue:
             if pro_units
             else "    pro = ()  # the prologue's only work, the input projection, is per thread"
         )
-        # The chunks' threads write their rows of the spare state side by side, as they do the
-        # state's (which Kernel.__call__ aligns): from 128 bytes on, or the rows where two
-        # chunks meet share a cache line that both threads write every other step.
+        # The chunks' threads write their rows of the spare state side by side, every other
+        # step, as they do the state's (which Kernel.__call__ aligns): from 128 bytes on, the
+        # rows where two chunks meet share no cache line (where the cut falls on 128 bytes of
+        # rows, as it does for most sizes: lstmc_runtime.kernel.ALIGN).
         spare = (
             "    spare = {name: np.empty_like(a) for name, a in state.items()} if one"
             " else aligned_like(state)  # split: each array on 128 bytes"
