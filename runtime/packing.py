@@ -82,9 +82,7 @@ def pack_weights(
 
 # Thread boundaries between units fall on multiples of 128 bytes: two threads writing one
 # 128-byte pair of cache lines slow each other down 10x (see lstmc_runtime.kernel.ALIGN), and
-# each thread's element-wise loop runs whole vectors.
-
-
+# each thread's element-wise loop runs whole vectors (layout.ALIGN_BYTES).
 def unit_bounds(extent: int, threads: int, itemsize: int = 4) -> list[int]:
     """Split units [0, extent) into `threads` contiguous ranges of near-equal length, each cut
     moved to the nearest 128-byte boundary when that stays within a quarter share of the even
