@@ -142,7 +142,8 @@ class Kernel:
         self.calls_blas = blas_weights is None or bool(blas_weights)
         self._launch_columns = launch_columns and _taking_work(launch_columns)
         # The batch split through the module's `_cols` (chunks of rows, every unit each, the
-        # input projection a few steps at a time); modules written before it use `_launch`.
+        # input projection a few steps at a time), which one-thread calls take too, as one
+        # chunk (threads.py); modules written before it use `_launch`.
         self._launch_chunks = launch_chunks
         self.last_plan = None
         self._work = threading.local()
@@ -369,7 +370,7 @@ class Kernel:
                 final = self._launch_columns(
                     x, cur, packed.arrays, blocks, outputs, sizes, plan.run, self.workspace()
                 )
-            elif plan.mode == "batch" and self._launch_chunks is not None:
+            elif self._launch_chunks is not None and plan.mode in ("batch", "serial"):
                 (block,) = packed.unit_blocks(1, self.columns)
                 final = self._launch_chunks(
                     x, cur, packed.arrays, block, outputs, sizes, plan.run, self.workspace()
@@ -382,7 +383,7 @@ class Kernel:
         # Per-thread buffers this plan does not use: ("cols", k) of unit splits with more
         # threads, ("chunk", b0) of batch splits into other chunks.
         used = {("cols", k) for k in range(plan.threads)} if plan.mode == "units" else set()
-        if plan.mode == "batch":
+        if plan.mode in ("batch", "serial"):  # a serial call of `_launch_chunks`: one chunk
             used = {("chunk", b0) for b0 in chunk_bounds(B, plan.threads)[:-1]}
         for key in [k for k in spaces if type(k) is tuple and k not in used]:
             del spaces[key]
