@@ -4,8 +4,10 @@ Three ways, chosen per call by `plan_call` from the sizes:
 - serial: one thread runs the prologue and the time loop (every product is lstmc_runtime.gemm,
   on the calling thread). A kernel with a unit split runs it as one chunk of the batch split
   below, through its `_cols`: the one compiled function that its split calls run too, so a
-  process compiles one time loop, not two (lstm: cold compile with a one-thread call, then
-  a split one, 4.0 -> 3.3 s), and a small call makes one compiled call, not two (~1 us less);
+  process compiles one time loop, not two (cold, a one-thread call then a split one: lstm
+  4.2 -> 3.0 s, peephole_lstm 4.2 -> 2.8 s; the one-thread call alone: lstm 2.5 -> 2.8-3.0 s,
+  `_cols` compiling a little longer than `_prologue` and `_rows`), and a small call makes one
+  compiled call, not two (1-3 us less of 17-35 us at T=1);
 - batch: rows of a batch never interact, so chunks of rows run on separate threads (the
   compiled functions release the GIL): one hand-off to each pool thread a call. A kernel
   with a unit split runs its `_cols` on each chunk for every unit, the input projection a
