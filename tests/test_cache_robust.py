@@ -285,3 +285,47 @@ def test_a_corrupt_cache_of_the_step_products_entry_point_is_rebuilt(tmp_path):
         _truncated(path)
     assert run() == "warned"
     assert run() == "quiet"  # rebuilt in the cache
+
+
+def test_two_threads_compiling_the_same_spec_at_once_both_succeed(monkeypatch, tmp_path):
+    """The second thread's compile waits for the first one's import of the module (it once
+    found the module half-run in sys.modules: an AttributeError, no `kernel`)."""
+    import threading
+
+    monkeypatch.setenv("LSTMC_CACHE_DIR", str(tmp_path))
+    for trial in range(4):  # a new spec, so a new module, each trial
+        cell = lstmc.loads(
+            textwrap.dedent(f"""\
+                cell: threads_{trial}
+                sizes: [input, hidden]
+                inputs: {{x: [input]}}
+                state: {{h: [hidden]}}
+                params: {{W: [hidden, input], U: [hidden, hidden]}}
+                equations:
+                  h_next: tanh(W @ x + U @ h)
+                update: {{h: h_next}}
+                outputs: [h_next]
+                """),
+            f"threads_{trial}.yaml",
+        )
+        start = threading.Barrier(2)
+        out: list = [None, None]
+
+        def compile_it(i, cell=cell, start=start, out=out):
+            start.wait()
+            try:
+                out[i] = lstmc.compile(cell, dtype="float64")
+            except Exception as e:  # reported below
+                out[i] = e
+
+        threads = [threading.Thread(target=compile_it, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not [o for o in out if isinstance(o, Exception)], out
+        x = np.random.default_rng(trial).standard_normal((3, 2, 2))
+        params = out[0].init_params(seed=trial, input=2, hidden=3)
+        y_ref, _ = lstmc.interpret(cell, x, params)
+        for kernel in out:
+            np.testing.assert_allclose(kernel(x, params)[0], y_ref, rtol=1e-9, atol=1e-12)

@@ -267,13 +267,20 @@ def guard_numba_cache(module: ModuleType) -> None:
         _guard(numba_cache)
 
 
+# One import of a generated module at a time in this process: `import_file` puts a module in
+# sys.modules before running it, so a second thread compiling the same spec found it there
+# half-run (no `kernel` yet) and failed.
+_import_lock = threading.RLock()
+
+
 def load_generated(source: str, key: str, stem: str, use_cache: bool = True) -> ModuleType:
     """Write `source` under its key (once, or again when the entry there is corrupt) and
     import it, its cached Numba functions guarded against corrupt cache files."""
     if use_cache:
         folder = cache_dir() / key[:2] / key
-    else:
+    else:  # this process's alone, removed at exit
         folder = Path(tempfile.mkdtemp(prefix="lstmc-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
     path = folder / f"{stem}.py"
     try:
         _store(path, source)
@@ -290,14 +297,15 @@ def load_generated(source: str, key: str, stem: str, use_cache: bool = True) -> 
         path = folder / f"{stem}.py"
         _store(path, source)
     name = f"lstmc_generated_{stem}_{key[:16]}"
-    loaded = sys.modules.get(name)
-    if loaded is not None and getattr(loaded, "__file__", None) == str(path):
-        return loaded  # this process imported it already
-    module = import_file(path, name)
-    guard_numba_cache(module)
-    # lstmc_runtime's own cached functions too: Numba keeps their entries beside the
-    # installed package or, where that is read-only, in the user's cache.
-    for runtime_name, runtime_module in list(sys.modules.items()):
-        if runtime_name.partition(".")[0] == "lstmc_runtime" and runtime_module is not None:
-            guard_numba_cache(runtime_module)
+    with _import_lock:
+        loaded = sys.modules.get(name)
+        if loaded is not None and getattr(loaded, "__file__", None) == str(path):
+            return loaded  # this process imported it already
+        module = import_file(path, name)
+        guard_numba_cache(module)
+        # lstmc_runtime's own cached functions too: Numba keeps their entries beside the
+        # installed package or, where that is read-only, in the user's cache.
+        for runtime_name, runtime_module in list(sys.modules.items()):
+            if runtime_name.partition(".")[0] == "lstmc_runtime" and runtime_module is not None:
+                guard_numba_cache(runtime_module)
     return module
