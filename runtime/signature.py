@@ -166,6 +166,18 @@ class Signature:
         if missing and x_shape is not None:
             raise KernelArgumentError(f"cannot infer size(s) {', '.join(missing)} from the arrays")
         for where, shape, spec, whole, lead in arrays:  # second: every dimension must agree
+            unbound = sorted({sym for size in spec.shape for sym, _ in size[0]} - set(sizes))
+            if unbound:  # e.g. [hidden, hidden + input] no wider than hidden: input <= 0
+                bound = ", ".join(
+                    f"{s}={sizes[s]} (from {origin[s]})"
+                    for s in sorted({sym for size in spec.shape for sym, _ in size[0]})
+                    if s in sizes
+                )
+                raise KernelArgumentError(
+                    f"{where} has shape {tuple(whole)} but expected {_text(lead, spec)}"
+                    + (f" with {bound}" if bound else "")
+                    + f": no size {', '.join(unbound)} >= 1 fits it"
+                )
             want = spec.concrete(sizes)
             if tuple(shape) != want:
                 bound = ", ".join(

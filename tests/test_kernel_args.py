@@ -261,3 +261,19 @@ def test_constants_given_to_compile_are_checked(value, message):
     text = str(info.value)
     assert "unknown constant `cell_clp` given for cell `clipped_cifg`" in text
     assert "did you mean `cell_clip`" in text and "clipped_cifg.yaml:" not in text
+
+
+@pytest.mark.parametrize("width", [16, 10])
+def test_a_param_too_narrow_for_a_size_in_a_sum_names_the_param(width):
+    """mgu's W_f is [hidden, hidden + input]: no wider than hidden leaves no input >= 1. The
+    error names the param, its shape and the expected one (it was a bare KeyError)."""
+    k = lstmc.compile(lstmc.builtin("mgu"))
+    params = k.init_params(input=8, hidden=16)
+    bad = {name: a[:, :width] if a.ndim == 2 else a for name, a in params.items()}
+    x = np.zeros((2, 1, 8), np.float32)
+    for attempt in (lambda: k.pack(bad), lambda: k(x, bad)):
+        with pytest.raises(KernelArgumentError) as info:
+            attempt()
+        message = str(info.value)
+        assert f"({16}, {width})" in message and "hidden+input" in message, message
+        assert "param `W_" in message and "input" in message, message
