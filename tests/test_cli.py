@@ -231,6 +231,27 @@ def test_compiled_module_runs_without_the_compiler(
         np.testing.assert_allclose(got["s:" + k], v, rtol=0, atol=tol)
 
 
+def test_compile_again_rewrites_a_module_built_on_another_runtime(monkeypatch, tmp_path):
+    """A module's Numba cache watches only its file, not the runtime code compiled into it:
+    the runtime's digest in its header makes `lstmc compile` rewrite it after the runtime
+    changed, instead of calling it up to date (and leaving the old machine code in use)."""
+    import lstmc.codegen.module as module_codegen
+
+    monkeypatch.setenv("LSTMC_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "build"
+    args = ["compile", "rnn_tanh", "-o", str(out), "--no-check"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    from lstmc.codegen.cache import runtime_digest
+
+    assert f"# lstmc_runtime sha256: {runtime_digest()}" in (out / "rnn_tanh.py").read_text()
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0 and "is up to date" in r.output, r.output
+    monkeypatch.setattr(module_codegen, "runtime_digest", lambda: "0" * 64)
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0 and "wrote" in r.output, r.output
+    assert f"# lstmc_runtime sha256: {'0' * 64}" in (out / "rnn_tanh.py").read_text()
+
+
 def test_compile_again_keeps_an_identical_module(env, tmp_path):
     out = tmp_path / "build"
     assert lstmc_cli(env, "compile", "rnn_tanh", "-o", out, "--no-check").returncode == 0
