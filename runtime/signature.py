@@ -48,6 +48,11 @@ class ArraySpec:
         return tuple(size_value(s, sizes) for s in self.shape)
 
 
+def _bound_text(symbols, sizes: dict, origin: dict) -> str:
+    """`hidden=16 (from param `U`), ...`: the bound sizes among `symbols`, for an error."""
+    return ", ".join(f"{s}={sizes[s]} (from {origin[s]})" for s in sorted(symbols) if s in sizes)
+
+
 @dataclass(frozen=True)
 class Signature:
     """What a kernel takes and returns: sizes, the input, state, params and outputs."""
@@ -166,13 +171,10 @@ class Signature:
         if missing and x_shape is not None:
             raise KernelArgumentError(f"cannot infer size(s) {', '.join(missing)} from the arrays")
         for where, shape, spec, whole, lead in arrays:  # second: every dimension must agree
-            unbound = sorted({sym for size in spec.shape for sym, _ in size[0]} - set(sizes))
+            symbols = {sym for size in spec.shape for sym, _ in size[0]}
+            unbound = sorted(symbols - sizes.keys())
             if unbound:  # e.g. [hidden, hidden + input] no wider than hidden: input <= 0
-                bound = ", ".join(
-                    f"{s}={sizes[s]} (from {origin[s]})"
-                    for s in sorted({sym for size in spec.shape for sym, _ in size[0]})
-                    if s in sizes
-                )
+                bound = _bound_text(symbols, sizes, origin)
                 raise KernelArgumentError(
                     f"{where} has shape {tuple(whole)} but expected {_text(lead, spec)}"
                     + (f" with {bound}" if bound else "")
@@ -180,10 +182,7 @@ class Signature:
                 )
             want = spec.concrete(sizes)
             if tuple(shape) != want:
-                bound = ", ".join(
-                    f"{s}={sizes[s]} (from {origin[s]})"
-                    for s in sorted({sym for size in spec.shape for sym, _ in size[0]})
-                )
+                bound = _bound_text(symbols, sizes, origin)
                 expected = tuple(whole[: len(lead)]) + want
                 raise KernelArgumentError(
                     f"{where} has shape {tuple(whole)} but expected {_text(lead, spec)} = "

@@ -5,8 +5,8 @@ the cell's equations as the docstring) and the tail (the calling convention as p
 from __future__ import annotations
 
 import lstmc
-from lstmc.errors import CodegenError
 from lstmc.codegen.cache import runtime_digest
+from lstmc.errors import CodegenError
 from lstmc.ir.graph import Graph
 from lstmc.ir.interface import signature_of
 
