@@ -364,21 +364,30 @@ class Kernel:
         # threads (threads.py). Holding costs ~20 us a call (threadpoolctl), so a kernel whose
         # products are all lstmc_runtime.gemm's does not.
         hold = plan.threads > 1 and self.calls_blas
-        with hold_blas() if hold else contextlib.nullcontext():
-            if plan.mode == "units":
-                blocks = packed.unit_blocks(plan.threads, self.columns)
-                final = self._launch_columns(
-                    x, cur, packed.arrays, blocks, outputs, sizes, plan.run, self.workspace()
-                )
-            elif self._launch_chunks is not None and plan.mode in ("batch", "serial"):
-                (block,) = packed.unit_blocks(1, self.columns)
-                final = self._launch_chunks(
-                    x, cur, packed.arrays, block, outputs, sizes, plan.run, self.workspace()
-                )
-            else:
-                final = self._launch(
-                    x, cur, packed.arrays, outputs, sizes, plan.run, self.workspace()
-                )
+        try:
+            with hold_blas() if hold else contextlib.nullcontext():
+                if plan.mode == "units":
+                    blocks = packed.unit_blocks(plan.threads, self.columns)
+                    final = self._launch_columns(
+                        x, cur, packed.arrays, blocks, outputs, sizes, plan.run, self.workspace()
+                    )
+                elif self._launch_chunks is not None and plan.mode in ("batch", "serial"):
+                    (block,) = packed.unit_blocks(1, self.columns)
+                    final = self._launch_chunks(
+                        x, cur, packed.arrays, block, outputs, sizes, plan.run, self.workspace()
+                    )
+                else:
+                    final = self._launch(
+                        x, cur, packed.arrays, outputs, sizes, plan.run, self.workspace()
+                    )
+        except SystemError as e:
+            # A Ctrl-C that arrives while Numba boxes a compiled function's returned array
+            # (in its Python-level unpickling) comes out as "returned a result with an
+            # exception set", the KeyboardInterrupt as its cause: raised as what it is, so
+            # that `except KeyboardInterrupt` sees it.
+            if isinstance(e.__cause__, KeyboardInterrupt):
+                raise e.__cause__ from None
+            raise
         spaces = self.workspace()
         # Per-thread buffers this plan does not use: ("cols", k) of unit splits with more
         # threads, ("chunk", b0) of batch splits into other chunks.

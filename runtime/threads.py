@@ -233,9 +233,15 @@ def _after_fork_in_child() -> None:
     """A forked child has none of the parent's pool threads, and a lock some other thread of
     the parent held stays held in the child: start again from nothing (placement forgets
     the threads' ids in its own handler)."""
-    global _pool, _pool_lock, _units_lock
+    global _pool, _pool_lock, _units_lock, _hold_lock, _hold_count, _hold_limiter
     _pool = None
     _pool_lock, _units_lock = threading.Lock(), threading.Lock()
+    # nor any other thread's hold on the BLAS (hold_blas): give the child's BLAS its threads
+    # back, which the holder's exit would have done in the parent
+    if _hold_limiter is not None:  # failing, it leaves the child's BLAS as it is: no error
+        with contextlib.suppress(Exception):
+            _hold_limiter.restore_original_limits()
+    _hold_lock, _hold_count, _hold_limiter = threading.Lock(), 0, None
 
 
 if hasattr(os, "register_at_fork"):
@@ -276,41 +282,43 @@ def _hand_off(pool: Pool, helpers: list, own, on_error=None, flags=None) -> None
             if on_error is not None:
                 on_error()
 
+    # `with`, not acquire() then try: an interrupt (Ctrl-C) between the two left the lock
+    # held, and every later split call waiting for it.
     while True:  # a pool replaced by a bigger one since the caller took it is stopped
-        pool.lock.acquire()
-        if not pool.stopped:
-            break
-        pool.lock.release()
+        with pool.lock:
+            if not pool.stopped:
+                rung = []
+                try:
+                    keep_off_caller(
+                        len(helpers)
+                    )  # so that the helpers wake on other CPUs than this one
+                    shake = flags is not None and not any(
+                        w.sleeping for w in pool.workers[: len(helpers)]
+                    )
+                    for i, fn in enumerate(helpers):
+                        pool.workers[i].post(lambda i=i, fn=fn: task(i, fn))
+                        rung.append(pool.workers[i])
+                    doors = _doorbells(rung)
+                    if not (shake and ring_and_wait(pool.flags, *doors, flags, _START_SPINS)):
+                        for w in rung:  # asleep, fallen asleep meanwhile, or descheduled
+                            w.ring_posted()
+                except BaseException:  # the helpers already rung might wait for this thread forever
+                    if on_error is not None:
+                        on_error()
+                    for w in rung:  # posted but perhaps not rung, or rung but not woken: both now
+                        w.ring_posted()
+                    _wait_all(rung, pool, flags)
+                    raise
+                error = None
+                try:
+                    own()
+                except BaseException as e:
+                    error = e
+                    if on_error is not None:
+                        on_error()
+                _wait_all(rung, pool, flags, doors)
+                break
         pool = _get_pool(len(helpers))
-    try:
-        rung = []
-        try:
-            keep_off_caller(len(helpers))  # so that the helpers wake on other CPUs than this one
-            shake = flags is not None and not any(w.sleeping for w in pool.workers[: len(helpers)])
-            for i, fn in enumerate(helpers):
-                pool.workers[i].post(lambda i=i, fn=fn: task(i, fn))
-                rung.append(pool.workers[i])
-            doors = _doorbells(rung)
-            if not (shake and ring_and_wait(pool.flags, *doors, flags, _START_SPINS)):
-                for w in rung:  # asleep, fallen asleep meanwhile, or descheduled
-                    w.ring_posted()
-        except BaseException:  # the helpers already rung might wait for this thread forever
-            if on_error is not None:
-                on_error()
-            for w in rung:  # posted but perhaps not rung, or rung but not woken: both now
-                w.ring_posted()
-            _wait_all(rung, pool, flags)
-            raise
-        error = None
-        try:
-            own()
-        except BaseException as e:
-            error = e
-            if on_error is not None:
-                on_error()
-        _wait_all(rung, pool, flags, doors)
-    finally:
-        pool.lock.release()
     error = error or next((e for e in errors if e is not None), None)
     if error is not None:
         raise error

@@ -33,6 +33,7 @@ from lstmc_runtime.sync import FLAG_STRIDE, new_flags, signal_and_wait, wait_for
 __all__ = ["Pool", "spin_pauses"]
 
 _DEFAULT_SPIN_US = 200.0
+_SLEEP_CHECK_S = 0.1  # how often a sleeping helper looks at its doorbell anyway
 _MAX_SPIN_US = 1e6  # a second: a larger value is surely a mistake
 _pause_ns: float | None = None  # what one `pause` of sync.wait_for costs here, measured once
 
@@ -110,6 +111,7 @@ class Worker:
         while not wait_for(self.flags, FLAG_STRIDE, self.rung, 0):
             if not self.thread.is_alive():
                 raise RuntimeError(f"lstmc helper thread {self.thread.name} has died")
+            self.wake()  # asleep with its job rung (a wake-up lost to a Ctrl-C): again
             time.sleep(50e-6)
 
     def stop(self) -> None:
@@ -125,7 +127,10 @@ class Worker:
                 with self.cond:
                     self.sleeping = True
                     while self.flags[0] <= done:
-                        self.cond.wait()
+                        # With a timeout: a Ctrl-C in the caller's notify can leave a stale
+                        # waiter that takes the next notify, and this thread asleep with a
+                        # job rung (the call then waited for good). Ten checks a second.
+                        self.cond.wait(_SLEEP_CHECK_S)
                     self.sleeping = False
             job, self.job = self.job, None
             if self.stopping:
