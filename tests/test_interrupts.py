@@ -142,3 +142,45 @@ def test_an_interrupt_while_numba_boxes_a_result_is_raised_as_keyboard_interrupt
     monkeypatch.setattr(kernel, "_launch", lambda *a: (_ for _ in ()).throw(other))
     with pytest.raises(SystemError, match="something else"):
         kernel(x, params)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_another_thread_holds_the_blas_gets_it_back():
+    """threads.hold_blas holds every BLAS to one thread while a split call runs; a child
+    forked meanwhile has no such call, so it starts with the BLAS's threads restored and its
+    own hold counted from zero."""
+    code = textwrap.dedent("""\
+        import os, threading
+        import numpy as np
+        from threadpoolctl import threadpool_info
+        from lstmc_runtime import threads as th
+
+        def blas_threads():
+            return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+        before = blas_threads()
+        inside, leave = threading.Event(), threading.Event()
+        def split_call():
+            with th.hold_blas():
+                inside.set()
+                leave.wait()
+        t = threading.Thread(target=split_call)
+        t.start()
+        inside.wait()
+        pid = os.fork()
+        if pid == 0:
+            ok = th._hold_count == 0 and blas_threads() == before
+            with th.hold_blas():
+                pass
+            ok = ok and th._hold_count == 0 and blas_threads() == before
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        leave.set()
+        t.join()
+        print("child ok:", os.waitstatus_to_exitcode(status) == 0, "parent back:", blas_threads() == before)
+        """)
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert r.returncode == 0, r.stderr
+    assert "child ok: True parent back: True" in r.stdout, r.stdout + r.stderr
