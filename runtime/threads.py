@@ -287,41 +287,45 @@ def _hand_off(pool: Pool, helpers: list, own, on_error=None, flags=None) -> None
     while True:  # a pool replaced by a bigger one since the caller took it is stopped
         with pool.lock:
             if not pool.stopped:
-                rung = []
-                try:
-                    keep_off_caller(
-                        len(helpers)
-                    )  # so that the helpers wake on other CPUs than this one
-                    shake = flags is not None and not any(
-                        w.sleeping for w in pool.workers[: len(helpers)]
-                    )
-                    for i, fn in enumerate(helpers):
-                        pool.workers[i].post(lambda i=i, fn=fn: task(i, fn))
-                        rung.append(pool.workers[i])
-                    doors = _doorbells(rung)
-                    if not (shake and ring_and_wait(pool.flags, *doors, flags, _START_SPINS)):
-                        for w in rung:  # asleep, fallen asleep meanwhile, or descheduled
-                            w.ring_posted()
-                except BaseException:  # the helpers already rung might wait for this thread forever
-                    if on_error is not None:
-                        on_error()
-                    for w in rung:  # posted but perhaps not rung, or rung but not woken: both now
-                        w.ring_posted()
-                    _wait_all(rung, pool, flags)
-                    raise
-                error = None
-                try:
-                    own()
-                except BaseException as e:
-                    error = e
-                    if on_error is not None:
-                        on_error()
-                _wait_all(rung, pool, flags, doors)
+                jobs = [lambda i=i, fn=fn: task(i, fn) for i, fn in enumerate(helpers)]
+                error = _hand_off_held(pool, jobs, own, on_error, flags)
                 break
         pool = _get_pool(len(helpers))
     error = error or next((e for e in errors if e is not None), None)
     if error is not None:
         raise error
+
+
+def _hand_off_held(pool: Pool, jobs: list, own, on_error, flags):
+    """`_hand_off`'s work once it holds the pool: ring a helper for each of `jobs` (callables
+    that never raise), run `own`, wait for all. Returns `own`'s error, if any."""
+    rung = []
+    try:
+        keep_off_caller(len(jobs))  # so that the helpers wake on other CPUs than this one
+        shake = flags is not None and not any(w.sleeping for w in pool.workers[: len(jobs)])
+        for worker, job in zip(pool.workers, jobs):
+            worker.post(job)
+            rung.append(worker)
+        doors = _doorbells(rung)
+        if not (shake and ring_and_wait(pool.flags, *doors, flags, _START_SPINS)):
+            for w in rung:  # asleep, fallen asleep meanwhile, or descheduled
+                w.ring_posted()
+    except BaseException:  # the helpers already rung might wait for this thread forever
+        if on_error is not None:
+            on_error()
+        for w in rung:  # posted but perhaps not rung, or rung but not woken: both now
+            w.ring_posted()
+        _wait_all(rung, pool, flags)
+        raise
+    error = None
+    try:
+        own()
+    except BaseException as e:
+        error = e
+        if on_error is not None:
+            on_error()
+    _wait_all(rung, pool, flags, doors)
+    return error
 
 
 def _doorbells(workers: list):
