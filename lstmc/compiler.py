@@ -135,21 +135,24 @@ def compile(
 
     cell = as_cell(cell)  # a Cell, or a spec file's path or a shipped cell's name
     dtype = dtype_name(dtype)
+    # Target options (the CUDA kernel's variant and grid) pick among one module's compiled
+    # code, so they are checked before anything is generated or cached, and are not part of
+    # the cache key: every variant shares one module on disk and one compile.
+    known = {"variant", "blocks"} if target == "cuda" else set()
+    unknown = sorted(set(options) - known)
+    if unknown and target in TARGETS:  # (an unknown target: generate_source says so)
+        raise LstmcError(
+            f"unknown option(s) {', '.join(unknown)} for target {target!r}"
+            + (f"; known: {', '.join(sorted(known))}" if known else "")
+        )
     source, graph, records = generate_source(cell, target, dtype, opt, unroll, sizes, constants)
-    key = cache_key({"source": source, "options": options})
+    key = cache_key({"source": source})
     module = load_generated(source, key, cell.name, use_cache=cache)
     # A kernel object of its own per compile() (the module, and its machine code, are shared
     # by every compile of the same spec and options in a process), so settings such as
     # `kernel.threads` made on one don't leak into another.
     kernel = copy.copy(module.kernel)
-    if options:  # target options: the CUDA kernel variant ("auto", "stepwise", "persistent")
-        known = {"variant", "blocks"} if target == "cuda" else set()
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise LstmcError(
-                f"unknown option(s) {', '.join(unknown)} for target {target!r}"
-                + (f"; known: {', '.join(sorted(known))}" if known else "")
-            )
+    if options:
         kernel = kernel.with_options(**options)
     kernel.source = source
     kernel.graph = graph

@@ -242,6 +242,17 @@ def test_a_cache_dir_refusing_writes_warns_and_compiles_in_a_temporary_directory
     assert not [p for p in refusing.rglob("*") if p.is_file()]
 
 
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+def test_an_unknown_option_is_refused_before_anything_is_cached(monkeypatch, tmp_path, target):
+    """The option names are checked first: a typo costs no compile and leaves no entry."""
+    from lstmc.errors import LstmcError
+
+    monkeypatch.setenv("LSTMC_CACHE_DIR", str(tmp_path))
+    with pytest.raises(LstmcError, match=f"unknown option.* tile for target '{target}'"):
+        lstmc.compile(CELL, target=target, tile=2)
+    assert not list(tmp_path.iterdir())
+
+
 def test_an_unusable_cache_dir_in_a_fresh_process(tmp_path):
     """The user's report: `LSTMC_CACHE_DIR=/dev/null` gave a NotADirectoryError traceback."""
     not_a_dir = tmp_path / "a-file"

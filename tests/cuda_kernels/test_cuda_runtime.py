@@ -193,6 +193,18 @@ def test_argument_errors():
         kernel(x, other.pack(other.init_params(**sizes_of(LSTM))), state)
 
 
+def test_compile_options_share_one_module():
+    """A variant picks among one module's kernels: compiling with one must not generate,
+    cache and compile the module again."""
+    plain = lstmc.compile(LSTM, target="cuda")
+    for options in ({"variant": "stepwise"}, {"variant": "persistent", "blocks": 1}):
+        kernel = lstmc.compile(LSTM, target="cuda", **options)
+        assert kernel.module is plain.module, options
+        assert all(getattr(kernel, k) == v for k, v in options.items())
+    with pytest.raises(KernelArgumentError, match="unknown variant 'fast'"):
+        lstmc.compile(LSTM, target="cuda", variant="fast")
+
+
 # -- device math -----------------------------------------------------------------------------
 
 SPECIAL = [
