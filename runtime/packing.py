@@ -184,7 +184,9 @@ def check_float(name: str, a, dtype=None) -> None:
         raise KernelArgumentError(f"{_named(name)} must be a float array, got dtype {a.dtype}")
     if dtype is not None and np.dtype(a.dtype) != np.dtype(dtype):
         other = np.dtype(a.dtype)
-        hint = f" or compile with dtype='{other}'" if other.name in ("float32", "float64") else ""
+        # compile takes only the native byte order: a big-endian array's way is to convert
+        compilable = other.name in ("float32", "float64") and other.isnative
+        hint = f" or compile with dtype='{other}'" if compilable else ""
         raise KernelArgumentError(
             f"{_named(name)} has dtype {a.dtype} but the kernel was compiled for "
             f"{np.dtype(dtype)}; convert it (`.astype(np.{np.dtype(dtype)})`){hint}"

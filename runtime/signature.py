@@ -134,11 +134,11 @@ class Signature:
         arrays = [("x", x_shape[2:], self.input, x_shape, ("T", "B"))] if x_shape else []
         if params is not None:
             for p in self.params:
-                shape = _shape_of(params[p.name], p.name)
+                shape = _shape_of(params[p.name], f"param `{p.name}`")
                 arrays.append((f"param `{p.name}`", shape, p, shape, ()))
         for s in self.state:
             if s.name in state and B is not None:
-                shape = _shape_of(state[s.name], s.name)
+                shape = _shape_of(state[s.name], f"state `{s.name}`")
                 if len(shape) != 2 or shape[0] != B:
                     raise KernelArgumentError(
                         f"state `{s.name}` must be [B, {size_text(s.shape[0])}] with B={B} "
@@ -252,5 +252,6 @@ def _text(lead: tuple[str, ...], spec: ArraySpec) -> str:
 def _shape_of(a, name: str) -> tuple[int, ...]:
     shape = getattr(a, "shape", None)
     if shape is None:
-        raise KernelArgumentError(f"`{name}` must be an array, got {type(a).__name__}")
+        where = name if "`" in name else f"`{name}`"
+        raise KernelArgumentError(f"{where} must be an array, got {type(a).__name__}")
     return tuple(int(d) for d in shape)

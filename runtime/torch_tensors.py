@@ -40,6 +40,11 @@ def as_numpy(name: str, a, dtype=None):
             f"{where} requires grad, and lstmc kernels have no backward pass: call the kernel "
             "under torch.no_grad() or torch.inference_mode(), or pass `t.detach()`"
         )
+    if a.layout != torch.strided:
+        raise KernelArgumentError(
+            f"{where} is a {str(a.layout).removeprefix('torch.')} torch tensor; kernels take "
+            "dense ones (`t.to_dense()`)"
+        )
     try:  # the lazy negation and conjugation bits resolved: numpy() refuses them
         return a.detach().resolve_conj().resolve_neg().numpy()
     except TypeError:  # a dtype NumPy lacks (bfloat16, ...); NumPy's are checked after

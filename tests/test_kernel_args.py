@@ -75,6 +75,26 @@ def test_dtype_messages_only_suggest_dtypes_that_exist(kernel, params):
     assert "compiled for float32" in msg and "compile with" not in msg
     msg = _error(lambda: kernel(np.zeros((5, 3, 6), np.float64), params))
     assert "or compile with dtype='float64'" in msg
+    # compile takes only the native byte order, so a big-endian array is told to convert
+    msg = _error(lambda: kernel(np.zeros((5, 3, 6), ">f4"), params))
+    assert "convert it (`.astype(np.float32)`)" in msg and "compile with" not in msg
+
+
+def test_lists_are_named_as_what_they_are(kernel, params):
+    x = np.zeros((5, 3, 6), np.float32)
+    msg = _error(lambda: kernel(x, {**params, "b_i": [0.0] * 10}))
+    assert msg == "param `b_i` must be an array, got list"
+    msg = _error(lambda: kernel(x, params, {"h": [[0.0] * 10] * 3}))
+    assert msg == "state `h` must be an array, got list"
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+@pytest.mark.parametrize("layout", ["to_sparse", "to_sparse_csr"])
+def test_a_sparse_torch_tensor_is_told_to_go_dense(kernel, params, layout):
+    torch = pytest.importorskip("torch")
+    sparse = getattr(torch.zeros(5, 3, 6), layout)()
+    msg = _error(lambda: kernel(sparse, params))
+    assert msg.startswith("`x` is a sparse_") and "`t.to_dense()`" in msg, msg
 
 
 def test_torch_tensors_of_a_wrong_shape_are_named_as_arrays_are(kernel, params):
