@@ -145,14 +145,20 @@ class Signature:
                         f"(from x); got shape {shape}"
                     )
                 arrays.append((f"state `{s.name}`", shape[1:], s, shape, ("B",)))
-        for where, shape, spec, whole, lead in arrays:  # first: single symbols bind sizes
+        # First, single symbols bind sizes, each to the value most arrays give it (the first
+        # array's on a tie), so that the one wrong array is the one an error names: binding
+        # from the first array alone made a bad W_i's hidden size blame every other param.
+        votes: dict[str, dict[int, list[str]]] = {}
+        for where, shape, spec, whole, lead in arrays:
             if len(shape) != len(spec.shape):
                 raise KernelArgumentError(f"{where} must be {_text(lead, spec)}; got shape {whole}")
             for dim, size in zip(shape, spec.shape):
                 sym = _single_symbol(size)
                 if sym is not None and sym not in sizes:
-                    sizes[sym] = dim
-                    origin[sym] = where
+                    votes.setdefault(sym, {}).setdefault(dim, []).append(where)
+        for sym, by_value in votes.items():
+            sizes[sym], givers = max(by_value.items(), key=lambda item: len(item[1]))
+            origin[sym] = givers[0]
         progress = True
         while progress:  # then sums with one unknown symbol (`hidden + input`) bind it
             progress = False

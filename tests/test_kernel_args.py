@@ -70,6 +70,17 @@ def test_a_wrong_size_shows_whole_shapes_and_where_the_size_came_from(kernel, pa
     assert "hidden=10 (from the compiled size)" in msg
 
 
+@pytest.mark.parametrize("first", [True, False])
+def test_the_one_wrong_param_is_blamed_wherever_it_comes(kernel, params, first):
+    """Sizes bind to what most arrays say: a bad W_i (the first param) or a bad W_o (the
+    last) is named, not the params that agree with the rest."""
+    x = np.zeros((5, 3, 6), np.float32)
+    name = "W_i" if first else "W_o"
+    msg = _error(lambda: kernel(x, {**params, name: np.zeros((11, 6), np.float32)}))
+    assert msg.startswith(f"param `{name}` has shape (11, 6) but expected [hidden, input] = ")
+    assert "hidden=10 (from param `W_" in msg and f"(from param `{name}`), input" not in msg
+
+
 def test_dtype_messages_only_suggest_dtypes_that_exist(kernel, params):
     msg = _error(lambda: kernel(np.zeros((5, 3, 6), np.float16), params))
     assert "compiled for float32" in msg and "compile with" not in msg
