@@ -225,7 +225,11 @@ def _get_pool(workers: int) -> Pool:
             if old is not None:  # its threads end once their work is done: forget their ids,
                 old.shutdown()  # which the system may give to other threads
             forget_workers()
-            _pool = Pool(workers)  # its threads' ids recorded before any hand-off
+            try:
+                _pool = Pool(workers)  # its threads' ids recorded before any hand-off
+            except BaseException:  # (a Ctrl-C) the pool ended its threads: forget their ids
+                forget_workers()
+                raise
         return _pool
 
 

@@ -165,10 +165,22 @@ class Pool:
             for i in range(size)
         ]
         self.stopped = False
-        for w in self.workers:
-            w.thread.start()
-        for w in self.workers:  # each id is recorded before a hand-off sets where they run
-            w.recorded.wait()
+        try:
+            for w in self.workers:
+                w.thread.start()
+            for w in self.workers:  # each id is recorded before a hand-off sets where they run
+                w.recorded.wait()
+        except BaseException:  # a Ctrl-C: no one will hold this pool, so end what started
+            self._end_started()
+            raise
+
+    def _end_started(self) -> None:
+        self.stopped = True
+        started = [w for w in self.workers if w.thread.ident is not None]
+        for w in started:
+            w.stop()
+        for w in started:  # each ends at once: its doorbell is rung with `stopping` set
+            w.thread.join(timeout=1.0)
 
     @property
     def threads(self) -> list[threading.Thread]:

@@ -144,6 +144,41 @@ def test_an_interrupt_while_numba_boxes_a_result_is_raised_as_keyboard_interrupt
         kernel(x, params)
 
 
+def test_an_interrupt_while_a_pool_starts_ends_its_threads():
+    """A Ctrl-C while a new pool waits for its threads to start: the threads it started end
+    (no one would ever ring them), their ids are forgotten, and the next call starts a pool."""
+    out = _run_case(
+        "units",
+        """\
+        from lstmc_runtime import placement, workers
+
+        class Interrupted(threading.Event):
+            def wait(self, timeout=None):
+                super().wait(timeout)
+                raise KeyboardInterrupt
+
+        class SlowToRecord(workers.Worker):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.recorded = Interrupted()
+
+        real, workers.Worker = workers.Worker, SlowToRecord
+        try:
+            th._get_pool(th._pool.size + 2)
+        except KeyboardInterrupt:
+            print("interrupted")
+        workers.Worker = real
+        time.sleep(0.2)
+        alive = [t.name for t in threading.enumerate() if t.name.startswith("lstmc-")]
+        print("alive:", alive, "recorded:", len(placement._workers), "pool:", th._pool)
+        k(x, p)
+        print("next pool:", th._pool.size, len(placement._workers))
+        """,
+    )
+    assert "interrupted" in out and "alive: [] recorded: 0 pool: None" in out, out
+    assert "next pool: 1 1" in out, out
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_child_forked_while_another_thread_holds_the_blas_gets_it_back():
     """threads.hold_blas holds every BLAS to one thread while a split call runs; a child
