@@ -18,3 +18,8 @@ class KernelArgumentError(LstmcError, ValueError):
 
 class CudaUnavailableError(LstmcError, RuntimeError):
     """A CUDA kernel was called where Numba finds no CUDA driver or device."""
+
+
+class CacheWarning(UserWarning):
+    """A cache entry was unreadable (and is being replaced), the cache can't be used, or a
+    generated module's machine code can't come from Numba's cache (lstmc_runtime.provenance)."""

@@ -15,6 +15,7 @@ Every subprocess shares one LSTMC_CACHE_DIR for the session, so a kernel is comp
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import signal
@@ -250,6 +251,63 @@ def test_compile_again_rewrites_a_module_built_on_another_runtime(monkeypatch, t
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0 and "wrote" in r.output, r.output
     assert f"# lstmc_runtime sha256: {'0' * 64}" in (out / "rnn_tanh.py").read_text()
+
+
+# Import an artifact, call it, report its warnings and Numba's cache hits; under "other",
+# as if lstmc had been upgraded since the artifact was written.
+STALE_ARTIFACT_SCRIPT = textwrap.dedent("""
+    import json, sys, warnings
+    import numpy as np
+    from lstmc_runtime import provenance
+
+    folder, runtime = sys.argv[1:]
+    if runtime == "other":
+        provenance.runtime_digest = lambda: "f" * 64
+    sys.path.insert(0, folder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        import rnn_tanh
+    k = rnn_tanh.kernel
+    params = k.init_params(input=3, hidden=4)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float32)
+    y, _ = k(x, params)
+    functions = [  # the module's own (the runtime's, imported, have caches of their own)
+        f for f in vars(rnn_tanh).values()
+        if hasattr(f, "stats") and f.py_func.__module__ == "rnn_tanh"
+    ]
+    print(json.dumps({
+        "y": y.tolist(),
+        "warnings": [str(w.message) for w in caught],
+        "hits": sum(sum(f.stats.cache_hits.values()) for f in functions),
+    }))
+""")
+
+
+def test_an_artifact_imported_under_another_runtime_compiles_without_numbas_cache(env, tmp_path):
+    """Numba's cache beside an artifact holds the machine code of the runtime it was written
+    against: imported under another (lstmc upgraded since), its functions compile again, a
+    CacheWarning says to recompile, and the cache is left for the runtime it belongs to."""
+    out = tmp_path / "build"
+    assert lstmc_cli(env, "compile", "rnn_tanh", "-o", out, "--no-check").returncode == 0
+    env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+    def run(runtime: str) -> dict:
+        r = subprocess.run(
+            [sys.executable, "-c", STALE_ARTIFACT_SCRIPT, str(out), runtime],
+            capture_output=True, text=True, env=env, timeout=300, check=False,
+        )
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    first = run("same")  # compiles, and fills Numba's cache beside the artifact
+    assert not first["warnings"] and first["hits"] == 0
+    other = run("other")
+    (message,) = other["warnings"]
+    assert "rnn_tanh.py was generated against another lstmc_runtime" in message, message
+    assert "`lstmc compile`" in message and other["hits"] == 0
+    assert other["y"] == first["y"]
+    again = run("same")  # the cache still serves the runtime it was written for
+    assert not again["warnings"] and again["hits"] > 0 and again["y"] == first["y"]
 
 
 def test_compile_again_keeps_an_identical_module(env, tmp_path):

@@ -1,7 +1,7 @@
 """The on-disk cache of generated modules.
 
 A generated module is written to `<cache dir>/<key>/<module>.py`, where the key hashes the
-spec, the options, the target, the lstmc and Numba versions and lstmc_runtime's sources.
+spec, the target, the lstmc and Numba versions and lstmc_runtime's sources.
 Numba's own cache (`cache=True`) then stores the machine code beside it, so a second process
 loads a compiled kernel without compiling. Writes are atomic (a temporary file, then a hard link that fails if another process
 won the race), so two processes compiling the same spec both succeed and nobody ever reads a
@@ -40,10 +40,11 @@ import warnings
 from pathlib import Path
 from types import CodeType, ModuleType
 
+# (re-exported: lstmc's users and tests know both from here)
+from lstmc_runtime.errors import CacheWarning
+from lstmc_runtime.provenance import runtime_digest
 
-class CacheWarning(UserWarning):
-    """A cache entry was unreadable (and is being replaced), or the cache can't be used."""
-
+__all__ = ["CacheWarning", "cache_dir", "cache_key", "load_generated", "runtime_digest"]
 
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
@@ -64,21 +65,6 @@ def cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lstmc"
     )
     return Path(root)
-
-
-@functools.cache
-def runtime_digest() -> str:
-    """A hash of lstmc_runtime's sources. A compiled kernel holds its own copy of most runtime
-    functions it calls (Numba links them into the kernel's cached machine code; the step
-    products alone are called by name, lstmc_runtime.step_products), and Numba's cache
-    index only watches the generated module's file: without this, a changed runtime would
-    keep running the old copy from the cache until the version number moved."""
-    import lstmc_runtime
-
-    digest = hashlib.sha256()
-    for path in sorted(Path(lstmc_runtime.__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def cache_key(parts: dict) -> str:

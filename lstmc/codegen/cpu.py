@@ -33,7 +33,7 @@ from lstmc.codegen.common import (
 from lstmc.codegen.cpu_columns import ColumnsEmitter, column_plan
 from lstmc.codegen.cpu_glue import CpuGlue
 from lstmc.codegen.cpu_ops import CpuAccess, CpuStructuralOps, fold_layer_norms, norm_stages
-from lstmc.codegen.module import module_header, module_tail
+from lstmc.codegen.module import module_header, module_tail, runtime_check_lines
 from lstmc.codegen.schedule import Item
 from lstmc.ir.graph import Graph, Node
 from lstmc.ir.shapes import Size
@@ -111,6 +111,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         L.add("from lstmc_runtime.signature import ArraySpec, Signature")
         if self.columns is not None:
             L.add("from lstmc_runtime.sync import barrier, started, until_caller_waits")
+        L.lines += runtime_check_lines()
         L.add()
         L.add(f"_F = np.{self.dtype}")
         L.add("load_step_products(_F)  # products call it by name: before any function compiles")
@@ -189,7 +190,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
                 L.add(f"{name} = _F({name})  # %{n.name}, a float64 after the glue")
 
     def emit_prologue(self, L: _Lines, name: str, skip: set[str]) -> None:
-        L.add('@njit(cache=True, error_model="numpy", nogil=True)')
+        L.add('@njit(cache=_CACHE, error_model="numpy", nogil=True)')
         L.add(f"def {name}({', '.join(self.prologue_args())}):")
         with L.indent():
             L.add(
@@ -237,7 +238,7 @@ class CpuEmitter(CpuGlue, ColumnsEmitter, CpuStructuralOps, EmitterBase):
         self.emit_prologue(L, "_prologue", set())
         if self.split_hoisted() and self.prologue_values(self.split_hoisted()):
             self.emit_prologue(L, "_prologue_units", self.split_hoisted())
-        L.add('@njit(cache=True, error_model="numpy", nogil=True)')
+        L.add('@njit(cache=_CACHE, error_model="numpy", nogil=True)')
         L.add(f"def _rows({', '.join(self.rows_args())}):")
         with L.indent():
             L.add(

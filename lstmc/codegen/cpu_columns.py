@@ -162,7 +162,7 @@ class ColumnsEmitter:
 
     def emit_cols(self, L) -> None:
         plan = self.columns
-        L.add('@njit(cache=True, error_model="numpy", nogil=True)')
+        L.add('@njit(cache=_CACHE, error_model="numpy", nogil=True)')
         L.add(f"def _cols({', '.join(self.cols_args())}):")
         with L.indent():
             L.add('"""Run every timestep for units [e0, e1) of the step and batch rows [b0, b1),')

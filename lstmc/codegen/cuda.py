@@ -35,7 +35,7 @@ from lstmc.codegen.cuda_common import TARGET, CudaAccess, Launch, Lines, Source
 from lstmc.codegen.cuda_hoisted import HoistedEmitter
 from lstmc.codegen.cuda_persistent import ROWS, PersistentEmitter
 from lstmc.codegen.cuda_stepwise import StepwiseEmitter
-from lstmc.codegen.module import module_header, module_tail
+from lstmc.codegen.module import module_header, module_tail, runtime_check_lines
 from lstmc.ir.graph import Graph
 
 __all__ = ["ROWS", "TARGET", "CudaAccess", "CudaEmitter", "Launch", "Source", "generate"]
@@ -62,6 +62,7 @@ class CudaEmitter(HoistedEmitter, StepwiseEmitter, PersistentEmitter):
         L.add("from lstmc_runtime import cuda as _rt")
         L.add("from lstmc_runtime.cuda import CudaKernel")
         L.add("from lstmc_runtime.signature import ArraySpec, Signature")
+        L.lines += runtime_check_lines()
         L.add()
         L.add(f"_F = np.{self.dtype}")
         L.add("_NT = _rt.numba_type(_F)  # the kernel's float type, for shared and local arrays")

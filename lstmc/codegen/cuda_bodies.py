@@ -54,7 +54,7 @@ class CudaBodies(CudaPlan):
         self.kernels[name] = (args, " ".join(codes))
         L.add()
         L.add()
-        L.add("@cuda.jit(cache=True)")
+        L.add("@cuda.jit(cache=_CACHE)")
         L.add(f"def {name}({', '.join(args)}):")
         with L.indent():
             L.add(f'"""{doc}"""')

@@ -72,6 +72,20 @@ def module_header(graph: Graph, info: dict, target: str, dtype: str) -> list[str
     return lines
 
 
+def runtime_check_lines() -> list[str]:
+    """Where a module says which runtime it was built against; its functions' decorators
+    then take `cache=_CACHE` (lstmc_runtime.provenance)."""
+    return [
+        "from lstmc_runtime.provenance import may_use_numba_cache",
+        "",
+        "# The lstmc_runtime this module was built against. Numba's cache beside it holds",
+        "# machine code with that runtime's functions compiled in: under another runtime the",
+        "# functions compile again, without the cache, and a CacheWarning says to recompile.",
+        f'_RUNTIME_SHA256 = "{runtime_digest()}"',
+        "_CACHE = may_use_numba_cache(_RUNTIME_SHA256, __file__)",
+    ]
+
+
 def module_tail(emitter, target: str) -> list[str]:
     """The data and glue that the run-time kernel object needs."""
     graph = emitter.graph
@@ -168,6 +182,7 @@ _MODULE_NAMES = {
     "aligned_empty_like",  # modules written before aligned_like
     "aligned_like",
     "load_step_products",
+    "may_use_numba_cache",
     "_mean_inv_std",
     "_rows_mean_inv_std",
 }
