@@ -15,6 +15,9 @@ from lstmc.spec.cell import Cell
 
 TARGETS = ("cpu", "cuda")
 DEFAULT_OPT = 2
+# The largest size fixed at compile time: generated code multiplies sizes together in 64-bit
+# integers (4 * hidden * input, T * B * n), which sizes up to 2**31 - 1 can't overflow.
+MAX_SIZE = 2**31 - 1
 
 
 def equations_text(cell: Cell) -> str:
@@ -90,8 +93,10 @@ def generate_source(
             raise LstmcError(
                 f"unknown size {size!r} in sizes; {cell.name} has {', '.join(cell.sizes)}"
             )
-        if not isinstance(value, (int, np.integer)) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
             raise LstmcError(f"size {size} must be a positive integer, got {value!r}")
+        if value > MAX_SIZE:
+            raise LstmcError(f"size {size} must be at most {MAX_SIZE}, got {value!r}")
     graph, records = optimize(cell, opt, unroll, constants)
     from lstmc.codegen.common import spec_hash
 

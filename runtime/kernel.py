@@ -246,9 +246,12 @@ class Kernel:
     def output_names(self) -> list[str]:
         return [name for name, _ in self.signature.outputs]
 
-    def init_params(self, seed: int = 0, **sizes: int) -> dict[str, np.ndarray]:
+    def init_params(self, /, seed: int = 0, **sizes: int) -> dict[str, np.ndarray]:
         """Fresh params for the given sizes (every size symbol), in the kernel's dtype:
-        uniform in ±1/sqrt(hidden) as PyTorch's RNNs, or zeros/ones as the spec says."""
+        uniform in ±1/sqrt(hidden) as PyTorch's RNNs, or zeros/ones as the spec says.
+        `seed`: any int >= 0, as numpy.random.default_rng takes."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise KernelArgumentError(f"seed must be an int >= 0, got {seed!r}")
         for name, value in sizes.items():
             fixed = self.fixed_sizes.get(name)
             if fixed is not None and value != fixed:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -419,8 +420,9 @@ def test_compile_killed_half_way_leaves_dir_as_it_was(env, tmp_path, existing):
 
 def test_compile_rejects_bad_names_and_paths(env, tmp_path):
     (tmp_path / "file").write_text("x")
-    r = lstmc_cli(env, "compile", "lstm", "-o", tmp_path / "out", "--name", "not-valid")
-    assert r.returncode == 2 and "--name `not-valid` is not a valid module name" in r.stderr
+    for bad in ("not-valid", "\ufb01x"):  # ﬁx: Python would import it as `fix`
+        r = lstmc_cli(env, "compile", "lstm", "-o", tmp_path / "out", "--name", bad)
+        assert r.returncode == 2 and f"--name `{bad}` is not a valid module name" in r.stderr
     for shadowing in ("numpy", "json"):
         r = lstmc_cli(env, "compile", "lstm", "-o", tmp_path / "out", "--name", shadowing)
         assert r.returncode == 2 and f"`{shadowing}` would shadow" in r.stderr
@@ -718,6 +720,18 @@ def test_bench_of_a_cell_with_several_outputs():
     assert "lstmc kernel" in r.output and "no module equivalent" in r.output
 
 
+def test_bench_of_an_edited_cell_under_a_shipped_name(tmp_path):
+    """A copy of lstm.yaml with its state renamed keeps `cell: lstm`: bench says it is not
+    PyTorch's nn.LSTM and times the kernel alone (a KeyError before)."""
+    text = lstmc.cells.path("lstm").read_text()
+    edited = tmp_path / "lstm.yaml"
+    edited.write_text(re.sub(r"\bh\b", "hs", re.sub(r"\bc\b", "cs", text)))
+    args = ["bench", str(edited), "--T", "3", "--B", "2", "--size", "input=4", "--size"]
+    r = CliRunner().invoke(cli, [*args, "hidden=4", "--repeat", "1"])
+    assert r.exit_code == 0, r.output
+    assert "the spec is not PyTorch's nn.LSTM (KeyError: 'h')" in r.output, r.output
+
+
 def test_bench_gives_the_threads_back():
     """In-process (CliRunner, a notebook), `bench --threads 1` holds the BLAS and torch to one
     thread while it times, and leaves both as it found them: a limit left behind slowed every
@@ -739,6 +753,39 @@ def test_bench_gives_the_threads_back():
     assert "torch nn.LSTM (1 thread)" in r.output  # it did hold torch to one thread
     assert blas_threads() == before
     assert torch.get_num_threads() == torch_before
+
+
+def test_user_errors_in_numbers_are_usage_errors(env, tmp_path):
+    """Each of these was an "internal error" (exit 3) or a refusal of a valid value."""
+    tiny = ["--T", "2", "--B", "1", "--size", "input=3", "--size", "hidden=4"]
+    for args, message in (
+        (["run", "lstm", *tiny, "--seed", "-1"], "-1 is not in the range x>=0"),
+        (["run", "lstm", *tiny, "--tol", "nan"], "not NaN"),
+        (["run", "lstm", "--size", "hidden=3000000000"], "up to 2147483647"),
+        (["run", "rnn_tanh", "--T", "1", "--B", "1", "--size", "hidden=400000"], "out of memory"),
+    ):
+        r = lstmc_cli(env, *args)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+        assert "internal error" not in r.stderr and "Traceback" not in r.stderr
+    # inf turns the clip off, as compile(constants={"cell_clip": inf}) does
+    spec = Path(__file__).parent.parent / "examples" / "custom_cell" / "clipped_cifg.yaml"
+    r = lstmc_cli(env, "run", spec, *tiny, "--const", "cell_clip=inf")
+    assert r.returncode == 0, r.stderr
+    r = lstmc_cli(env, "run", spec, *tiny, "--const", "cell_clip=nan")
+    assert r.returncode == 2 and "is not a number (not NaN)" in r.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(env):
+    """`lstmc show ... | head -1`: no "Broken pipe" error; the status a shell gives a
+    process that SIGPIPE ended, as for a C tool."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lstmc", "show", "lstm", "--print-after-all"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away with most of the output unread
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == "", err
 
 
 def test_cuda_target_from_the_command_line(env, tmp_path):

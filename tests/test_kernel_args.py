@@ -143,6 +143,20 @@ def test_init_params_sizes(kernel, sizes, message):
     assert message in _error(lambda: kernel.init_params(**sizes))
 
 
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "0"])
+def test_init_params_refuses_a_bad_seed(kernel, seed):
+    assert _error(lambda: kernel.init_params(seed=seed, input=2, hidden=3)) == (
+        f"seed must be an int >= 0, got {seed!r}"
+    )
+
+
+def test_a_size_named_self_is_a_size_of_init_params():
+    spec = lstmc.builtin("rnn_tanh").source.replace("hidden", "self")
+    kernel = lstmc.compile(lstmc.loads(spec))
+    params = kernel.init_params(seed=1, input=2, self=3)
+    assert params["W_hh"].shape == (3, 3)
+
+
 def test_a_size_of_zero_reads_the_same_from_init_params_and_the_kernel(kernel):
     params = kernel.init_params(input=1, hidden=4)
     params = {n: a[:, :0] if n.startswith("W_") else a for n, a in params.items()}

@@ -80,7 +80,15 @@ def test_missing_file_and_bad_encoding(tmp_path):
     path.write_bytes("cell: caf\xe9\n".encode("latin-1"))
     with pytest.raises(SpecError, match="not UTF-8") as info:
         lstmc.load(path)
-    assert info.value.location is not None
+    assert (info.value.location.line, info.value.location.col) == (1, 10)  # where \xe9 is
+    # the same from bytes given to loads, which reads them as UTF-8
+    with pytest.raises(SpecError, match="not UTF-8") as info:
+        lstmc.loads(b"doc: x\ncell: caf\xe9\n", "b.yaml")
+    assert str(info.value).startswith("b.yaml:2:10: error: the spec is not UTF-8 text")
+    text = (Path(lstmc.cells.path("rnn_tanh"))).read_bytes()
+    assert lstmc.loads(text).name == "rnn_tanh"
+    with pytest.raises(SpecError, match="a spec is text"):
+        lstmc.loads(3)
 
 
 # -- the number grammar -------------------------------------------------------------------------

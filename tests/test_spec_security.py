@@ -128,10 +128,28 @@ def test_dunder_names_are_rejected_everywhere(name, where, marker):
     assert "`__` are not allowed" in str(err)
 
 
-@pytest.mark.parametrize("name", ["class", "import", "lambda", "None", "True", "match", "_"])
+@pytest.mark.parametrize(
+    "name", ["class", "import", "lambda", "None", "True", "match", "_", "type", "case"]
+)
 def test_keyword_names_are_rejected(name):
+    """On every Python alike: `type` too, a soft keyword from 3.12 on."""
     err = rejected(RNN.replace("  h_next: tanh", f"  {name}: b\n  h_next: tanh"))
     assert "keyword" in str(err)
+
+
+def test_the_keyword_lists_cover_this_pythons():
+    import keyword
+
+    from lstmc.spec import expr
+
+    assert set(keyword.kwlist) <= expr._PYTHON_KEYWORDS
+    assert set(keyword.softkwlist) <= expr._SOFT_KEYWORDS
+
+
+def test_a_size_named_seed_is_refused_where_it_is_declared():
+    err = rejected(RNN.replace("sizes: [input, hidden]", "sizes: [input, hidden, seed]"))
+    assert "a size can't be called `seed`" in str(err)
+    assert (err.location.line, err.location.col) == (2, 24)
 
 
 @pytest.mark.parametrize(

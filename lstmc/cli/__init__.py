@@ -20,6 +20,8 @@ data (random inputs) and torch_ref (bench's PyTorch equivalents).
 
 from __future__ import annotations
 
+import os
+import sys
 import traceback
 
 import click
@@ -36,6 +38,18 @@ from lstmc.cli.run import run_cmd
 from lstmc.cli.show import show_cmd
 
 _CUDA_UNAVAILABLE = ("CudaSupportError", "CudaDriverError")
+EXIT_BROKEN_PIPE = 128 + 13  # a shell's status for a process that SIGPIPE ended
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of it doesn't fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (a test's captured stdout)
+        pass
+    finally:
+        os.close(devnull)
 
 
 class _Cli(click.Group):
@@ -52,6 +66,19 @@ class _Cli(click.Group):
             if ctx.meta.get("lstmc.verbose"):
                 traceback.print_exc()
             click.echo(error_line(exc), err=True)
+            ctx.exit(EXIT_USAGE)
+        except BrokenPipeError:  # the reader went away (`lstmc show ... | head`): quietly,
+            _quiet_stdout()  # as SIGPIPE ends a C tool; its flush at exit would raise again
+            ctx.exit(EXIT_BROKEN_PIPE)
+        except MemoryError as exc:  # sizes too large for this machine: the user's to change
+            if ctx.meta.get("lstmc.verbose"):
+                traceback.print_exc()
+            first = (str(exc).strip().splitlines() or [""])[0]
+            click.echo(
+                f"lstmc: error: out of memory{': ' + first if first else ''}; "
+                "try smaller sizes (--size, --T, --B)",
+                err=True,
+            )
             ctx.exit(EXIT_USAGE)
         except OSError as exc:  # the file system said no: disk full, permissions, ...
             if ctx.meta.get("lstmc.verbose"):

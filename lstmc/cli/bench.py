@@ -51,7 +51,9 @@ def _timed(fn, repeat: int, sync=None) -> tuple[float, float]:
     show_default=True,
     help="Timed calls of each; the median is reported.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed."
+)
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
@@ -73,7 +75,7 @@ def bench_cmd(spec, target, T, B, sizes, dtype, opt, unroll, constants, repeat, 
     cell = load_cell(spec)
     given = dict(sizes)
     sizes = data_sizes(cell, sizes, 256)
-    if cell.name == "lstmp" and "proj" not in given:
+    if cell.name == "lstmp" and "proj" not in given and {"proj", "hidden"} <= sizes.keys():
         sizes["proj"] = max(1, sizes["hidden"] // 2)  # torch needs proj_size < hidden_size
     kernel = compile_kernel(cell, target, dtype, opt, unroll, constants)
     if threads is not None:

@@ -74,9 +74,15 @@ def _check_module_name(module: str, from_option: bool) -> None:
     from lstmc.errors import LstmcError
 
     how = "--name" if from_option else "the cell name (choose another with --name)"
-    if not module.isidentifier() or keyword.iskeyword(module) or module.startswith("__"):
+    # ASCII only: Python imports a non-ASCII name by its NFKC form, so `ﬁx.py` is written
+    # and `import ﬁx` then looks for `fix` (spec names are ASCII for the same reason)
+    if (
+        not (module.isascii() and module.isidentifier())
+        or keyword.iskeyword(module)
+        or module.startswith("__")
+    ):
         raise LstmcError(
-            f"{how} `{module}` is not a valid module name: use a letter or _ "
+            f"{how} `{module}` is not a valid module name: use an ASCII letter or _ "
             "followed by letters, digits or _, not a Python keyword"
         )
     if module in ("numpy", "numba", "lstmc_runtime", "scipy", *BLOCKED_IN_ARTIFACTS) or (

@@ -7,7 +7,7 @@ import math
 import click
 
 from lstmc.cli.common import DTYPES, TARGETS
-from lstmc.compiler import DEFAULT_OPT
+from lstmc.compiler import DEFAULT_OPT, MAX_SIZE
 
 
 def set_flag(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
@@ -70,14 +70,15 @@ def _assignments(what: str, convert):
 
 def _positive_int(text: str) -> int:
     value = int(text)
-    if value <= 0:
+    if not 0 < value <= MAX_SIZE:
         raise ValueError(text)
     return value
 
 
-def _finite_float(text: str) -> float:
+def _number(text: str) -> float:
+    """A constant's value: any number but NaN (inf turns a clip off: cell_clip=inf)."""
     value = float(text)
-    if not math.isfinite(value):
+    if math.isnan(value):
         raise ValueError(text)
     return value
 
@@ -146,15 +147,15 @@ const_option = _assignments_option(
     "--const",
     "constants",
     "NAME=VALUE",
-    "a finite number",
-    _finite_float,
+    "a number (not NaN)",
+    _number,
     "Override a constant of the spec's `constants:` (repeatable).",
 )
 
 
 def size_option(help_text: str):
     return _assignments_option(
-        "--size", "sizes", "NAME=N", "a positive integer", _positive_int, help_text
+        "--size", "sizes", "NAME=N", f"a positive integer up to {MAX_SIZE}", _positive_int, help_text
     )
 
 

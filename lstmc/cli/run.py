@@ -41,7 +41,9 @@ def _as_dict(y, names) -> dict:
     B=4,
     size_help="A size of the random data, e.g. --size hidden=32 (repeatable; unset sizes are 16).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed."
+)
 @click.option(
     "--tol",
     type=click.FloatRange(min=0),
@@ -63,6 +65,8 @@ def run_cmd(spec, target, T, B, sizes, dtype, opt, unroll, constants, seed, tol)
 
     cell = load_cell(spec)
     sizes = data_sizes(cell, sizes, 16)
+    if tol is not None and math.isnan(tol):  # (FloatRange lets NaN through: no order)
+        raise click.BadParameter("must be a number >= 0, not NaN", param_hint="'--tol'")
     tol = TOLERANCE[dtype] if tol is None else tol
     kernel = compile_kernel(cell, target, dtype, opt, unroll, constants)
     x, params, state = random_inputs(kernel, sizes, T, B, seed, dtype)

@@ -14,7 +14,6 @@ subscripts, strings, lambdas, keywords, dunder names, `**`) is a SpecError at it
 
 from __future__ import annotations
 
-import keyword
 import math
 import re
 from collections.abc import Callable
@@ -76,9 +75,21 @@ def identifier_problem(name: str) -> str | None:
         return f"`{name}` is not an identifier (a letter or `_` followed by letters, digits, `_`)"
     if name.startswith("__"):
         return f"`{name}`: names starting with `__` are not allowed"
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+    if name in _PYTHON_KEYWORDS:
         return f"`{name}` is a Python keyword and can't be used as a name"
+    if name in _SOFT_KEYWORDS:
+        return f"`{name}` is a Python soft keyword and can't be used as a name"
     return None
+
+
+# Fixed lists, not the running Python's `keyword` module, so that a spec is accepted or refused
+# alike on every Python lstmc supports: 3.12 made `type` a soft keyword.
+_PYTHON_KEYWORDS = frozenset(
+    "False None True and as assert async await break class continue def del elif else except "
+    "finally for from global if import in is lambda nonlocal not or pass raise return try "
+    "while with yield".split()
+)
+_SOFT_KEYWORDS = frozenset({"_", "case", "match", "type"})
 
 
 @dataclass(frozen=True)

@@ -263,7 +263,14 @@ class _Reader:
             return name
 
         for node in self.sequence(top["sizes"][1], "`sizes`"):
-            cell.sizes[define(node, "a size name")] = self.loc(node)
+            name = define(node, "a size name")
+            if name == "seed":  # kernel.init_params(seed=..., **sizes) takes sizes by name
+                raise self.error(
+                    "a size can't be called `seed`: `kernel.init_params(seed=0, **sizes)` "
+                    "takes the sizes by name, and `seed` is its random seed",
+                    node,
+                )
+            cell.sizes[name] = self.loc(node)
         if not cell.sizes:
             raise self.error("`sizes` must name at least one size symbol", top["sizes"][1])
 
@@ -379,21 +386,35 @@ class _Reader:
         return cell
 
 
-def load_text(text: str, file: str = "<string>") -> Cell:
-    """Parse spec text. Raises SpecError (file:line:col) on any problem."""
+def load_text(text: str | bytes, file: str = "<string>") -> Cell:
+    """Parse spec text (bytes are read as UTF-8). Raises SpecError (file:line:col) on any
+    problem."""
+    if isinstance(text, (bytes, bytearray)):
+        text = _decode(bytes(text), file)
+    elif not isinstance(text, str):
+        raise SpecError(f"a spec is text (str, or UTF-8 bytes), got {type(text).__name__}", None)
     return _Reader(text, file).load()
 
 
 def load_file(path: str | Path) -> Cell:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SpecError(f"no such spec file: {path}", None) from None
-    except UnicodeDecodeError as exc:
-        raise SpecError(
-            f"the spec is not UTF-8 text ({exc.reason})", Location(str(path), 1, 1)
-        ) from None
     except OSError as exc:
         raise SpecError(f"cannot read {path}: {exc.strerror}", None) from None
-    return load_text(text, str(path))
+    return load_text(_decode(data, str(path)), str(path))
+
+
+def _decode(data: bytes, file: str) -> str:
+    """`data` as UTF-8 text, or a SpecError at the first byte that is not."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1  # in bytes
+        raise SpecError(
+            f"the spec is not UTF-8 text ({exc.reason}, byte 0x{data[exc.start]:02x})",
+            Location(file, line, col),
+        ) from None
