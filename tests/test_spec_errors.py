@@ -91,6 +91,34 @@ def test_missing_file_and_bad_encoding(tmp_path):
         lstmc.loads(3)
 
 
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ("update", "state variable `h` has no update; add `h: <new value>`"),
+        ("outputs", "`outputs` must name at least one equation"),
+        ("state", "a recurrent cell needs at least one state variable"),
+        ("inputs", "a cell takes exactly one input vector, `inputs` declares 0"),
+    ],
+)
+def test_a_section_left_empty_gets_its_own_message(section, message):
+    """`update:` with nothing under it says which state has no update (it said "`update`
+    must be a mapping"), `outputs:` that it names nothing (it said "output `` is not an
+    equation"), as `state: {}` and `inputs: {}` did already."""
+    text = lstmc.cells.path("rnn_tanh").read_text()
+    lines, kept, skipping = text.splitlines(), [], False
+    for ln in lines:  # the section's key alone, its lines under it dropped
+        if ln.startswith(f"{section}:"):
+            kept.append(f"{section}:")
+            skipping = True
+        elif not (skipping and ln.startswith((" ", "-"))):
+            skipping = False
+            kept.append(ln)
+    with pytest.raises(SpecError) as info:
+        lstmc.loads("\n".join(kept) + "\n", "e.yaml")
+    assert message in str(info.value)
+    assert kept[info.value.location.line - 1].startswith(f"{section}:")
+
+
 # -- the number grammar -------------------------------------------------------------------------
 
 RNN = """\

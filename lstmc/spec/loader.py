@@ -32,6 +32,7 @@ SECTIONS = {
     "update": "a mapping state name -> expression",
     "outputs": "a list of equation names",
 }
+_NULL_TAG = "tag:yaml.org,2002:null"  # what an empty value (`key:` alone, `~`) reads as
 REQUIRED = ("cell", "sizes", "inputs", "state", "params", "equations", "update", "outputs")
 
 
@@ -75,7 +76,7 @@ class _Reader:
 
     def empty_ok(self, node: yaml.Node) -> yaml.Node:
         """An empty value (`params:` with nothing under it, or `~`) as an empty mapping."""
-        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+        if isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG:
             return yaml.MappingNode("tag:yaml.org,2002:map", [], node.start_mark, node.end_mark)
         return node
 
@@ -275,7 +276,7 @@ class _Reader:
             raise self.error("`sizes` must name at least one size symbol", top["sizes"][1])
 
         for section, target in (("inputs", cell.inputs), ("state", cell.state)):
-            for key, value in self.mapping(top[section][1], f"`{section}`"):
+            for key, value in self.mapping(self.empty_ok(top[section][1]), f"`{section}`"):
                 name = define(key, f"a name in `{section}`")
                 shape = self.shape(value, f"`{name}`", cell.sizes)
                 if len(shape) != 1:
@@ -338,7 +339,7 @@ class _Reader:
                 name, self.expression(top["equations"][1], value, text), self.loc(key)
             )
 
-        for key, value in self.mapping(top["update"][1], "`update`"):
+        for key, value in self.mapping(self.empty_ok(top["update"][1]), "`update`"):
             name = self.scalar(key, "a state name in `update`")
             if name not in cell.state:
                 raise self.error(
@@ -361,7 +362,7 @@ class _Reader:
 
         out_node = top["outputs"][1]
         out_items = (
-            [out_node]
+            ([] if out_node.tag == _NULL_TAG else [out_node])  # `outputs:` with nothing after
             if isinstance(out_node, yaml.ScalarNode)
             else self.sequence(out_node, "`outputs`")
         )
