@@ -362,7 +362,9 @@ class _Reader:
 
         out_node = top["outputs"][1]
         out_items = (
-            ([] if out_node.tag == _NULL_TAG else [out_node])  # `outputs:` with nothing after
+            # `outputs:` with nothing after it names nothing (but `outputs: null` names the
+            # equation `null`, as a name read anywhere else)
+            ([] if out_node.tag == _NULL_TAG and out_node.value in ("", "~") else [out_node])
             if isinstance(out_node, yaml.ScalarNode)
             else self.sequence(out_node, "`outputs`")
         )
