@@ -53,12 +53,18 @@ def optimize(
 
 
 def dtype_name(dtype) -> str:
-    """ "float32" or "float64" from that string, a NumPy type (np.float32) or a dtype."""
-    try:
-        name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    """ "float32" or "float64" from any name NumPy has for them ("float32", "f4", "single"),
+    a NumPy type (np.float32) or dtype, or a torch dtype (torch.float32), in the machine's
+    byte order."""
+    if type(dtype).__module__ == "torch":  # torch.float32: its name, without importing torch
+        dtype = str(dtype).removeprefix("torch.")
+    try:  # (not None, which NumPy reads as float64, nor "float": torch's is float32)
+        unclear = dtype is None or (isinstance(dtype, str) and dtype == "float")
+        resolved = None if unclear else np.dtype(dtype)
     except TypeError:
-        name = None
-    if name not in ("float32", "float64"):
+        resolved = None
+    name = resolved.name if resolved is not None and resolved.isnative else None
+    if isinstance(dtype, bool) or name not in ("float32", "float64"):
         raise LstmcError(f"unknown dtype {dtype!r}; choose float32 or float64")
     return name
 

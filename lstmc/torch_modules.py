@@ -62,7 +62,11 @@ def from_torch(module, layer: int = 0, reverse: bool = False):
         t = getattr(module, name + suffix, None)
         if t is None:
             return None
-        if t.dtype == torch.bfloat16:  # NumPy has no bfloat16; float32 holds each value exactly
+        # Kernels compute in float32 or float64: half-precision weights are widened (float32
+        # holds each value exactly), so that an LSTM's two biases are summed in float32, not
+        # rounded to half precision (~5e-5 from the float32 sum for float16). And NumPy has
+        # no bfloat16.
+        if t.dtype in (torch.bfloat16, torch.float16):
             t = t.float()
         return t.detach().cpu().numpy().copy()
 

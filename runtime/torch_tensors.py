@@ -45,6 +45,15 @@ def as_numpy(name: str, a, dtype=None):
             f"{where} is a {str(a.layout).removeprefix('torch.')} torch tensor; kernels take "
             "dense ones (`t.to_dense()`)"
         )
+    kernel_dtype = None if dtype is None else str(getattr(dtype, "__name__", dtype))
+    if kernel_dtype in ("float32", "float64") and a.dtype in (torch.float32, torch.float64):
+        if str(a.dtype) != f"torch.{kernel_dtype}":  # the tensor's way to say it: .float()
+            convert = ".float()" if kernel_dtype == "float32" else ".double()"
+            other = str(a.dtype).removeprefix("torch.")
+            raise KernelArgumentError(
+                f"{where} is a {a.dtype} tensor but the kernel was compiled for "
+                f"{kernel_dtype}; convert it (`t{convert}`) or compile with dtype='{other}'"
+            )
     try:  # the lazy negation and conjugation bits resolved: numpy() refuses them
         return a.detach().resolve_conj().resolve_neg().numpy()
     except TypeError:  # a dtype NumPy lacks (bfloat16, ...); NumPy's are checked after

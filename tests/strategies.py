@@ -267,7 +267,8 @@ class _Gen:
             form = self.pick(["log(1 + abs({}))", "log(2 + tanh({}))", "log(1 + sigmoid({}))"])
             return _E(form.format(t), ATOM, math.log1p(m) + 1.0)
         if kind == "clip":
-            lo, hi = self.pick([("-2", "2"), ("0", "1"), ("-1", "0.5"), ("-.5", ".5")])
+            # lo > hi too: hi wins, as NumPy's and torch's clip (the kernels' differed)
+            lo, hi = self.pick([("-2", "2"), ("0", "1"), ("-1", "0.5"), ("-.5", ".5"), ("1", "-1")])
             return _E(f"clip({t}, {lo}, {hi})", ATOM, 2.0)
         if kind in ("max", "min"):
             b = self.vec(key, depth - 1) if self.chance(0.7) else self.scalar()

@@ -174,6 +174,18 @@ def test_a_bfloat16_module_and_a_numpy_layer_index():
         assert np.array_equal(a, exact), name
 
 
+@pytest.mark.parametrize("half", ["float16", "bfloat16"])
+def test_a_half_precision_lstms_biases_are_summed_in_float32(half):
+    """Kernels compute in float32 at least: the widened half-precision biases are summed in
+    float32 (summed in float16, the sum was rounded to ~5e-5 off)."""
+    torch.manual_seed(0)
+    m = torch.nn.LSTM(8, 16).to(getattr(torch, half))
+    _, params = lstmc.from_torch(m)
+    b_ih, b_hh = (getattr(m, n).detach().float().numpy() for n in ("bias_ih_l0", "bias_hh_l0"))
+    bias = np.concatenate([params[f"b_{g}"] for g in "ifgo"])
+    assert bias.dtype == np.float32 and np.array_equal(bias, b_ih + b_hh)
+
+
 def test_a_cpu_kernel_takes_and_returns_torch_tensors():
     """Called with a CPU tensor for x, a kernel returns tensors (y and the state), viewing the
     arrays it computed, and takes tensors for the state and the params too: the same numbers
@@ -209,8 +221,16 @@ def test_what_a_cpu_kernel_refuses_of_torch_tensors():
         (lambda: kernel(x, {**params, "W_ir": weight}), "param `W_ir` requires grad"),
         (lambda: kernel(x.to(torch.bfloat16), params), "float64 tensor (this kernel's: float32)"),
         (lambda: kernel(torch.empty(3, 2, 4, device="meta"), params), "tensor on meta"),
-        # float64 to a float32 kernel: no silent cast
-        (lambda: kernel(x.double(), params), "`x` has dtype float64 but the kernel was compiled"),
+        # float64 to a float32 kernel: no silent cast, and torch's way to convert
+        (
+            lambda: kernel(x.double(), params),
+            "`x` is a torch.float64 tensor but the kernel was compiled for float32; convert it "
+            "(`t.float()`) or compile with dtype='float64'",
+        ),
+        (
+            lambda: kernel(x, params, {"h": torch.zeros(2, 6, dtype=torch.float64)}),
+            "state `h` is a torch.float64 tensor but the kernel was compiled for float32",
+        ),
         (
             lambda: kernel(x, params, {"h": torch.zeros(2, 6).requires_grad_()}),
             "state `h` requires grad",

@@ -184,13 +184,26 @@ def test_compile_refuses_a_bad_unroll(unroll):
 
 @pytest.mark.parametrize(
     ("dtype", "name"),
-    [(np.float32, "float32"), (np.float64, "float64"), (np.dtype("float64"), "float64")],
+    [
+        (np.float32, "float32"),
+        (np.float64, "float64"),
+        (np.dtype("float64"), "float64"),
+        ("f8", "float64"),
+        ("single", "float32"),
+        ("torch.float64", "float64"),
+        ("torch.float32", "float32"),
+    ],
 )
-def test_compile_takes_numpy_dtypes(dtype, name):
+def test_compile_takes_numpy_and_torch_dtypes(dtype, name):
+    if isinstance(dtype, str) and dtype.startswith("torch."):
+        dtype = getattr(pytest.importorskip("torch"), dtype.removeprefix("torch."))
     assert lstmc.compile(lstmc.builtin("lstm"), dtype=dtype).dtype == np.dtype(name)
 
 
-@pytest.mark.parametrize("dtype", ["float16", np.float16, np.int32, "f4x"])
+# None and "float" NumPy reads as float64, where torch's float is float32: refused as unclear
+@pytest.mark.parametrize(
+    "dtype", ["float16", np.float16, np.int32, "f4x", ">f4", None, "float", True]
+)
 def test_compile_refuses_other_dtypes(dtype):
     with pytest.raises(LstmcError, match="unknown dtype .*; choose float32 or float64"):
         lstmc.compile(lstmc.builtin("lstm"), dtype=dtype)

@@ -68,11 +68,12 @@ def test_every_op_generates_code(target, opt):
         compile(source, f"<every_op {target} -O{opt}>", "exec")  # valid Python
 
 
+@pytest.mark.parametrize("lim", [2.5, -3.0])  # -3: clip(e, 3, -3), lo > hi: hi wins
 @pytest.mark.parametrize("opt", [0, 2])
-def test_every_op_runs_like_the_interpreter_on_the_cpu(opt):
+def test_every_op_runs_like_the_interpreter_on_the_cpu(opt, lim):
     import numpy as np
 
-    cell = lstmc.loads(EVERY_OP, "every_op.yaml")
+    cell = lstmc.loads(EVERY_OP, "every_op.yaml").with_constants({"lim": lim})
     kernel = lstmc.compile(cell, dtype="float64", opt=opt)
     rng = np.random.default_rng(0)
     params = kernel.init_params(input=3, hidden=5, seed=1)
@@ -85,3 +86,22 @@ def test_every_op_runs_like_the_interpreter_on_the_cpu(opt):
         np.testing.assert_allclose(y[k], y_ref[k], rtol=1e-10, atol=1e-10)
     for k in final_ref:
         np.testing.assert_allclose(final[k], final_ref[k], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("row", ["constant", "large mean"])
+def test_the_interpreters_layer_norm_against_torchs(row):
+    """The reference itself, float64, where the mean dwarfs the spread: a constant row of
+    1e30s normalized to +-1 (x - mean was an ulp of 1e30), not 0, before it was shifted."""
+    import numpy as np
+
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    v = np.full((4, 7), 1e30) if row == "constant" else 1e12 + rng.standard_normal((4, 7))
+    gamma, beta = rng.standard_normal(7), rng.standard_normal(7)
+    got = ops.REGISTRY["layer_norm"].interp([v, gamma, beta], {"eps": 1e-5}, None)
+    want = torch.nn.functional.layer_norm(
+        torch.from_numpy(v), (7,), torch.from_numpy(gamma), torch.from_numpy(beta), eps=1e-5
+    ).numpy()
+    # float64: the deviations of a 1e12-mean row are exact to ~1e-4 (an ulp of 1e12), so
+    # both sides agree to what torch's own two-pass mean keeps of them
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 if row == "large mean" else 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from lstmc_runtime.torch_tensors import as_numpy
 
 from lstmc.errors import LstmcError
 from lstmc.ir.graph import Graph
@@ -42,9 +43,13 @@ def run_graph(
 ):
     """Run `graph` over `x: [T, B, n]`. Returns ({output: [T, B, n]}, {state: [B, n]})."""
     sig = signature_of(graph)
-    x = np.asarray(x, dtype=np.float64)
-    params = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
-    given = {k: np.asarray(v, dtype=np.float64) for k, v in (state or {}).items()}
+    # CPU torch tensors as the kernels take them (one that requires grad is refused with
+    # the kernels' message, not torch's RuntimeError from np.asarray), in float64
+    x = np.asarray(as_numpy("x", x), dtype=np.float64)
+    params = {k: np.asarray(as_numpy(f"param `{k}`", v), np.float64) for k, v in params.items()}
+    given = {
+        k: np.asarray(as_numpy(f"state `{k}`", v), np.float64) for k, v in (state or {}).items()
+    }
     if sizes is None:
         sizes = sig.bind(x, params, given)
     T, B = x.shape[:2]

@@ -202,9 +202,13 @@ def _slice_rows(v, attrs, ctx):
 
 def _layer_norm_interp(args, attrs, ctx):
     v, gamma, beta = args
-    mean = v.mean(axis=-1, keepdims=True)
-    var = ((v - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (v - mean) / np.sqrt(var + attrs["eps"]) * gamma + beta
+    # Deviations from the row's first value first (exact for values of one magnitude), then
+    # from their mean: v - mean of a constant row of 1e30s was an ulp of 1e30, not 0, which
+    # the 1/std then blew up to +-1 (the kernels shift the same way: lstmc_runtime.rows).
+    shifted = v - v[..., :1]
+    centered = shifted - shifted.mean(axis=-1, keepdims=True)
+    var = (centered**2).mean(axis=-1, keepdims=True)
+    return centered / np.sqrt(var + attrs["eps"]) * gamma + beta
 
 
 def _unary(f):
@@ -436,10 +440,14 @@ HELPERS = {
         "        return _ONE if v > _ZERO else -_ONE\n"
         "    return v / (_ONE + a)\n"
     ),
+    # min(max(v, lo), hi) as the interpreter, NumPy and torch: hi wins where lo > hi (a
+    # constant overridden so), and a NaN in any of the three gives NaN. With lo and hi
+    # constants (the usual case) their checks fold away.
     "_clip": (
         "def _clip(v, lo, hi):\n"
-        "    if v != v:\n"
-        "        return v\n"
-        "    return lo if v < lo else (hi if v > hi else v)\n"
+        "    if v != v or lo != lo or hi != hi:\n"
+        "        return v + lo + hi\n"
+        "    t = lo if v < lo else v\n"
+        "    return hi if t > hi else t\n"
     ),
 }
