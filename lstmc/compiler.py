@@ -21,16 +21,22 @@ MAX_SIZE = 2**31 - 1
 
 
 def equations_text(cell: Cell) -> str:
-    """The cell's equations as written, for generated docstrings."""
+    """The cell's equations as written, for generated docstrings: the sections' lines with
+    their comments, or, for a section written on one line (`update: {h: h_next}`), its
+    equations one a line."""
     import re
 
     lines = []
     text = cell.source
-    for section in ("equations", "update"):
-        m = re.search(rf"^{section}:.*?\n((?:[ \t]+.*\n?|\s*\n)*)", text, re.MULTILINE)
-        if m:
+    for section, equations in (("equations", cell.equations), ("update", cell.update)):
+        m = re.search(rf"^{section}:(.*?)\n((?:[ \t]+.*\n?|\s*\n)*)", text, re.MULTILINE)
+        block = m is not None and not m.group(1).partition("#")[0].strip()
+        written = [ln.strip() for ln in m.group(2).splitlines() if ln.strip()] if block else []
+        if not written:
+            written = [f"{eq.name}: {' '.join(eq.text.split())}" for eq in equations.values()]
+        if written:
             lines.append(f"{section}:")
-            lines += ["  " + ln.strip() for ln in m.group(1).splitlines() if ln.strip()]
+            lines += ["  " + ln for ln in written]
     return "\n".join(lines)
 
 

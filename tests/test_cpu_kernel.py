@@ -381,6 +381,25 @@ def test_argument_errors_name_argument_and_shapes():
     assert "float array" in _args_error(kernel, x.astype(np.int32), params)
 
 
+def test_the_docstring_has_the_equations_of_a_spec_written_in_flow_style():
+    """`equations: {z: ...}` on one line (and one over two) reads as a block would."""
+    from lstmc.compiler import equations_text
+
+    spec = textwrap.dedent("""\
+        cell: flow
+        sizes: [n]
+        inputs: {x: [n]}
+        state: {h: [n]}
+        params: {W: [n, n]}
+        equations: {z: tanh(W @ x
+           + h), y: z}   # two equations
+        update: {h: z}
+        outputs: [y]
+        """)
+    text = equations_text(lstmc.loads(spec))
+    assert text == "equations:\n  z: tanh(W @ x + h)\n  y: z\nupdate:\n  h: z"
+
+
 def test_generated_source_is_readable_and_carries_the_ir():
     kernel = lstmc.compile(lstmc.builtin("lstm"))
     src = kernel.source

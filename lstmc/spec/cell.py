@@ -39,6 +39,7 @@ class Equation:
     name: str
     expr: Expr
     loc: Location
+    text: str = ""  # as written in the spec
 
 
 @dataclass

@@ -336,7 +336,7 @@ class _Reader:
             if not text.strip():
                 raise self.error(f"the equation `{name}` is empty", key)
             cell.equations[name] = Equation(
-                name, self.expression(top["equations"][1], value, text), self.loc(key)
+                name, self.expression(top["equations"][1], value, text), self.loc(key), text
             )
 
         for key, value in self.mapping(self.empty_ok(top["update"][1]), "`update`"):
@@ -351,7 +351,7 @@ class _Reader:
             if not text.strip():
                 raise self.error(f"the update of `{name}` is empty", key)
             expr = self.expression(top["update"][1], value, text)
-            cell.update[name] = Equation(name, expr, self.loc(value))
+            cell.update[name] = Equation(name, expr, self.loc(value), text)
         for name in cell.state:
             if name not in cell.update:
                 raise self.error(
