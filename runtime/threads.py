@@ -132,7 +132,11 @@ def serial(rows, B: int, handshake: bool = False) -> None:
 # 3.3 against 3.7; H=256, B=1: 1.3 against 2.4 serial); the batch split through `_cols`
 # now beats it where the weights are small (_BATCH_MAX_WEIGHT_BYTES, below). Below it,
 # one thread wins (H=32, B=1: 0.09 ms against 0.19 split; H=64, B=1: 0.21 against 0.30), and
-# H=64, B=4 (131K) is a tie. Each thread gets at least one SIMD vector of units.
+# H=64, B=4 (131K) is a tie. Each thread gets at least one SIMD vector of units. A call of one
+# step too (a decode step): there each thread reads half the weights once, where the batch
+# split reads them all on both cores. T=1, two threads, by units against the batch split
+# (or one thread) chosen before: lstm H=256, B=64 0.49 ms against 0.80; H=512, B=16 0.66
+# against 0.89, B=64 2.25 against 2.97; gru H=512, B=64 1.58 against 2.66.
 _UNITS_MIN_STEP = 100_000
 _UNITS_MIN_EXTENT = 16
 # On one thread the unit split pays only through _cols' chunked input projection, which
@@ -197,7 +201,7 @@ def plan_call(
         n = 1  # too little work to pay for waking another thread
     small = work_per_row * itemsize <= min(_BATCH_MAX_WEIGHT_BYTES, L2_BYTES // 2)
     by_rows = chunks and small and n > 1 and B >= 2 * _MIN_ROWS
-    if can_units and units >= _UNITS_MIN_EXTENT * n and step >= _UNITS_MIN_STEP and T >= 2:
+    if can_units and units >= _UNITS_MIN_EXTENT * n and step >= _UNITS_MIN_STEP:
         if n > 1 and not by_rows and (B == 1 or _cuts_on_cache_lines(units, n, itemsize)):
             return Plan("units", n, run_units)
         if n == 1 and work_per_row * itemsize <= _UNITS_ONE_THREAD_MAX_BYTES:

@@ -159,7 +159,10 @@ def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypa
     assert plan(100, 64, lstm(16), None, 16) == ("batch", 2)  # 13M: by rows (1.35x)
     assert plan(50, 64, lstm(16), None, 16) == ("units", 1)  # 6.6M: one thread
     assert plan(1000, 64, lstm(16), None, 16) == ("batch", 2)  # 131M
-    assert plan(1, 64, lstm(128), None, 128)[0] != "units"  # one step
+    assert plan(1, 64, lstm(128), None, 128)[0] != "units"  # one step: small weights, by rows
+    # one step with weights past L2 (a decode step): by units, each thread reading half
+    assert plan(1, 64, lstm(256), None, 256) == ("units", 2)
+    assert plan(1, 16, lstm(512), None, 512) == ("units", 2)
     assert plan(100, 64, lstm(512), None, 512) == ("units", 2)
     # no unit split in the kernel: the batch split or one thread, as before
     assert rt_threads.plan_call(100, 64, lstm(128), None, None).mode in ("batch", "serial")
