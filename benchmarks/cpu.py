@@ -108,9 +108,9 @@ def torch_params_gru(m: torch.nn.GRU, H: int) -> dict:
     return out
 
 
-def grid(hs, bs, threads: int | None = None) -> list[dict]:
-    """lstm and gru against nn.LSTM / nn.GRU over H x B; `threads` fixes lstmc's thread count
-    (the caller sets torch's)."""
+def grid(hs, bs, threads: int | None = None, steps: int = T) -> list[dict]:
+    """lstm and gru against nn.LSTM / nn.GRU over H x B, x of `steps` steps; `threads` fixes
+    lstmc's thread count (the caller sets torch's)."""
     rows = []
     kernels = {name: lstmc.compile(lstmc.builtin(name)) for name in ("lstm", "gru")}
     for kernel in kernels.values():
@@ -123,7 +123,7 @@ def grid(hs, bs, threads: int | None = None) -> list[dict]:
             for B in bs:
                 torch.manual_seed(0)
                 m = module_cls(H, H).eval()
-                x = torch.randn(T, B, H)
+                x = torch.randn(steps, B, H)
                 packed = kernels[name].pack(convert(m, H))
                 xn = x.numpy()
                 # In turns, round by round (a burst of load elsewhere on the host slows a
@@ -153,7 +153,7 @@ def grid(hs, bs, threads: int | None = None) -> list[dict]:
                     )
                 )
                 print(
-                    f"{name:5s} H={H:4d} B={B:3d}  torch {t_torch * 1e3:9.3f} ms  "
+                    f"{name:5s} T={steps:3d} H={H:4d} B={B:3d}  torch {t_torch * 1e3:9.3f} ms  "
                     f"lstmc {t_ours * 1e3:9.3f} ms  speedup {t_torch / t_ours:5.2f}x  "
                     f"|diff| {rows[-1]['max_abs_diff']:.1e}  ({rows[-1]['plan']})",
                     flush=True,
@@ -480,6 +480,12 @@ def two_core_scaling() -> float:
     return best
 
 
+def one_step(hs, bs) -> list[dict]:
+    """(a) for calls of one step (T=1), as a decoder makes them: the whole call is one step's
+    products, so how the cores share a step's weights decides (threads.plan_call)."""
+    return grid(hs, bs, steps=1)
+
+
 def grid_one_thread(hs, bs) -> list[dict]:
     """(a) again with one thread on each side: the per-core comparison, which a busy host
     (a vCPU taken away) does not distort."""
@@ -687,6 +693,7 @@ def write_results(
     step_rows=(),
     scaling=(),
     small_rows=(),
+    one_step_rows=(),
 ) -> Path:
     """Write this CPU's block of RESULTS.md and its chart; return the chart's path."""
     date = datetime.date.today().isoformat()
@@ -731,6 +738,19 @@ def write_results(
             md.append(
                 f"| {r['cell']} | {r['H']} | {r['B']} | {r['torch_ms']:.3f} | "
                 f"{r['lstmc_ms']:.3f} | {r['speedup']:.2f}x |"
+            )
+    if one_step_rows:
+        md += [
+            "",
+            "### (a2) one step a call (T=1, a decoder's calls), both sides on all threads",
+            "",
+            "| cell | H | B | torch ms | lstmc ms | speedup | lstmc threads |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in one_step_rows:
+            md.append(
+                f"| {r['cell']} | {r['H']} | {r['B']} | {r['torch_ms']:.3f} | "
+                f"{r['lstmc_ms']:.3f} | {r['speedup']:.2f}x | {r['plan']} |"
             )
     md += [
         "",
@@ -862,6 +882,7 @@ def main() -> None:
     print(f"two-core scaling: {scaling[0]:.2f}", flush=True)
     grid_rows = grid(hs, bs)
     one_thread_rows = grid_one_thread(hs, bs)
+    one_step_rows = one_step((128, 512), (1, 64))
     var_rows = variants((64, 128) if args.quick else (64, 128, 256), B=16)
     gemm = gemm_throughput()
     step_rows = step_gemm()
@@ -887,6 +908,7 @@ def main() -> None:
             step_rows,
             scaling,
             small_rows,
+            one_step_rows,
         )
         print(f"wrote {HERE / 'RESULTS.md'} and {chart}")
 
