@@ -145,24 +145,49 @@ class Signature:
                         f"(from x); got shape {shape}"
                     )
                 arrays.append((f"state `{s.name}`", shape[1:], s, shape, ("B",)))
-        # First, single symbols bind sizes, each to the value most arrays give it (the first
-        # array's on a tie), so that the one wrong array is the one an error names: binding
-        # from the first array alone made a bad W_i's hidden size blame every other param.
+        fixed_origin = dict(origin)
+        try:
+            sizes = self._bind_arrays(arrays, sizes, origin, x_shape is not None, vote=False)
+        except KernelArgumentError as first_error:
+            # Sizes bound from the first array that has them made one bad W_i blame every
+            # other param: now that the call fails anyway, bind each size to what most
+            # arrays give it, so that the error names the one wrong array.
+            need_all = x_shape is not None
+            try:
+                self._bind_arrays(arrays, dict(fixed or {}), fixed_origin, need_all, vote=True)
+            except KernelArgumentError as voted_error:
+                raise voted_error from None
+            raise first_error from None
+        if origins_out is not None:
+            origins_out.update(origin)
+        return sizes
+
+    def _bind_arrays(self, arrays, sizes, origin, need_all: bool, vote: bool) -> dict[str, int]:
+        """`bind`'s work on the arrays' shapes, `sizes` holding the fixed ones: bind the
+        single symbols (each from the first array that has it, or, with `vote`, to the value
+        most arrays give it, the first array's on a tie), then the sums, then check every
+        dimension. Fills and returns `sizes`, and fills `origin`."""
+        fixed = set(sizes)
         votes: dict[str, dict[int, list[str]]] = {}
         for where, shape, spec, whole, lead in arrays:
             if len(shape) != len(spec.shape):
                 raise KernelArgumentError(f"{where} must be {_text(lead, spec)}; got shape {whole}")
             for dim, size in zip(shape, spec.shape):
                 sym = _single_symbol(size)
-                if sym is not None and sym not in sizes:
+                if sym is None or sym in fixed:
+                    continue
+                if vote:
                     votes.setdefault(sym, {}).setdefault(dim, []).append(where)
+                elif sym not in sizes:
+                    sizes[sym] = dim
+                    origin[sym] = where
         for sym, by_value in votes.items():
             sizes[sym], givers = max(by_value.items(), key=lambda item: len(item[1]))
             origin[sym] = givers[0]
         progress = True
         while progress:  # then sums with one unknown symbol (`hidden + input`) bind it
             progress = False
-            for _where, shape, spec, _whole, _lead in arrays:
+            for where, shape, spec, _whole, _lead in arrays:
                 for dim, (terms, const) in zip(shape, spec.shape):
                     unknown = [(s, c) for s, c in terms if s not in sizes]
                     if len(unknown) != 1:
@@ -174,7 +199,7 @@ class Signature:
                         origin[sym] = where
                         progress = True
         missing = [s for s in self.sizes if s not in sizes]
-        if missing and x_shape is not None:
+        if missing and need_all:
             raise KernelArgumentError(f"cannot infer size(s) {', '.join(missing)} from the arrays")
         for where, shape, spec, whole, lead in arrays:  # second: every dimension must agree
             symbols = {sym for size in spec.shape for sym, _ in size[0]}
@@ -199,8 +224,6 @@ class Signature:
                 raise KernelArgumentError(
                     f"size {s} must be an int >= 1, got {v} (from {origin[s]})"
                 )
-        if origins_out is not None:
-            origins_out.update(origin)
         return sizes
 
     # -- parameters ------------------------------------------------------------------------

@@ -295,7 +295,11 @@ def test_an_artifact_imported_under_another_runtime_compiles_without_numbas_cach
     def run(runtime: str) -> dict:
         r = subprocess.run(
             [sys.executable, "-c", STALE_ARTIFACT_SCRIPT, str(out), runtime],
-            capture_output=True, text=True, env=env, timeout=300, check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
         )
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout.strip().splitlines()[-1])
@@ -780,7 +784,9 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(env):
     process that SIGPIPE ended, as for a C tool."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "lstmc", "show", "lstm", "--print-after-all"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
     )
     proc.stdout.readline()
     proc.stdout.close()  # the reader goes away with most of the output unread

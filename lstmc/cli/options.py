@@ -155,7 +155,12 @@ const_option = _assignments_option(
 
 def size_option(help_text: str):
     return _assignments_option(
-        "--size", "sizes", "NAME=N", f"a positive integer up to {MAX_SIZE}", _positive_int, help_text
+        "--size",
+        "sizes",
+        "NAME=N",
+        f"a positive integer up to {MAX_SIZE}",
+        _positive_int,
+        help_text,
     )
 
 
