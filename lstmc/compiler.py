@@ -15,8 +15,9 @@ from lstmc.spec.cell import Cell
 
 TARGETS = ("cpu", "cuda")
 DEFAULT_OPT = 2
-# The largest size fixed at compile time: generated code multiplies sizes together in 64-bit
-# integers (4 * hidden * input, T * B * n), which sizes up to 2**31 - 1 can't overflow.
+# The largest size fixed at compile time (and given on the command line): generated code
+# multiplies sizes in 64-bit integers (4 * hidden * input), and a size past 2**31 - 1
+# elements is an 8 GB row of float32 already; larger is surely a typo.
 MAX_SIZE = 2**31 - 1
 
 
@@ -62,6 +63,7 @@ def dtype_name(dtype) -> str:
     """ "float32" or "float64" from any name NumPy has for them ("float32", "f4", "single"),
     a NumPy type (np.float32) or dtype, or a torch dtype (torch.float32), in the machine's
     byte order."""
+    given = dtype
     if type(dtype).__module__ == "torch":  # torch.float32: its name, without importing torch
         dtype = str(dtype).removeprefix("torch.")
     try:  # (not None, which NumPy reads as float64, nor "float": torch's is float32)
@@ -71,6 +73,7 @@ def dtype_name(dtype) -> str:
         resolved = None
     name = resolved.name if resolved is not None and resolved.isnative else None
     if isinstance(dtype, bool) or name not in ("float32", "float64"):
+        dtype = given
         raise LstmcError(f"unknown dtype {dtype!r}; choose float32 or float64")
     return name
 
@@ -162,11 +165,19 @@ def compile(
             f"unknown option(s) {', '.join(unknown)} for target {target!r}"
             + (f"; known: {', '.join(sorted(known))}" if known else "")
         )
+    if target == "cuda":  # and their values (CudaKernel.with_options checks them alike)
+        from lstmc_runtime.cuda_config import check_blocks, check_variant
+
+        if options.get("variant") is not None:
+            check_variant(options["variant"])
+        if options.get("blocks") is not None:
+            check_blocks(options["blocks"])
     source, graph, records = generate_source(cell, target, dtype, opt, unroll, sizes, constants)
     key = cache_key({"source": source})
     module = load_generated(source, key, cell.name, use_cache=cache)
     # A kernel object of its own per compile() (the module, and its machine code, are shared
-    # by every compile of the same spec and options in a process), so settings such as
+    # by every compile of the same spec and compile options in a process, whatever the
+    # target options), so settings such as
     # `kernel.threads` made on one don't leak into another.
     kernel = copy.copy(module.kernel)
     if options:

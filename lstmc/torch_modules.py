@@ -20,8 +20,9 @@ _GRU_GATES = ("r", "z", "n")
 
 def from_torch(module, layer: int = 0, reverse: bool = False):
     """(cell, params) for one layer and direction of a torch nn.LSTM, nn.GRU or nn.RNN: the
-    shipped cell that computes it and its params as NumPy arrays of the module's dtype, for
-    `lstmc.compile(cell)` and `kernel(x, params)`.
+    shipped cell that computes it and its params as NumPy arrays of the module's dtype
+    (float32 for a float16 or bfloat16 module), for `lstmc.compile(cell)` and
+    `kernel(x, params)`.
 
     `layer` picks a layer of a stacked module (its input is the layer below's output);
     `reverse` the backward direction of a bidirectional one (run it on x reversed in time).
@@ -85,7 +86,7 @@ def from_torch(module, layer: int = 0, reverse: bool = False):
             params |= {f"W_i{g}": w, f"W_h{g}": u, f"b_i{g}": bi, f"b_h{g}": bh}
         return builtin("gru"), params
     params = {}
-    bias = b_ih + b_hh  # the module's dtype: one rounding, as torch adds both every step
+    bias = b_ih + b_hh  # float32 or float64: one rounding, as torch adds both every step
     for g, w, u, b in zip(_LSTM_GATES, *(np.split(a, 4) for a in (w_ih, w_hh, bias)), strict=True):
         params |= {f"W_{g}": w, f"U_{g}": u, f"b_{g}": b}
     if getattr(module, "proj_size", 0):

@@ -6,6 +6,7 @@ of shared and local arrays."""
 from __future__ import annotations
 
 import numpy as np
+from lstmc_runtime.errors import KernelArgumentError
 from numba.core import types as nbtypes
 
 
@@ -43,6 +44,20 @@ else:
     NORM_THREADS = 128
 
 VARIANTS = ("auto", "stepwise", "persistent")
+
+
+def check_variant(variant) -> str:
+    if variant not in VARIANTS:
+        raise KernelArgumentError(
+            f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}"
+        )
+    return variant
+
+
+def check_blocks(blocks) -> int:
+    if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)) or blocks < 1:
+        raise KernelArgumentError(f"blocks must be a positive integer, got {blocks!r}")
+    return int(blocks)
 
 
 def numba_type(dtype):

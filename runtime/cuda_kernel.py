@@ -15,7 +15,7 @@ from lstmc_runtime.cuda_arrays import (
     kind_of,
     resolve_stream,
 )
-from lstmc_runtime.cuda_config import VARIANTS
+from lstmc_runtime.cuda_config import check_blocks, check_variant
 from lstmc_runtime.cuda_generic import device_copy, device_fill
 from lstmc_runtime.cuda_launch import Launcher, Run
 from lstmc_runtime.errors import CudaUnavailableError, KernelArgumentError
@@ -101,11 +101,9 @@ class CudaKernel(Kernel):
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         if variant is not None:
-            new.variant = _check_variant(variant)
+            new.variant = check_variant(variant)
         if blocks is not None:
-            if not isinstance(blocks, int) or blocks < 1:
-                raise KernelArgumentError(f"blocks must be a positive integer, got {blocks!r}")
-            new.blocks = blocks
+            new.blocks = check_blocks(blocks)
         return new
 
     @_needs_cuda
@@ -143,7 +141,7 @@ class CudaKernel(Kernel):
     def __call__(
         self, x, params, state: Mapping | None = None, stream=None, variant: str | None = None
     ):
-        variant = _check_variant(variant) if variant is not None else self.variant
+        variant = check_variant(variant) if variant is not None else self.variant
         packed = params if isinstance(params, PackedParams) else self.pack(params)
         if packed._owner != id(self.weights) or packed.dtype != self.dtype:
             raise KernelArgumentError(
@@ -212,11 +210,3 @@ class CudaKernel(Kernel):
             fin = {k: handles[id(v)] for k, v in final.items()}
         y = next(iter(ys.values())) if len(ys) == 1 else ys
         return y, fin
-
-
-def _check_variant(variant) -> str:
-    if variant not in VARIANTS:
-        raise KernelArgumentError(
-            f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}"
-        )
-    return variant

@@ -249,9 +249,17 @@ class Kernel:
     def init_params(self, /, seed: int = 0, **sizes: int) -> dict[str, np.ndarray]:
         """Fresh params for the given sizes (every size symbol), in the kernel's dtype:
         uniform in ±1/sqrt(hidden) as PyTorch's RNNs, or zeros/ones as the spec says.
-        `seed`: any int >= 0, as numpy.random.default_rng takes."""
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise KernelArgumentError(f"seed must be an int >= 0, got {seed!r}")
+        `seed`: what numpy.random.default_rng takes (an int >= 0, None for fresh entropy, a
+        SeedSequence, ...)."""
+        try:  # (a bool is an int to NumPy, and surely a mistake here)
+            if isinstance(seed, bool):
+                raise TypeError("a bool")
+            np.random.default_rng(seed)
+        except (TypeError, ValueError) as exc:
+            raise KernelArgumentError(
+                f"seed must be an int >= 0 (or None, or what numpy.random.default_rng takes), "
+                f"got {seed!r} ({exc})"
+            ) from None
         for name, value in sizes.items():
             fixed = self.fixed_sizes.get(name)
             if fixed is not None and value != fixed:

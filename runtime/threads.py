@@ -204,7 +204,9 @@ def plan_call(
     if can_units and units >= _UNITS_MIN_EXTENT * n and step >= _UNITS_MIN_STEP:
         if n > 1 and not by_rows and (B == 1 or _cuts_on_cache_lines(units, n, itemsize)):
             return Plan("units", n, run_units)
-        if n == 1 and work_per_row * itemsize <= _UNITS_ONE_THREAD_MAX_BYTES:
+        # (one thread gains only through _cols' input projection made a few steps at a
+        # time, which one step doesn't have)
+        if n == 1 and T >= 2 and work_per_row * itemsize <= _UNITS_ONE_THREAD_MAX_BYTES:
             return Plan("units", 1, run_units)
     run = plan_chunks(T, B, work_per_row, n)
     if run is serial:

@@ -119,6 +119,8 @@ class Worker:
         self.ring(None)
 
     def _run(self) -> None:
+        if self.stopping:  # its pool was ended while it started (Pool._end_started)
+            return
         record_worker()  # its id, for lstmc_runtime.placement
         self.recorded.set()
         done = 0
@@ -175,12 +177,14 @@ class Pool:
             raise
 
     def _end_started(self) -> None:
+        """Stop every worker (ringing one never started does no harm: one that an interrupt
+        in Thread.start left starting finds `stopping` set before it records its id)."""
         self.stopped = True
-        started = [w for w in self.workers if w.thread.ident is not None]
-        for w in started:
+        for w in self.workers:
             w.stop()
-        for w in started:  # each ends at once: its doorbell is rung with `stopping` set
-            w.thread.join(timeout=1.0)
+        for w in self.workers:  # each ends at once: its doorbell is rung with `stopping` set
+            if w.thread.ident is not None:
+                w.thread.join(timeout=1.0)
 
     @property
     def threads(self) -> list[threading.Thread]:

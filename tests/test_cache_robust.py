@@ -250,6 +250,11 @@ def test_an_unknown_option_is_refused_before_anything_is_cached(monkeypatch, tmp
     monkeypatch.setenv("LSTMC_CACHE_DIR", str(tmp_path))
     with pytest.raises(LstmcError, match=f"unknown option.* tile for target '{target}'"):
         lstmc.compile(CELL, target=target, tile=2)
+    if target == "cuda":  # and the values of the known ones
+        with pytest.raises(LstmcError, match="unknown variant 'fast'"):
+            lstmc.compile(CELL, target=target, variant="fast")
+        with pytest.raises(LstmcError, match="blocks must be a positive integer, got 0"):
+            lstmc.compile(CELL, target=target, blocks=0)
     assert not list(tmp_path.iterdir())
 
 

@@ -145,9 +145,15 @@ def test_init_params_sizes(kernel, sizes, message):
 
 @pytest.mark.parametrize("seed", [-1, 1.5, True, "0"])
 def test_init_params_refuses_a_bad_seed(kernel, seed):
-    assert _error(lambda: kernel.init_params(seed=seed, input=2, hidden=3)) == (
-        f"seed must be an int >= 0, got {seed!r}"
+    assert _error(lambda: kernel.init_params(seed=seed, input=2, hidden=3)).startswith(
+        f"seed must be an int >= 0 (or None, or what numpy.random.default_rng takes), "
+        f"got {seed!r} ("
     )
+
+
+def test_init_params_takes_the_seeds_numpy_takes(kernel):
+    for seed in (None, np.random.SeedSequence(5), np.int64(3)):
+        assert kernel.init_params(seed=seed, input=2, hidden=3)["W_i"].shape == (3, 2)
 
 
 def test_a_size_named_self_is_a_size_of_init_params():

@@ -85,6 +85,9 @@ def test_missing_file_and_bad_encoding(tmp_path):
     with pytest.raises(SpecError, match="not UTF-8") as info:
         lstmc.loads(b"doc: x\ncell: caf\xe9\n", "b.yaml")
     assert str(info.value).startswith("b.yaml:2:10: error: the spec is not UTF-8 text")
+    with pytest.raises(SpecError, match="not UTF-8") as info:  # columns count characters
+        lstmc.loads("doc: é".encode() + b"\xff\n", "b.yaml")
+    assert str(info.value).startswith("b.yaml:1:7: error:")
     text = (Path(lstmc.cells.path("rnn_tanh"))).read_bytes()
     assert lstmc.loads(text).name == "rnn_tanh"
     with pytest.raises(SpecError, match="a spec is text"):

@@ -163,6 +163,7 @@ def test_plan_prefers_units_for_large_steps_and_keeps_small_ones_serial(monkeypa
     # one step with weights past L2 (a decode step): by units, each thread reading half
     assert plan(1, 64, lstm(256), None, 256) == ("units", 2)
     assert plan(1, 16, lstm(512), None, 512) == ("units", 2)
+    assert plan(1, 1, lstm(256), None, 256) == ("serial", 1)  # one thread: nothing to chunk
     assert plan(100, 64, lstm(512), None, 512) == ("units", 2)
     # no unit split in the kernel: the batch split or one thread, as before
     assert rt_threads.plan_call(100, 64, lstm(128), None, None).mode in ("batch", "serial")

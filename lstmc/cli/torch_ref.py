@@ -94,11 +94,12 @@ def torch_contender(cell, kernel, params, state, x, target, threads=None) -> Con
             {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
         )
         # (a spec edited under a shipped cell's name may lack the module's state)
-        s0 = tuple(torch.from_numpy(state[k][None].copy()).to(device) for k in state_names)
+        s0 = tuple(torch.from_numpy(state[k][None].copy()) for k in state_names)
     except (KeyError, RuntimeError, ValueError) as exc:
         return Contender(f"the spec is not PyTorch's {desc} ({type(exc).__name__}: {exc})")
     module = module.to(device=device).eval()
     xt = torch.from_numpy(x).to(device)
+    s0 = tuple(s.to(device) for s in s0)
     s0 = s0 if len(s0) > 1 else s0[0]
 
     def call():

@@ -204,7 +204,8 @@ def _layer_norm_interp(args, attrs, ctx):
     v, gamma, beta = args
     # Deviations from the row's first value first (exact for values of one magnitude), then
     # from their mean: v - mean of a constant row of 1e30s was an ulp of 1e30, not 0, which
-    # the 1/std then blew up to +-1 (the kernels shift the same way: lstmc_runtime.rows).
+    # the 1/std then blew up to +-1. (The kernels' one-pass statistics shift by the first
+    # value too, lstmc_runtime.rows, and give 0 there as well.)
     shifted = v - v[..., :1]
     centered = shifted - shifted.mean(axis=-1, keepdims=True)
     var = (centered**2).mean(axis=-1, keepdims=True)

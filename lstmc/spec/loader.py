@@ -416,7 +416,8 @@ def _decode(data: bytes, file: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1  # in bytes
+        line_start = data.rfind(b"\n", 0, exc.start) + 1  # in characters, as other errors
+        col = len(data[line_start : exc.start].decode("utf-8", errors="replace")) + 1
         raise SpecError(
             f"the spec is not UTF-8 text ({exc.reason}, byte 0x{data[exc.start]:02x})",
             Location(file, line, col),
