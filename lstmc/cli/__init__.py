@@ -41,6 +41,18 @@ _CUDA_UNAVAILABLE = ("CudaSupportError", "CudaDriverError")
 EXIT_BROKEN_PIPE = 128 + 13  # a shell's status for a process that SIGPIPE ended
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0].strip()
+
+
+def _fail(ctx: click.Context, message: str, status: int) -> None:
+    """End the command with `message` on stderr (after the traceback, with --verbose)."""
+    if ctx.meta.get("lstmc.verbose"):
+        traceback.print_exc()
+    click.echo(message, err=True)
+    ctx.exit(status)
+
+
 def _quiet_stdout() -> None:
     """Point stdout at /dev/null, so that the interpreter's last flush of it doesn't fail."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -63,56 +75,39 @@ class _Cli(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except LstmcError as exc:
-            if ctx.meta.get("lstmc.verbose"):
-                traceback.print_exc()
-            click.echo(error_line(exc), err=True)
-            ctx.exit(EXIT_USAGE)
+            _fail(ctx, error_line(exc), EXIT_USAGE)
         except BrokenPipeError:  # the reader went away (`lstmc show ... | head`): quietly,
             _quiet_stdout()  # as SIGPIPE ends a C tool; its flush at exit would raise again
             ctx.exit(EXIT_BROKEN_PIPE)
         except MemoryError as exc:  # sizes too large for this machine: the user's to change
-            if ctx.meta.get("lstmc.verbose"):
-                traceback.print_exc()
-            first = (str(exc).strip().splitlines() or [""])[0]
-            click.echo(
-                f"lstmc: error: out of memory{': ' + first if first else ''}; "
-                "try smaller sizes (--size, --T, --B)",
-                err=True,
-            )
-            ctx.exit(EXIT_USAGE)
+            first = _first_line(exc)
+            message = f"lstmc: error: out of memory{': ' + first if first else ''}"
+            _fail(ctx, message + "; try smaller sizes (--size, --T, --B)", EXIT_USAGE)
         except OSError as exc:  # the file system said no: disk full, permissions, ...
-            if ctx.meta.get("lstmc.verbose"):
-                traceback.print_exc()
             where = f": {exc.filename}" if exc.filename else ""
-            click.echo(f"lstmc: error: {exc.strerror or exc}{where}", err=True)
-            ctx.exit(EXIT_USAGE)
+            _fail(ctx, f"lstmc: error: {exc.strerror or exc}{where}", EXIT_USAGE)
         except KeyboardInterrupt:
             click.echo("lstmc: interrupted", err=True)
             ctx.exit(130)
         except Exception as exc:  # noqa: BLE001 (a bug: one line, unless --verbose)
+            first = _first_line(exc)
             if type(exc).__name__ in _CUDA_UNAVAILABLE:  # numba.cuda's, without importing it
-                if ctx.meta.get("lstmc.verbose"):
-                    traceback.print_exc()
-                first = (str(exc).strip().splitlines() or [""])[0].strip().rstrip(":")
-                click.echo(
-                    f"lstmc: error: CUDA is not usable here ({type(exc).__name__}: {first}); "
-                    "use --target cpu, or set NUMBA_ENABLE_CUDASIM=1 for Numba's (slow) "
-                    "simulator",
-                    err=True,
+                _fail(
+                    ctx,
+                    f"lstmc: error: CUDA is not usable here ({type(exc).__name__}: "
+                    f"{first.rstrip(':')}); use --target cpu, or set NUMBA_ENABLE_CUDASIM=1 "
+                    "for Numba's (slow) simulator",
+                    EXIT_USAGE,
                 )
-                ctx.exit(EXIT_USAGE)
-            if ctx.meta.get("lstmc.verbose"):
-                traceback.print_exc()
-                hint = ""
-            else:
-                hint = " (rerun with --verbose for the traceback)"
-            first = (str(exc).strip().splitlines() or [""])[0]
-            click.echo(
+            hint = (
+                "" if ctx.meta.get("lstmc.verbose") else " (rerun with --verbose for the traceback)"
+            )
+            _fail(
+                ctx,
                 f"lstmc: internal error: {type(exc).__name__}: {first}{hint}; this is a "
                 "bug in lstmc, please report it",
-                err=True,
+                EXIT_INTERNAL,
             )
-            ctx.exit(EXIT_INTERNAL)
 
 
 @click.group(
