@@ -280,3 +280,16 @@ def test_torch_tensors_of_every_kind_a_user_hands_in():
         )
         assert kernel.last_plan.mode == "units"
         assert st["h"].base.nbytes < 2 * st["h"].nbytes + 1024  # not y's allocation
+
+
+def test_interpret_takes_cpu_tensors_as_the_kernels_do():
+    """The reference takes what a kernel takes: CPU tensors, and refuses one that requires
+    grad with the kernels' message (it was torch's RuntimeError from np.asarray)."""
+    torch.manual_seed(0)
+    cell, params = lstmc.from_torch(torch.nn.LSTM(3, 4))
+    x = torch.randn(2, 1, 3)
+    y_tensor, _ = lstmc.interpret(cell, x, params)
+    y_array, _ = lstmc.interpret(cell, x.numpy(), params)
+    assert np.array_equal(y_tensor, y_array)
+    with pytest.raises(lstmc.KernelArgumentError, match="`x` requires grad"):
+        lstmc.interpret(cell, x.clone().requires_grad_(), params)
