@@ -1,5 +1,6 @@
 """The op registry: every IR op declared once, with its shape rule, its interpreter rule and
-its code-generation rules side by side, so adding an op touches this file alone.
+its code-generation rules side by side. The shape rules' functions live in
+lstmc.ir.shape_rules (ShapeError too, re-exported here); the rest is here.
 
 Values in the interpreter are float64 arrays: a vector is `[B, n]` (one row per sequence), a
 matrix param is `[m, n]`, a scalar is a 0-d array. Element-wise ops broadcast scalars.
@@ -20,14 +21,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lstmc.ir.shapes import Shape, Size, shape_str
+from lstmc.ir.shape_rules import (
+    ShapeError,  # noqa: F401 (re-exported: callers catch ops.ShapeError)
+    clip_shape,
+    concat_shape,
+    declared_shape,
+    elementwise_shape,
+    layer_norm_shape,
+    matvec_shape,
+    packed_matvec_shape,
+    param_cols_shape,
+    same_shape,
+    slice_shape,
+)
+from lstmc.ir.shapes import Shape
 
 TARGETS = ("cpu", "cuda")
 STRUCTURAL = "structural"
-
-
-class ShapeError(Exception):
-    """Raised by a shape rule; the caller adds where it happened."""
 
 
 @dataclass(frozen=True)
@@ -62,121 +72,6 @@ def op(name, kind, arity, shape, interp, codegen=None, doc="", spec_name=None):
 
 def get(name: str) -> OpDef:
     return REGISTRY[name]
-
-
-# -- shape rules --------------------------------------------------------------------------------
-
-
-def _declared(shapes, attrs):
-    return attrs["shape"]
-
-
-def _same(shapes, attrs):
-    return shapes[0]
-
-
-def _matrix_hint(op: str | None, shapes) -> str:
-    """What the writer of an element-wise op on a matrix most likely meant."""
-    if op == "mul" and any(len(s) == 1 for s in shapes):
-        return " (did you mean `@`, the matrix-vector product?)"
-    if op == "neg":
-        return " (to negate a product, negate the product: `-(W @ x)`)"
-    if op in ("mul", "div"):
-        return " (to scale a product, scale the product: `2 * (W @ x)`)"
-    if op in ("add", "sub"):
-        return " (to add products, add them after `@`: `W @ x + V @ x`)"
-    return ""
-
-
-def _elementwise(shapes, attrs, op=None):
-    vector = None
-    for s in shapes:
-        if len(s) == 2:
-            raise ShapeError(
-                f"a matrix {shape_str(s)} can only be used on the left of `@`; "
-                f"element-wise operations take vectors and scalars{_matrix_hint(op, shapes)}"
-            )
-        if len(s) == 1:
-            if vector is not None and s != vector:
-                raise ShapeError(
-                    f"element-wise operands must have the same size, "
-                    f"got {shape_str(vector)} and {shape_str(s)}"
-                )
-            vector = s
-    return vector if vector is not None else ()
-
-
-def _matvec(shapes, attrs):
-    w, v = shapes
-    if len(w) != 2:
-        raise ShapeError(f"the left side of `@` must be a matrix param, got {shape_str(w)}")
-    if len(v) != 1:
-        kind = "a scalar" if not v else "a matrix"
-        raise ShapeError(f"the right side of `@` must be a vector, got {kind} {shape_str(v)}")
-    if w[1] != v[0]:
-        raise ShapeError(
-            f"`@` size mismatch: matrix {shape_str(w)} times vector {shape_str(v)} "
-            f"(the matrix's second dimension must equal the vector's size)"
-        )
-    return (w[0],)
-
-
-def _packed_matvec(shapes, attrs):
-    v, *ws = shapes
-    rows = Size()
-    for w in ws:
-        rows = rows + _matvec([w, v], attrs)[0]
-    return (rows,)
-
-
-def _vectors(shapes, what, names=None):
-    """Every operand a vector; `names` (the operands' roles) say which one is not."""
-    for i, s in enumerate(shapes):
-        if len(s) != 1:
-            got = shape_str(s) if s else "a scalar"
-            role = f" (its {names[i]}, argument {i + 1})" if names and i < len(names) else ""
-            raise ShapeError(f"{what} takes vectors, got {got}{role}")
-
-
-def _concat(shapes, attrs):
-    _vectors(shapes, "concat")
-    if len(shapes) < 2:
-        raise ShapeError("concat needs at least two vectors")
-    total = Size()
-    for s in shapes:
-        total = total + s[0]
-    return (total,)
-
-
-def _layer_norm(shapes, attrs):
-    _vectors(shapes, "layer_norm", ("input", "gain gamma", "shift beta"))
-    v, gamma, beta = shapes
-    for what, s in (("gamma", gamma), ("beta", beta)):
-        if s != v:
-            raise ShapeError(
-                f"layer_norm's {what} must have the size of its input: "
-                f"{shape_str(s)} vs {shape_str(v)}"
-            )
-    return v
-
-
-def _slice(shapes, attrs):
-    _vectors(shapes, "slice")
-    return (attrs["size"],)
-
-
-def _param_cols(shapes, attrs):
-    (w,) = shapes
-    if len(w) != 2:
-        raise ShapeError(f"param_cols takes a matrix, got {shape_str(w)}")
-    return (w[0], attrs["size"])
-
-
-def _clip_shape(shapes, attrs):
-    for what, s in (("lower bound", shapes[1]), ("upper bound", shapes[2])):
-        if s != ():
-            raise ShapeError(f"clip's {what} must be a scalar, got {shape_str(s)}")
-    return _elementwise(shapes[:1], attrs)
 
 
 # -- interpreter rules (float64 NumPy; NaN in, NaN out) -----------------------------------------
@@ -231,7 +126,7 @@ for _name, _doc in (
         _name,
         "source",
         0,
-        _declared,
+        declared_shape,
         lambda args, attrs, ctx: ctx.source(attrs),
         {t: STRUCTURAL for t in TARGETS},
         _doc,
@@ -249,7 +144,7 @@ op(
     "output",
     "sink",
     1,
-    _same,
+    same_shape,
     lambda args, attrs, ctx: args[0],
     {t: STRUCTURAL for t in TARGETS},
     "a value emitted at every timestep, attrs: name",
@@ -258,7 +153,7 @@ op(
     "update",
     "sink",
     1,
-    _same,
+    same_shape,
     lambda args, attrs, ctx: args[0],
     {t: STRUCTURAL for t in TARGETS},
     "the next value of a state variable, attrs: name",
@@ -271,7 +166,7 @@ def _ew(name, arity, interp, expr, helper=None, doc="", spec_name=None):
         name,
         "elementwise",
         arity,
-        _clip_shape if name == "clip" else functools.partial(_elementwise, op=name),
+        clip_shape if name == "clip" else functools.partial(elementwise_shape, op=name),
         interp,
         {t: rule for t in TARGETS},
         doc,
@@ -355,7 +250,7 @@ op(
     "matvec",
     "structural",
     2,
-    _matvec,
+    matvec_shape,
     lambda args, attrs, ctx: args[1] @ args[0].T,
     {t: STRUCTURAL for t in TARGETS},
     "matrix param times vector: W @ v",
@@ -364,7 +259,7 @@ op(
     "packed_matvec",
     "structural",
     None,
-    _packed_matvec,
+    packed_matvec_shape,
     lambda args, attrs, ctx: args[0] @ np.concatenate(args[1:], axis=0).T,
     {t: STRUCTURAL for t in TARGETS},
     "several products sharing one vector, stacked: [W1; W2; ...] @ v (gate fusion)",
@@ -373,7 +268,7 @@ op(
     "param_cols",
     "structural",
     1,
-    _param_cols,
+    param_cols_shape,
     lambda args, attrs, ctx: _slice_rows(args[0], attrs, ctx),
     {t: STRUCTURAL for t in TARGETS},
     "a block of a matrix param's columns, attrs: start, size (splits W @ concat(a, b))",
@@ -382,7 +277,7 @@ op(
     "slice",
     "structural",
     1,
-    _slice,
+    slice_shape,
     lambda args, attrs, ctx: _slice_rows(args[0], attrs, ctx),
     {t: STRUCTURAL for t in TARGETS},
     "elements [start, start+size) of a vector",
@@ -399,7 +294,7 @@ op(
     "concat",
     "structural",
     None,
-    _concat,
+    concat_shape,
     _concat_interp,
     {t: STRUCTURAL for t in TARGETS},
     "vectors joined end to end",
@@ -409,7 +304,7 @@ op(
     "layer_norm",
     "structural",
     3,
-    _layer_norm,
+    layer_norm_shape,
     _layer_norm_interp,
     {t: STRUCTURAL for t in TARGETS},
     "(v - mean(v)) / sqrt(var(v) + eps) * gamma + beta over the vector (biased variance, "
