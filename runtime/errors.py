@@ -5,6 +5,12 @@ They live in the run-time package because compiled artifacts raise them without 
 """
 
 
+def argument_name(name: str) -> str:
+    """How a message names an argument: `x` for a bare name; a phrase that names it already
+    (param `W_i`, state `h`) as it is."""
+    return name if "`" in name else f"`{name}`"
+
+
 class LstmcError(Exception):
     """Base class of every error lstmc raises deliberately."""
 

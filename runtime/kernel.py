@@ -254,7 +254,7 @@ class Kernel:
         try:  # (a bool is an int to NumPy, and surely a mistake here)
             if isinstance(seed, bool):
                 raise TypeError("a bool")
-            np.random.default_rng(seed)
+            rng = np.random.default_rng(seed)
         except (TypeError, ValueError) as exc:
             raise KernelArgumentError(
                 f"seed must be an int >= 0 (or None, or what numpy.random.default_rng takes), "
@@ -266,7 +266,7 @@ class Kernel:
                 raise KernelArgumentError(
                     f"size {name} was fixed at {fixed} when compiling; got {name}={value!r}"
                 )
-        return self.signature.init_params({**self.fixed_sizes, **sizes}, seed, self.dtype)
+        return self.signature.init_params({**self.fixed_sizes, **sizes}, rng, self.dtype)
 
     def pack(self, params: Mapping[str, np.ndarray]) -> PackedParams:
         """Check and pack params once; pass the result in place of params on every call."""

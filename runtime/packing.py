@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from lstmc_runtime.errors import KernelArgumentError
+from lstmc_runtime.errors import KernelArgumentError, argument_name
 from lstmc_runtime.layout import ALIGN_BYTES as _ALIGN_BYTES
 from lstmc_runtime.signature import size_value
 
@@ -168,26 +168,23 @@ def describe(a) -> str:
     return _foreign(a) or type(a).__name__
 
 
-def _named(name: str) -> str:
-    """`x` for a bare argument name; `param `W_i`` reads as param `W_i` already."""
-    return name if "`" in name else f"`{name}`"
-
-
 def check_float(name: str, a, dtype=None) -> None:
     """Raise KernelArgumentError unless `a` is a NumPy float array (of `dtype`, if given).
     `name` is an argument's name (`x`) or a phrase naming it (param `W_i`, state `h`)."""
     foreign = _foreign(a)
     if foreign or not (hasattr(a, "dtype") and hasattr(a, "shape")):
-        raise KernelArgumentError(f"{_named(name)} must be a NumPy array, got {describe(a)}")
+        raise KernelArgumentError(f"{argument_name(name)} must be a NumPy array, got {describe(a)}")
     kind = getattr(a.dtype, "kind", None)
     if kind != "f":
-        raise KernelArgumentError(f"{_named(name)} must be a float array, got dtype {a.dtype}")
+        raise KernelArgumentError(
+            f"{argument_name(name)} must be a float array, got dtype {a.dtype}"
+        )
     if dtype is not None and np.dtype(a.dtype) != np.dtype(dtype):
         other = np.dtype(a.dtype)
         # compile takes only the native byte order: a big-endian array's way is to convert
         compilable = other.name in ("float32", "float64") and other.isnative
         hint = f" or compile with dtype='{other}'" if compilable else ""
         raise KernelArgumentError(
-            f"{_named(name)} has dtype {a.dtype} but the kernel was compiled for "
+            f"{argument_name(name)} has dtype {a.dtype} but the kernel was compiled for "
             f"{np.dtype(dtype)}; convert it (`.astype(np.{np.dtype(dtype)})`){hint}"
         )

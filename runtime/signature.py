@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from lstmc_runtime.errors import KernelArgumentError
+from lstmc_runtime.errors import KernelArgumentError, argument_name
 
 SizeData = tuple  # ((symbol, coef), ...), const
 
@@ -145,7 +145,6 @@ class Signature:
                         f"(from x); got shape {shape}"
                     )
                 arrays.append((f"state `{s.name}`", shape[1:], s, shape, ("B",)))
-        fixed_origin = dict(origin)
         try:
             sizes = self._bind_arrays(arrays, sizes, origin, x_shape is not None, vote=False)
         except KernelArgumentError as first_error:
@@ -153,6 +152,7 @@ class Signature:
             # other param: now that the call fails anyway, bind each size to what most
             # arrays give it, so that the error names the one wrong array.
             need_all = x_shape is not None
+            fixed_origin = {k: (origins or {}).get(k, "the compiled size") for k in fixed or {}}
             try:
                 self._bind_arrays(arrays, dict(fixed or {}), fixed_origin, need_all, vote=True)
             except KernelArgumentError as voted_error:
@@ -236,7 +236,7 @@ class Signature:
         return size_value(self.state[0].shape[0], sizes)
 
     def init_params(
-        self, sizes: Mapping[str, int], seed: int = 0, dtype=np.float64
+        self, sizes: Mapping[str, int], seed=0, dtype=np.float64
     ) -> dict[str, np.ndarray]:
         unknown = [s for s in sizes if s not in self.sizes]
         if unknown:
@@ -281,6 +281,5 @@ def _text(lead: tuple[str, ...], spec: ArraySpec) -> str:
 def _shape_of(a, name: str) -> tuple[int, ...]:
     shape = getattr(a, "shape", None)
     if shape is None:
-        where = name if "`" in name else f"`{name}`"
-        raise KernelArgumentError(f"{where} must be an array, got {type(a).__name__}")
+        raise KernelArgumentError(f"{argument_name(name)} must be an array, got {type(a).__name__}")
     return tuple(int(d) for d in shape)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from lstmc_runtime.errors import KernelArgumentError
+from lstmc_runtime.errors import KernelArgumentError, argument_name
 
 __all__ = ["as_numpy", "is_torch", "to_torch"]
 
@@ -29,7 +29,7 @@ def as_numpy(name: str, a, dtype=None):
     if not is_torch(a):
         return a
     torch = sys.modules["torch"]
-    where = name if "`" in name else f"`{name}`"
+    where = argument_name(name)
     if a.device.type != "cpu":
         raise KernelArgumentError(
             f"{where} is a torch tensor on {a.device}; a cpu kernel takes CPU tensors "
