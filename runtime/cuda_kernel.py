@@ -18,7 +18,7 @@ from lstmc_runtime.cuda_arrays import (
 from lstmc_runtime.cuda_config import check_blocks, check_variant
 from lstmc_runtime.cuda_generic import device_copy, device_fill
 from lstmc_runtime.cuda_launch import Launcher, Run
-from lstmc_runtime.errors import CudaUnavailableError, KernelArgumentError
+from lstmc_runtime.errors import CudaUnavailableError, KernelArgumentError, as_dict
 from lstmc_runtime.kernel import Kernel
 from lstmc_runtime.packing import PackedParams, check_float, pack_weights
 from lstmc_runtime.signature import size_value
@@ -151,12 +151,9 @@ class CudaKernel(Kernel):
         kind = kind_of(x)
         xv = as_device_view(x) if kind != "numpy" else x
         check_float("x", xv, self.dtype)
-        if state is not None and not isinstance(state, Mapping):
-            raise KernelArgumentError(
-                f"state must be a dict {{name: [B, n] array}}, got {type(state).__name__}"
-            )
         views = {
-            k: (as_device_view(v) if is_device_array(v) else v) for k, v in (state or {}).items()
+            k: (as_device_view(v) if is_device_array(v) else v)
+            for k, v in as_dict(state, "state", "[B, n] array").items()
         }
         sizes = self.signature.bind(xv, None, views, packed.sizes, packed.origins)
         stream = resolve_stream(stream, x)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import numpy as np
 from lstmc_runtime import threads as _threads
-from lstmc_runtime.errors import KernelArgumentError
+from lstmc_runtime.errors import KernelArgumentError, as_dict
 from lstmc_runtime.layout import ALIGN_BYTES, to_panels
 from lstmc_runtime.packing import PackedParams, check_float, describe, pack_weights
 from lstmc_runtime.signature import Signature, size_value
@@ -82,7 +82,7 @@ def aligned_empty_like(a: np.ndarray) -> np.ndarray:
 
 def _state_as_numpy(state, dtype):
     """A state dict with its CPU torch tensors as NumPy views (lstmc_runtime.torch_tensors)."""
-    if not isinstance(state, Mapping) or all(type(a) is np.ndarray for a in state.values()):
+    if all(type(a) is np.ndarray for a in state.values()):
         return state
     return {name: as_numpy(f"state `{name}`", a, dtype) for name, a in state.items()}
 
@@ -338,8 +338,8 @@ class Kernel:
         if type(x) is not np.ndarray and is_torch(x):  # torch tensors in, torch tensors out
             y, final = self(as_numpy("x", x, self.dtype), params, state)
             return to_torch(y), to_torch(final)
-        if state is not None and isinstance(state, Mapping):
-            state = _state_as_numpy(state, self.dtype)
+        if state is not None:
+            state = _state_as_numpy(as_dict(state, "state", "[B, n] array"), self.dtype)
         packed = params if isinstance(params, PackedParams) else self.pack(params)
         if packed._owner != id(self.weights) or packed.dtype != self.dtype:
             raise KernelArgumentError(

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from lstmc_runtime.errors import KernelArgumentError, argument_name
+from lstmc_runtime.errors import KernelArgumentError, argument_name, as_dict
 
 SizeData = tuple  # ((symbol, coef), ...), const
 
@@ -114,11 +114,7 @@ class Signature:
             for p in self.params:
                 if p.name not in params:
                     raise KernelArgumentError(f"missing param `{p.name}` (expected {p.text()})")
-        state = state or {}
-        if not isinstance(state, Mapping):
-            raise KernelArgumentError(
-                f"state must be a dict {{name: [B, n] array}}, got {type(state).__name__}"
-            )
+        state = as_dict(state, "state", "[B, n] array")
         state_names = {s.name for s in self.state}
         for name in state:
             if name not in state_names:

@@ -105,6 +105,7 @@ def hold_blas():
             if _controller is None or _controller[0] != len(sys.modules):
                 _controller = (len(sys.modules), ThreadpoolController())
             _hold_limiter = _controller[1].limit(limits=1, user_api="blas")
+            _hold_limiter = (_hold_limiter, _controls_openblas())
         _hold_count += 1
     try:
         yield
@@ -112,8 +113,44 @@ def hold_blas():
         with _hold_lock:
             _hold_count -= 1
             if _hold_count == 0:
-                _hold_limiter.restore_original_limits()
+                _restore(*_hold_limiter)
                 _hold_limiter = None
+
+
+def _openblas_controller():
+    """threadpoolctl's OpenBLASController where it lets one thread alone set OpenBLAS's
+    threads (threadpoolctl 3.6 on, for an OpenBLAS on pthreads), else None."""
+    try:
+        from threadpoolctl import OpenBLASController
+    except ImportError:
+        return None
+    shared = getattr(OpenBLASController, "_SHARED_STATE", None)
+    if shared is None or not hasattr(OpenBLASController, "clear_controlling_thread"):
+        return None
+    return OpenBLASController
+
+
+def _controls_openblas() -> bool:
+    """Whether this thread is the one threadpoolctl lets set OpenBLAS's threads."""
+    controller = _openblas_controller()
+    return controller is not None and (
+        controller._SHARED_STATE.controlling_thread is threading.current_thread()
+    )
+
+
+def _restore(limiter, took_control: bool) -> None:
+    """Restore what `limiter` limited, from whichever thread leaves last, and let go of
+    OpenBLAS. threadpoolctl gives the first thread that limits a pthreads OpenBLAS control
+    of it, and ignores every other thread's setting while that one lives (and a limiter not
+    used in a `with` never lets go). So a restore from another thread than the first holder
+    did nothing, leaving the BLAS at one thread for good, and the first holder kept control,
+    so a user's own `threadpool_limits` on another thread did nothing either."""
+    controller = _openblas_controller() if took_control else None
+    if controller is not None:
+        controller.clear_controlling_thread(force=True)  # the first holder's control
+    limiter.restore_original_limits()
+    if controller is not None:
+        controller.clear_controlling_thread()  # this thread's, taken by the restore
 
 
 def serial(rows, B: int, handshake: bool = False) -> None:
@@ -250,7 +287,7 @@ def _after_fork_in_child() -> None:
     # back, which the holder's exit would have done in the parent
     if _hold_limiter is not None:  # failing, it leaves the child's BLAS as it is: no error
         with contextlib.suppress(Exception):
-            _hold_limiter.restore_original_limits()
+            _restore(*_hold_limiter)
     _hold_lock, _hold_count, _hold_limiter = threading.Lock(), 0, None
 
 

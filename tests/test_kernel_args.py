@@ -35,6 +35,35 @@ def test_params_that_are_not_a_dict(kernel):
         assert type(bad).__name__ in msg
 
 
+def _state_that_is_not_a_dict():
+    import torch
+
+    h = np.ones((3, 10), np.float32)
+    return [h, torch.from_numpy(h), np.zeros((0, 0), np.float32), 0, [], (), ""]
+
+
+@pytest.mark.parametrize("bad", _state_that_is_not_a_dict(), ids=lambda v: type(v).__name__)
+def test_a_state_that_is_not_a_dict_is_refused(kernel, params, bad):
+    """A lone state array (an easy slip for a GRU's h) raised NumPy's or torch's "truth value
+    is ambiguous", 0 a TypeError, and an empty list or string ran from zeros in silence."""
+    x = np.zeros((5, 3, 6), np.float32)
+    packed = kernel.pack(params)
+    for call in (
+        lambda: kernel(x, params, bad),
+        lambda: kernel(x, packed, state=bad),
+        lambda: lstmc.interpret(lstmc.builtin("lstm"), x, params, bad),
+    ):
+        msg = _error(call)
+        assert msg.startswith("state must be a dict {name: [B, n] array}"), msg
+        assert type(bad).__name__ in msg
+
+
+def test_interpret_refuses_params_that_are_not_a_dict():
+    x = np.zeros((5, 3, 6), np.float32)
+    msg = _error(lambda: lstmc.interpret(lstmc.builtin("lstm"), x, [np.zeros(3)]))
+    assert msg == "params must be a dict {name: array}, got list"
+
+
 @pytest.mark.parametrize("value", ["x", 1.5, 0, -1, True])
 def test_bad_thread_counts_are_refused_when_set(kernel, value):
     k = lstmc.compile(lstmc.builtin("lstm"))

@@ -640,3 +640,57 @@ def test_split_calls_return_aligned_outputs_and_state(name, split):
         np.testing.assert_array_equal(y, want_y)
         for key in want_state:
             np.testing.assert_array_equal(state[key], want_state[key])
+
+
+def test_holds_overlapping_on_two_threads_restore_the_blas_and_let_go_of_it():
+    """The first thread in leaves first and the other restores (two split calls on two
+    threads). threadpoolctl lets only the first thread that limits a pthreads OpenBLAS set
+    it while that thread lives: the restore from the second thread did nothing, so the BLAS
+    stayed at one thread for good, and no other thread could change it afterwards."""
+    import threading
+
+    from threadpoolctl import ThreadpoolController, threadpool_limits
+
+    def blas_threads():
+        return [i["num_threads"] for i in ThreadpoolController().info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before or max(before) < 2:
+        pytest.skip("no multi-threaded BLAS loaded")
+    first_in, second_in = threading.Event(), threading.Event()
+    first_out, second_out = threading.Event(), threading.Event()
+
+    def first():  # in first, out first, and alive until the second is out
+        with rt_threads.hold_blas():
+            first_in.set()
+            second_in.wait(10)
+        first_out.set()
+        second_out.wait(10)
+
+    def second():
+        first_in.wait(10)
+        with rt_threads.hold_blas():
+            second_in.set()
+            first_out.wait(10)
+        second_out.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert blas_threads() == before
+    # a hold on this thread, then a user's own limit on another thread takes effect
+    with rt_threads.hold_blas():
+        pass
+    seen = []
+
+    def user():
+        with threadpool_limits(limits=1, user_api="blas"):
+            seen.extend(blas_threads())
+
+    th = threading.Thread(target=user)
+    th.start()
+    th.join(30)
+    assert set(seen) == {1}
+    assert blas_threads() == before

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from lstmc_runtime.errors import as_dict
 from lstmc_runtime.torch_tensors import as_numpy
 
 from lstmc.errors import LstmcError
@@ -46,9 +47,13 @@ def run_graph(
     # CPU torch tensors as the kernels take them (one that requires grad is refused with
     # the kernels' message, not torch's RuntimeError from np.asarray), in float64
     x = np.asarray(as_numpy("x", x), dtype=np.float64)
-    params = {k: np.asarray(as_numpy(f"param `{k}`", v), np.float64) for k, v in params.items()}
+    params = {
+        k: np.asarray(as_numpy(f"param `{k}`", v), np.float64)
+        for k, v in as_dict(params, "params", "array").items()
+    }
     given = {
-        k: np.asarray(as_numpy(f"state `{k}`", v), np.float64) for k, v in (state or {}).items()
+        k: np.asarray(as_numpy(f"state `{k}`", v), np.float64)
+        for k, v in as_dict(state, "state", "[B, n] array").items()
     }
     if sizes is None:
         sizes = sig.bind(x, params, given)
