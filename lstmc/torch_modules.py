@@ -9,6 +9,7 @@ LSTM with `proj_size` is `lstmp`, its projection `W_hr`. torch is imported only 
 from __future__ import annotations
 
 import operator
+import warnings
 
 import numpy as np
 
@@ -22,12 +23,14 @@ def from_torch(module, layer: int = 0, reverse: bool = False):
     """(cell, params) for one layer and direction of a torch nn.LSTM, nn.GRU or nn.RNN: the
     shipped cell that computes it and its params as NumPy arrays of the module's dtype
     (float32 for a float16 or bfloat16 module), for `lstmc.compile(cell)` and
-    `kernel(x, params)`.
+    `kernel(x, params)`. An LSTM's biases are the exact float64 sums of torch's two
+    (`kernel.pack` rounds them once for a float32 kernel, as torch's own addition does).
 
     `layer` picks a layer of a stacked module (its input is the layer below's output);
     `reverse` the backward direction of a bidirectional one (run it on x reversed in time).
     A module without biases gets zero biases. The kernel's x is [T, B, input] as torch's
-    default (`batch_first=False`); its state is `{"h": h0[k], "c": c0[k]}` for torch's
+    default (`batch_first=False`; a batch-first module is warned about, since its [B, T, input]
+    x would pass the kernel's shape check); its state is `{"h": h0[k], "c": c0[k]}` for torch's
     [layers * directions, B, n] h0, c0, k = layer * directions + reverse.
     """
     import torch
@@ -55,6 +58,15 @@ def from_torch(module, layer: int = 0, reverse: bool = False):
             f"(num_layers={module.num_layers}); got {layer!r}"
         )
     layer = index
+    if getattr(module, "batch_first", False):
+        warnings.warn(
+            f"this {kind} is batch_first, but kernels take x as [T, B, input]: pass "
+            "x.transpose(0, 1) (and transpose y back)",
+            UserWarning,
+            stacklevel=2,
+        )
+    if not isinstance(reverse, (bool, np.bool_)):
+        raise LstmcError(f"reverse must be True or False; got {reverse!r}")
     if reverse and not module.bidirectional:
         raise LstmcError(f"reverse=True needs a bidirectional {kind}; this one is not")
     suffix = f"_l{layer}" + ("_reverse" if reverse else "")
@@ -63,6 +75,11 @@ def from_torch(module, layer: int = 0, reverse: bool = False):
         t = getattr(module, name + suffix, None)
         if t is None:
             return None
+        if t.is_meta:
+            raise LstmcError(
+                f"{name + suffix} is on the meta device (no values); materialize the module "
+                "first (module.to_empty(device='cpu') and load its state_dict)"
+            )
         # Kernels compute in float32 or float64: half-precision weights are widened (float32
         # holds each value exactly), so that an LSTM's two biases are summed in float32, not
         # rounded to half precision (~5e-5 from the float32 sum for float16). And NumPy has
@@ -86,7 +103,10 @@ def from_torch(module, layer: int = 0, reverse: bool = False):
             params |= {f"W_i{g}": w, f"W_h{g}": u, f"b_i{g}": bi, f"b_h{g}": bh}
         return builtin("gru"), params
     params = {}
-    bias = b_ih + b_hh  # float32 or float64: one rounding, as torch adds both every step
+    # Summed in float64, exactly for float32 biases: a float64 kernel (or the interpreter)
+    # then gets what torch's float64 module adds, and packing for a float32 kernel rounds
+    # the sum once, as torch's float32 addition does.
+    bias = b_ih.astype(np.float64) + b_hh.astype(np.float64)
     for g, w, u, b in zip(_LSTM_GATES, *(np.split(a, 4) for a in (w_ih, w_hh, bias)), strict=True):
         params |= {f"W_{g}": w, f"U_{g}": u, f"b_{g}": b}
     if getattr(module, "proj_size", 0):

@@ -117,11 +117,33 @@ def test_the_cell_and_params_of_each_kind():
         assert cell.name == name
         kernel = lstmc.compile(cell)
         assert set(params) == {p.name for p in kernel.signature.params}
-        assert all(a.dtype == np.float32 for a in params.values())
+        summed = {f"b_{g}" for g in "ifgo"} if name.startswith("lstm") else set()
+        for p, a in params.items():  # an LSTM's biases: the exact sums of torch's two
+            assert a.dtype == (np.float64 if p in summed else np.float32), p
     m = torch.nn.LSTM(3, 4)
     _, params = lstmc.from_torch(m)
-    b = (m.bias_ih_l0 + m.bias_hh_l0).detach().numpy()
+    b = (m.bias_ih_l0.double() + m.bias_hh_l0.double()).detach().numpy()
     assert np.array_equal(params["b_f"], b[4:8])  # the forget gate: rows 4..8, both biases
+
+
+@pytest.mark.parametrize("proj_size", [0, 3])
+def test_a_float32_lstm_in_a_float64_kernel_matches_its_float64_module(proj_size):
+    """A float32 module compiled for float64 computes what `module.double()` computes: its
+    biases were summed in float32 and rounded (~1e-8 off the float64 sum, so y was 8e-9 off
+    torch's float64 output; the GRU's, kept apart, were exact)."""
+    torch.manual_seed(0)
+    m = torch.nn.LSTM(7, 24, proj_size=proj_size)
+    cell, params = lstmc.from_torch(m)
+    x = torch.randn(5, 3, 7, dtype=torch.float64)
+    y, _ = lstmc.compile(cell, dtype="float64")(x.numpy(), params)
+    y_ref, _ = lstmc.interpret(cell, x.numpy(), params)
+    with torch.no_grad():
+        y_t, _ = m.double()(x)
+    assert np.abs(y - y_t.numpy()).max() < 1e-13
+    assert np.abs(y_ref - y_t.numpy()).max() < 1e-13
+    # and for a float32 kernel, the float64 sum rounds to the float32 sum torch makes
+    b32 = (m.bias_ih_l0.float() + m.bias_hh_l0.float()).detach().numpy()
+    assert np.array_equal(np.float32(np.concatenate([params[f"b_{g}"] for g in "ifgo"])), b32)
 
 
 def test_a_float32_kernel_matches_nn_lstm_to_float32_rounding():
@@ -152,6 +174,14 @@ def test_a_float32_kernel_matches_nn_lstm_to_float32_rounding():
         (lambda: lstmc.from_torch(torch.nn.GRU(2, 3), layer=True), "got True"),
         (lambda: lstmc.from_torch(torch.nn.GRU(2, 3), layer=0.0), "got 0.0"),
         (lambda: lstmc.from_torch(torch.nn.RNN(2, 3), reverse=True), "needs a bidirectional RNN"),
+        (
+            lambda: lstmc.from_torch(torch.nn.LSTM(2, 3, bidirectional=True), reverse="no"),
+            "reverse must be True or False; got 'no'",
+        ),
+        (
+            lambda: lstmc.from_torch(torch.nn.GRU(2, 3, device="meta")),
+            "weight_ih_l0 is on the meta device (no values); materialize the module first",
+        ),
     ],
 )
 def test_what_from_torch_refuses(call, message):
@@ -175,15 +205,22 @@ def test_a_bfloat16_module_and_a_numpy_layer_index():
 
 
 @pytest.mark.parametrize("half", ["float16", "bfloat16"])
-def test_a_half_precision_lstms_biases_are_summed_in_float32(half):
-    """Kernels compute in float32 at least: the widened half-precision biases are summed in
-    float32 (summed in float16, the sum was rounded to ~5e-5 off)."""
+def test_a_half_precision_lstms_biases_are_summed_widened(half):
+    """Kernels compute in float32 at least: the widened half-precision biases are summed
+    exactly (summed in float16, the sum was rounded to ~5e-5 off)."""
     torch.manual_seed(0)
     m = torch.nn.LSTM(8, 16).to(getattr(torch, half))
     _, params = lstmc.from_torch(m)
-    b_ih, b_hh = (getattr(m, n).detach().float().numpy() for n in ("bias_ih_l0", "bias_hh_l0"))
+    b_ih, b_hh = (getattr(m, n).detach().double().numpy() for n in ("bias_ih_l0", "bias_hh_l0"))
     bias = np.concatenate([params[f"b_{g}"] for g in "ifgo"])
-    assert bias.dtype == np.float32 and np.array_equal(bias, b_ih + b_hh)
+    assert np.array_equal(bias, b_ih + b_hh)
+    assert np.array_equal(np.float32(bias), np.float32(b_ih) + np.float32(b_hh))
+
+
+def test_a_batch_first_module_is_warned_about():
+    """Its [B, T, input] x would pass the kernel's shape check and give wrong numbers."""
+    with pytest.warns(UserWarning, match=r"batch_first, but kernels take x as \[T, B, input\]"):
+        lstmc.from_torch(torch.nn.GRU(2, 3, batch_first=True))
 
 
 def test_a_cpu_kernel_takes_and_returns_torch_tensors():
