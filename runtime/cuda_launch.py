@@ -209,7 +209,17 @@ class Run:
                 f"persistent variant (variant='persistent') has no batch limit where the "
                 f"weights fit in shared memory; else split the batch"
             )
-        self._launcher(name)(grid, (BN // TN, BM // TM), self.stream, shared, *args)
+        launcher = self._launcher(name)
+        # Over 48 KiB a block (float64 from 12 weight tiles on one operand, float32 from 24)
+        # the kernel must opt in, or its launch fails in the driver
+        if shared > self.limits.shared_per_block_optin or not launcher.allow_shared(shared):
+            raise KernelArgumentError(
+                f"the stepwise kernel `{name}` multiplies one operand by {cols} weight "
+                f"blocks at once: {shared} bytes of shared memory a block, more than "
+                f"{self.limits.name} gives ({self.limits.shared_per_block_optin}); compile "
+                f"for float32, or write the cell with fewer products of one operand"
+            )
+        launcher(grid, (BN // TN, BM // TM), self.stream, shared, *args)
 
     def gemm(self, A, W, C):
         """C = A @ W.T for the hoisted products (A: [M, K] any layout, W: [N, K])."""

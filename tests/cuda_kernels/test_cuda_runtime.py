@@ -324,3 +324,47 @@ def test_persistent_grid_from_the_device(monkeypatch, hidden, dtype, optin, expe
     else:
         nblk, nthr, shared = config
         assert (nblk, shared) == expect and nthr == 256
+
+
+class _RecordingLauncher(_FakeLauncher):
+    def __init__(self, limits, optin=True):
+        super().__init__(limits, optin)
+        self.asked, self.launched = [], []
+
+    def allow_shared(self, nbytes):
+        self.asked.append(nbytes)
+        return super().allow_shared(nbytes)
+
+    def __call__(self, grid, block, stream, shared, *args):
+        self.launched.append(shared)
+
+
+@pytest.mark.parametrize(
+    ("cols", "dtype", "optin", "expect"),
+    [
+        (4, "float32", True, 5 * 16 * 32 * 4),  # an LSTM's four gates: 10 KiB
+        (12, "float64", True, 13 * 16 * 32 * 8),  # 52 KiB: launched once opted in
+        (12, "float64", False, "more than"),  # a driver without the opt-in
+        (60, "float64", True, "more than"),  # 244 KiB > 227 KiB
+    ],
+)
+def test_a_stepwise_kernel_over_48_kib_opts_in_or_is_refused(
+    monkeypatch, cols, dtype, optin, expect
+):
+    """The fused step kernel's shared memory grows with the weight tiles of one operand: on a
+    GPU's tile, over 48 KiB from 12 tiles in float64. It launched without opting in, which the
+    driver refuses (the simulator's tiles are small and it checks no limit)."""
+    monkeypatch.setattr(cuda_launch, "STEP_TILE", (32, 32, 16, 2, 2))
+    monkeypatch.setattr(cuda_launch, "device_limits", lambda: H100)
+    launcher = _RecordingLauncher(H100, optin)
+    kernel = _FakeKernel(launcher)
+    kernel.dtype = np.dtype(dtype)
+    run = cuda_launch.Run(kernel, None, "stepwise")
+    if isinstance(expect, str):
+        with pytest.raises(KernelArgumentError, match=f"{cols} weight blocks at once.*{expect}"):
+            run.fused("_k_step_0", 4, 64, cols)
+        assert launcher.launched == []
+    else:
+        run.fused("_k_step_0", 4, 64, cols)
+        assert launcher.launched == [expect]
+        assert launcher.asked == [expect]
