@@ -269,6 +269,49 @@ def test_x_times_zero_is_not_simplified():  # 0 * NaN is NaN, 0 * inf is NaN
     assert "mul %h, %z" in _optimize_text(src, pipeline(1))
 
 
+_SIGNED_ZEROS = """\
+cell: signed_zeros
+sizes: [input, hidden]
+inputs: {x: [input]}
+state: {h: [hidden]}
+params: {W: [hidden, input]}
+constants: {k: 0.0, m: -0.0}
+equations:
+  a: -relu(W @ x)
+  p: relu(W @ x)
+  y1: 1 / (a + k)
+  y2: 1 / (k - p)
+  y3: 1 / (a - m)
+  y4: 1 / (m - p)
+  y5: 1 / (a + m)
+  y6: 1 / (a - k)
+  h_next: y1 + y2 + y3 + y4 + y5 + y6
+update: {h: h_next}
+outputs: [y1, y2, y3, y4, y5, y6]
+"""
+
+
+@pytest.mark.parametrize("opt", [0, 1, 2])
+def test_simplify_keeps_the_sign_of_a_zero(opt):
+    """x + 0 and x - -0 turn -0 into +0, 0 - x turns +0 into +0 where -x is -0: 1 / that is
+    +inf or -inf. The rules dropped the zero whatever its sign (-inf where O0 gives +inf)."""
+    cell = lstmc.loads(_SIGNED_ZEROS)
+    x = np.full((1, 1, 1), -1.0)  # W @ x = -1: a = -0.0, p = +0.0
+    params = {"W": np.ones((1, 1))}
+    want, _ = lstmc.interpret(cell, x, params)
+    assert [float(want[f"y{i}"][0, 0, 0]) for i in range(1, 7)] == [
+        np.inf,
+        np.inf,
+        np.inf,
+        -np.inf,
+        -np.inf,
+        -np.inf,
+    ]
+    got, _ = lstmc.compile(cell, opt=opt, dtype="float64")(x, params)
+    for name, value in want.items():
+        assert np.array_equal(got[name], value), (name, got[name], value)
+
+
 # -- the manager ---------------------------------------------------------------------------------
 
 

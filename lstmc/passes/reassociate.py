@@ -3,8 +3,10 @@
 `(W @ x + U @ h) + b` becomes `U @ h + (W @ x + b)`: the inner sum no longer depends on the
 state, so `hoist` moves it out of the time loop (for an LSTM, the bias adds of all four gates
 leave the step). A sum is regrouped only when the node it absorbs has no other user, so no work
-is duplicated. Floating-point addition is not associative: results change by rounding (an ulp
-of the sum), never more; the interpreter comparisons hold it to that.
+is duplicated. Floating-point addition is not associative: the two orders differ by a few
+ulps of |W @ x| + |U @ h| + |b|, not of the sum. Where the terms cancel, the relative
+difference can be large, and a sum that overflows in one order may not in the other (1e308 +
+1e308 - 1e308). A BLAS product's own order of summation, which no spec fixes, does the same.
 
 Ranks: 0 depends on params and constants only, 1 on the input but not the state, 2 on the state.
 """

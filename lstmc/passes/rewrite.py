@@ -7,6 +7,7 @@ left for `dce`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from lstmc.ir.graph import Graph, Node
@@ -15,7 +16,14 @@ RewriteFn = Callable[[Graph, Node], "Node | None"]
 
 
 def is_const(node: Node, value: float | None = None) -> bool:
-    return node.op == "const" and (value is None or node.attrs["value"] == value)
+    """Whether `node` is a constant, of `value` if given: the same zero too (-0.0 is not
+    0.0 here: x + -0.0 is x, x + 0.0 is not when x is -0.0, and 1 / x tells them apart)."""
+    if node.op != "const":
+        return False
+    if value is None:
+        return True
+    v = node.attrs["value"]
+    return v == value and math.copysign(1.0, v) == math.copysign(1.0, value)
 
 
 def graph_rewrite(graph: Graph, rules: list[tuple[str, RewriteFn]], max_rounds: int = 100) -> bool:

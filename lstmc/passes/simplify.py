@@ -1,16 +1,21 @@
 """simplify: algebraic identities as local rewrite rules.
 
-Every rule is exact in IEEE arithmetic (NaN and ±inf included), so results stay bit-for-bit
-what the interpreter gives up to rounding of the rewritten op:
+Every rule but one is exact in IEEE arithmetic, NaN, ±inf and the sign of a zero included
+(1 / x tells -0 from +0), so the results are bit for bit the interpreter's:
 
-    x * 1, 1 * x, x / 1, x + 0, 0 + x, x - 0  ->  x       (only when x already has the result's
+    x * 1, 1 * x, x / 1, x + -0, -0 + x, x - 0  ->  x     (only when x already has the result's
                                                          shape, so no broadcast is lost)
     identity(x)                                 ->  x
     -(-x)                                       ->  x
-    1 - sigmoid(a)                              ->  sigmoid(-a)   (no cancellation near 1)
-    0 - x                                       ->  -x
+    -0 - x                                      ->  -x
 
-Not done: x * 0 -> 0 (wrong for NaN and inf).
+The one that is not: 1 - sigmoid(a) -> sigmoid(-a). It is exact in real numbers and the more
+accurate in floating point, where 1 - sigmoid(a) cancels: 1 - sigmoid(40) is 0 in float64,
+sigmoid(-40) 4.2e-18. The two differ by a few ulps of 1 at most, absolutely, but a log or a
+division after it can tell them apart.
+
+Not done: x * 0 -> 0 (wrong for NaN and inf); x + 0 -> x and 0 - x -> -x (wrong for -0 and
++0: -0 + 0 is +0, and 0 - 0 is +0 where -(0) is -0).
 """
 
 from __future__ import annotations
@@ -40,10 +45,9 @@ def _div_one(g: Graph, n: Node):
 
 def _add_zero(g: Graph, n: Node):
     a, b = n.operands
-    # x + 0 is x except that -0 + 0 = +0; only the sign of a zero differs, never a value.
-    if is_const(b, 0.0):
+    if is_const(b, -0.0):
         return _keep_if_shape(n, a)
-    if is_const(a, 0.0):
+    if is_const(a, -0.0):
         return _keep_if_shape(n, b)
     return None
 
@@ -55,7 +59,7 @@ def _sub(g: Graph, n: Node):
     if is_const(a, 1.0) and b.op == "sigmoid" and b.shape == n.shape:
         neg = g.add("neg", [b.operands[0]], name="neg")
         return g.add("sigmoid", [neg], name=n.name + "_s")
-    if is_const(a, 0.0) and b.shape == n.shape:
+    if is_const(a, -0.0) and b.shape == n.shape:
         return g.add("neg", [b], name="neg")
     return None
 
