@@ -312,6 +312,25 @@ def test_simplify_keeps_the_sign_of_a_zero(opt):
         assert np.array_equal(got[name], value), (name, got[name], value)
 
 
+def test_x_plus_zero_is_dropped_where_its_reader_is_even_at_zero():
+    """sigmoid(x + 0) is sigmoid(x) even at x = -0 (a forget bias of 0: cifg_lstm's), while
+    1 / (x + 0) is not."""
+    src = (
+        _HEADER
+        + """%z = const {value=0.0} : []
+%a = add %h, %z : [n]
+%s = sigmoid %a : [n]
+%b = add %h, %z : [n]
+%r = div %z, %b : [n]
+%o = add %s, %r : [n]
+%upd = update %o {name="h"} : [n]
+%out = output %o {name="o"} : [n]
+"""
+    )
+    out = _optimize_text(src, ["simplify", "dce"])
+    assert "sigmoid %h" in out and "div %z, %b" in out and "add %h, %z" in out
+
+
 # -- the manager ---------------------------------------------------------------------------------
 
 

@@ -5,6 +5,8 @@ Every rule but one is exact in IEEE arithmetic, NaN, ±inf and the sign of a zer
 
     x * 1, 1 * x, x / 1, x + -0, -0 + x, x - 0  ->  x     (only when x already has the result's
                                                          shape, so no broadcast is lost)
+    x + 0, 0 + x                                ->  x     (read only by functions equal at -0
+                                                         and +0, as sigmoid: a forget bias of 0)
     identity(x)                                 ->  x
     -(-x)                                       ->  x
     -0 - x                                      ->  -x
@@ -14,8 +16,8 @@ accurate in floating point, where 1 - sigmoid(a) cancels: 1 - sigmoid(40) is 0 i
 sigmoid(-40) 4.2e-18. The two differ by a few ulps of 1 at most, absolutely, but a log or a
 division after it can tell them apart.
 
-Not done: x * 0 -> 0 (wrong for NaN and inf); x + 0 -> x and 0 - x -> -x (wrong for -0 and
-+0: -0 + 0 is +0, and 0 - 0 is +0 where -(0) is -0).
+Not done: x * 0 -> 0 (wrong for NaN and inf); x + 0 -> x elsewhere and 0 - x -> -x (wrong
+for -0 and +0: -0 + 0 is +0, and 0 - 0 is +0 where -(0) is -0).
 """
 
 from __future__ import annotations
@@ -43,12 +45,17 @@ def _div_one(g: Graph, n: Node):
     return _keep_if_shape(n, a) if is_const(b, 1.0) else None
 
 
+# Functions that give the same value at -0 and +0 (sigmoid(-0) = sigmoid(+0) = 0.5): what
+# they read may lose the sign of its zero.
+_EVEN_AT_ZERO = frozenset({"sigmoid", "hard_sigmoid", "exp", "softplus", "abs"})
+
+
 def _add_zero(g: Graph, n: Node):
-    a, b = n.operands
-    if is_const(b, -0.0):
-        return _keep_if_shape(n, a)
-    if is_const(a, -0.0):
-        return _keep_if_shape(n, b)
+    # x + -0 is x, always; x + +0 is x but where x is -0, which a reader even at zero ignores
+    even = all(u.op in _EVEN_AT_ZERO for u in g.users(n))
+    for zero, x in ((n.operands[1], n.operands[0]), (n.operands[0], n.operands[1])):
+        if is_const(zero, -0.0) or (even and is_const(zero, 0.0)):
+            return _keep_if_shape(n, x)
     return None
 
 
