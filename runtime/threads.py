@@ -119,7 +119,7 @@ def hold_blas():
 
 def _openblas_controller():
     """threadpoolctl's OpenBLASController where it lets one thread alone set OpenBLAS's
-    threads (threadpoolctl 3.6 on, for an OpenBLAS on pthreads), else None."""
+    threads (threadpoolctl 3.8 on, for an OpenBLAS on pthreads), else None."""
     try:
         from threadpoolctl import OpenBLASController
     except ImportError:
