@@ -11,6 +11,7 @@ cell, params = lstmc.from_torch(torch_lstm)   # a torch nn.LSTM / nn.GRU / nn.RN
 from lstmc.api import builtin, interpret, load, loads, to_ir
 from lstmc.compiler import compile
 from lstmc.errors import (
+    CacheWarning,
     CodegenError,
     CudaUnavailableError,
     KernelArgumentError,
@@ -38,5 +39,6 @@ __all__ = [
     "CodegenError",
     "KernelArgumentError",
     "CudaUnavailableError",
+    "CacheWarning",
     "__version__",
 ]

@@ -6,6 +6,9 @@ LstmcError
 ├── PassError            a pass failed or broke the graph; names the pass and the ones before
 ├── CodegenError         code generation could not handle a graph
 └── KernelArgumentError  a kernel was called with bad arguments; names argument and shapes
+
+CacheWarning (a UserWarning): a cache entry was bad and is being replaced, or the cache can't
+be used; the kernel is compiled again, never wrong.
 """
 
 from __future__ import annotations
@@ -13,9 +16,15 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from lstmc_runtime.errors import CudaUnavailableError, KernelArgumentError, LstmcError
+from lstmc_runtime.errors import (
+    CacheWarning,
+    CudaUnavailableError,
+    KernelArgumentError,
+    LstmcError,
+)
 
 __all__ = [
+    "CacheWarning",
     "CodegenError",
     "CudaUnavailableError",
     "KernelArgumentError",

@@ -24,6 +24,7 @@ import warnings
 
 import llvmlite.binding as llvm
 import numpy as np
+from lstmc_runtime.errors import CacheWarning
 from lstmc_runtime.gemm import _lanes, _step_entry
 from numba import cfunc, types
 from numba.extending import intrinsic, overload
@@ -66,9 +67,10 @@ def load_step_products(dtype) -> None:
         entry = cfunc(sig, cache=True, error_model="numpy")(_step_entry)
     except Exception as exc:  # a cache file cut short or garbled: every kernel would fail
         warnings.warn(
-            f"lstmc_runtime: Numba's cached step product ({name}) could not be loaded "
-            f"({type(exc).__name__}: {exc}); compiling it again",
-            RuntimeWarning,
+            f"lstmc_runtime: Numba's cached step product ({name}) in {_cached_entry_glob()} "
+            f"could not be loaded ({type(exc).__name__}: {exc}); removing it and compiling "
+            "it again",
+            CacheWarning,
             stacklevel=2,
         )
         _forget_cached_entry()
@@ -83,12 +85,15 @@ def load_step_products(dtype) -> None:
 def _forget_cached_entry() -> None:
     """Remove Numba's cache files of the step product's entry point (both dtypes share one
     index), wherever Numba keeps this module's cache."""
-    from numba.core.caching import FunctionCache
-
-    cache_path = FunctionCache(_step_entry)._cache_path
-    for path in glob.glob(os.path.join(cache_path, "gemm._step_entry-*")):
+    for path in glob.glob(_cached_entry_glob()):
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+def _cached_entry_glob() -> str:
+    from numba.core.caching import FunctionCache
+
+    return os.path.join(FunctionCache(_step_entry)._cache_path, "gemm._step_entry-*")
 
 
 def matmul_step(a, w, out):

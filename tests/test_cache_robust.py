@@ -279,7 +279,9 @@ def test_a_corrupt_cache_of_the_step_products_entry_point_is_rebuilt(tmp_path):
             y, _ = k(np.ones((3, 2, 4), np.float32), k.init_params(input=4, hidden=5))
         ref, _ = lstmc.interpret("rnn_tanh", np.ones((3, 2, 4)), k.init_params(input=4, hidden=5))
         assert np.abs(y - ref).max() < 1e-5
-        print("warned" if any("step product" in str(w.message) for w in got) else "quiet")
+        named = [w for w in got if "step product" in str(w.message)]
+        assert all(w.category is lstmc.CacheWarning for w in named), named
+        print("warned" if named else "quiet")
         """)
     env = {
         **os.environ,
@@ -301,6 +303,53 @@ def test_a_corrupt_cache_of_the_step_products_entry_point_is_rebuilt(tmp_path):
         _truncated(path)
     assert run() == "warned"
     assert run() == "quiet"  # rebuilt in the cache
+
+
+def test_a_compiled_artifacts_corrupt_numba_cache_is_a_miss(tmp_path):
+    """A module written by `lstmc compile` keeps Numba's cache in DIR/__pycache__. Only
+    modules loaded through lstmc's own cache were guarded: in an artifact, a `.nbi` cut
+    short failed every call (UnpicklingError) until someone deleted it."""
+    out = tmp_path / "out"
+    env = dict(os.environ, LSTMC_CACHE_DIR=str(tmp_path / "lstmc"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    args = ["-m", "lstmc", "compile", CELL, "--dtype", DTYPE, "-o", str(out), "--no-check"]
+    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    code = textwrap.dedent(f"""\
+        import json, sys, warnings
+        import numpy as np
+        sys.path.insert(0, {str(out)!r})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import {CELL} as m
+            params = m.kernel.init_params(seed=1, **{SIZES!r})
+            x = np.random.default_rng(0).standard_normal((3, 2, {SIZES["input"]}))
+            y, _ = m.kernel(x, params)
+        import lstmc
+        y_ref, _ = lstmc.interpret({CELL!r}, x, params)
+        print(json.dumps({{
+            "error": float(np.abs(y - y_ref).max()),
+            "warnings": [str(w.message) for w in caught if w.category is lstmc.CacheWarning],
+        }}))
+        """)
+
+    def run() -> dict:
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        assert report["error"] < 1e-9, report
+        return report
+
+    assert run()["warnings"] == []  # compiles, and fills DIR/__pycache__
+    indexes = list((out / "__pycache__").glob(f"{CELL}.*.nbi"))
+    assert indexes
+    for path in indexes:
+        _truncated(path)
+    warned = run()["warnings"]
+    assert warned and all("removing it and compiling again" in w for w in warned), warned
+    assert run()["warnings"] == []  # written again, healthy
 
 
 def test_two_threads_compiling_the_same_spec_at_once_both_succeed(monkeypatch, tmp_path):

@@ -1,11 +1,11 @@
 """The on-disk cache of generated modules.
 
 A generated module is written to `<cache dir>/<key>/<module>.py`, where the key hashes the
-spec, the target, the lstmc and Numba versions and lstmc_runtime's sources.
-Numba's own cache (`cache=True`) then stores the machine code beside it, so a second process
-loads a compiled kernel without compiling. Writes are atomic (a temporary file, then a hard link that fails if another process
-won the race), so two processes compiling the same spec both succeed and nobody ever reads a
-half-written file. The cache directory is `$LSTMC_CACHE_DIR`, else `~/.cache/lstmc`.
+spec, the target, the lstmc and Numba versions and lstmc_runtime's sources. Numba's own cache
+(`cache=True`) then stores the machine code beside it, so a second process loads a compiled
+kernel without compiling. Writes are atomic (a temporary file, then a hard link that fails if
+another process won the race), so two processes compiling the same spec both succeed and
+nobody ever reads a half-written file. The cache directory is `$LSTMC_CACHE_DIR`, else `~/.cache/lstmc`.
 
 A cache is only ever a shortcut, so a bad one must not break compiling (a crash, a full disk,
 a hand edit can leave one behind). Each bad entry is detected where it is read, reported
@@ -15,7 +15,7 @@ once with a `CacheWarning` that names the file, removed or rewritten, and compil
 - a Python bytecode file (`__pycache__/*.pyc`) that won't load: removed;
 - a Numba index (`*.nbi`) or data file (`*.nbc`) that won't load: Numba reads these lazily, at
   a kernel's first call, so each cached function of a loaded module is guarded (see
-  `guard_numba_cache`): the function's index and data files are removed and it is compiled
+  `lstmc_runtime.cache_guard`): the function's index and data files are removed and it is compiled
   afresh, which writes a healthy entry for the next process. This costs nothing while the
   cache is healthy;
 - a cache directory that can't be written (not a directory, no permission): the process
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import glob
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -36,28 +35,22 @@ import shutil
 import sys
 import tempfile
 import threading
-import warnings
 from pathlib import Path
 from types import CodeType, ModuleType
 
 # (re-exported: lstmc's users and tests know both from here)
+from lstmc_runtime.cache_guard import guard_numba_cache, warn_once
 from lstmc_runtime.errors import CacheWarning
 from lstmc_runtime.provenance import runtime_digest
 
-__all__ = ["CacheWarning", "cache_dir", "cache_key", "load_generated", "runtime_digest"]
-
-_warned: set[str] = set()
-_warned_lock = threading.Lock()
-
-
-def _warn_once(message: str) -> None:
-    """Warn with `message` the first time this process meets it (a bad file is reported once,
-    however many kernels or threads run into it)."""
-    with _warned_lock:
-        if message in _warned:
-            return
-        _warned.add(message)
-    warnings.warn(message, CacheWarning, stacklevel=3)
+__all__ = [
+    "CacheWarning",
+    "cache_dir",
+    "cache_key",
+    "guard_numba_cache",
+    "load_generated",
+    "runtime_digest",
+]
 
 
 def cache_dir() -> Path:
@@ -134,7 +127,7 @@ def _store(path: Path, source: str) -> None:
         healthy = False
     if healthy:
         return
-    _warn_once(
+    warn_once(
         f"lstmc: the cached module {path} is corrupt (its content doesn't match its key, "
         "perhaps a write cut short); rewriting it"
     )
@@ -168,7 +161,7 @@ class _SourceLoader(importlib.machinery.SourceFileLoader):
             pyc = Path(importlib.util.cache_from_source(self.path))
             if not pyc.exists():
                 raise
-            _warn_once(
+            warn_once(
                 f"lstmc: the cached bytecode {pyc} is unreadable ({type(exc).__name__}: "
                 f"{exc}); removing it"
             )
@@ -188,69 +181,6 @@ def import_file(path: Path, module_name: str) -> ModuleType:
         sys.modules.pop(module_name, None)
         raise
     return module
-
-
-def _drop_numba_entry(numba_cache, what: str, exc: Exception) -> None:
-    """Warn about, and remove, the index and data files of one function's Numba cache."""
-    index = getattr(getattr(numba_cache, "_cache_file", None), "_index_path", None)
-    if not isinstance(index, str) or not index.endswith(".nbi"):
-        where = getattr(numba_cache, "_cache_path", "Numba's cache")
-        _warn_once(
-            f"lstmc: could not {what} compiled code in {where} ({type(exc).__name__}: {exc}); "
-            "compiling again"
-        )
-        return
-    base = index[: -len(".nbi")]
-    _warn_once(
-        f"lstmc: could not {what} Numba's cache entry {index} (or its data files "
-        f"{os.path.basename(base)}.*.nbc) ({type(exc).__name__}: {exc}); removing it and "
-        "compiling again"
-    )
-    for name in [index, *glob.glob(glob.escape(base) + ".*.nbc")]:
-        try:
-            os.unlink(name)
-        except OSError:
-            pass  # gone already (another process dropped it too), or not ours to remove
-
-
-def _guard(numba_cache) -> None:
-    load, save = numba_cache.load_overload, numba_cache.save_overload
-
-    def load_overload(*args, **kwargs):
-        try:
-            return load(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - pickle, OS and LLVM errors alike: a miss
-            _drop_numba_entry(numba_cache, "load", exc)
-            return None  # the dispatcher compiles, then saves a fresh entry
-
-    def save_overload(*args, **kwargs):
-        try:
-            save(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - the kernel is compiled; only the cache failed
-            _drop_numba_entry(numba_cache, "save", exc)
-
-    load_overload.lstmc_guarded = save_overload.lstmc_guarded = True
-    numba_cache.load_overload, numba_cache.save_overload = load_overload, save_overload
-
-
-def guard_numba_cache(module: ModuleType) -> None:
-    """Make every cached Numba function of `module` treat an unreadable cache entry as a miss.
-
-    Numba loads an overload from its cache files at the function's first call for a signature
-    and lets any error escape, so one corrupt `.nbi` or `.nbc` would fail every process that
-    calls the kernel. The guard replaces the load and save of each function's cache object
-    (`dispatcher._cache`, a `numba.core.caching.Cache` for `njit` and `cuda.jit` alike) with
-    ones that warn once, remove the function's entry, and compile instead."""
-    for value in list(vars(module).values()):
-        numba_cache = getattr(value, "_cache", None)
-        load = getattr(numba_cache, "load_overload", None)
-        if (
-            load is None
-            or not hasattr(numba_cache, "_cache_file")  # a NullCache: nothing on disk
-            or getattr(load, "lstmc_guarded", False)
-        ):
-            continue
-        _guard(numba_cache)
 
 
 # One import of a generated module at a time in this process: `import_file` puts a module in
@@ -273,7 +203,7 @@ def load_generated(source: str, key: str, stem: str, use_cache: bool = True) -> 
     except OSError as exc:
         if not use_cache:
             raise
-        _warn_once(  # once per directory, not per kernel: no file name from `exc`
+        warn_once(  # once per directory, not per kernel: no file name from `exc`
             f"lstmc: cannot use the kernel cache directory {cache_dir()} "
             f"({type(exc).__name__}: {exc.strerror or exc}); compiling into a temporary "
             "directory instead, so kernels are compiled again in every process. Set "
@@ -288,10 +218,5 @@ def load_generated(source: str, key: str, stem: str, use_cache: bool = True) -> 
         if loaded is not None and getattr(loaded, "__file__", None) == str(path):
             return loaded  # this process imported it already
         module = import_file(path, name)
-        guard_numba_cache(module)
-        # lstmc_runtime's own cached functions too: Numba keeps their entries beside the
-        # installed package or, where that is read-only, in the user's cache.
-        for runtime_name, runtime_module in list(sys.modules.items()):
-            if runtime_name.partition(".")[0] == "lstmc_runtime" and runtime_module is not None:
-                guard_numba_cache(runtime_module)
+        guard_numba_cache(module)  # (modules that lstmc 0.1.0 wrote before they guard themselves)
     return module

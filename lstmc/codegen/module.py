@@ -76,6 +76,7 @@ def runtime_check_lines() -> list[str]:
     """Where a module says which runtime it was built against; its functions' decorators
     then take `cache=_CACHE` (lstmc_runtime.provenance)."""
     return [
+        "from lstmc_runtime.cache_guard import guard_numba_cache",
         "from lstmc_runtime.provenance import may_use_numba_cache",
         "",
         "# The lstmc_runtime this module was built against. Numba's cache beside it holds",
@@ -124,6 +125,13 @@ def module_tail(emitter, target: str) -> list[str]:
     lines += emitter.launch_lines()
     lines += ["", ""]
     kernel_cls = {"cpu": "CpuKernel", "cuda": "CudaKernel"}[target]
+    lines.append(
+        "# A corrupt entry in Numba's cache (this module's functions', lstmc_runtime's) is"
+    )
+    lines.append(
+        "# a miss: warned about once, removed and compiled again (lstmc_runtime.cache_guard)."
+    )
+    lines.append("guard_numba_cache(globals())")
     lines.append(
         f"kernel = {kernel_cls}(SIGNATURE, WEIGHTS, VECTOR_PARAMS, _launch, "
         f"dtype=np.{emitter.dtype}, fixed_sizes=FIXED_SIZES, doc=__doc__{extra})"
@@ -183,6 +191,7 @@ _MODULE_NAMES = {
     "aligned_like",
     "load_step_products",
     "may_use_numba_cache",
+    "guard_numba_cache",
     "_mean_inv_std",
     "_rows_mean_inv_std",
 }
