@@ -698,8 +698,34 @@ def test_compile_says_when_the_function_is_renamed(tmp_path):
     out = tmp_path / "build"
     r = CliRunner().invoke(cli, ["compile", str(spec), "-o", str(out), "--no-check"])
     assert r.exit_code == 0, r.output
-    assert "defines `kernel` and `run_kernel` (`kernel` is a name the module needs" in r.output
+    assert "defines `kernel` and `run_kernel` (`kernel` is a name it needs)" in r.output
     assert "def run_kernel(" in (out / "kernel.py").read_text()
+
+
+@pytest.mark.parametrize("name", ["range", "min", "len"])
+def test_a_cell_named_like_a_builtin_runs(tmp_path, name):
+    """The module's last function took the cell's name: one called `range`, `min` or `len`
+    shadowed the builtin its compiled loops and its glue call (a TypingError, or a TypeError
+    on a threaded call). Its function is `run_<name>` now."""
+    import numpy as np
+
+    import lstmc
+
+    spec = (lstmc.cells.path("lstm")).read_text().replace("cell: lstm\n", f"cell: {name}\n")
+    cell = lstmc.loads(spec)
+    kernel = lstmc.compile(cell, dtype="float64")
+    kernel.threads = 2
+    params = kernel.init_params(input=3, hidden=16, seed=0)
+    x = np.random.default_rng(0).standard_normal((4, 8, 3))
+    y, _ = kernel(x, params)
+    y_ref, _ = lstmc.interpret(cell, x, params)
+    assert np.abs(y - y_ref).max() < 1e-10
+    assert callable(getattr(kernel.module, f"run_{name}"))
+    out = tmp_path / "build"
+    r = CliRunner().invoke(cli, ["compile", "lstm", "-o", str(out), "--name", name, "--no-check"])
+    assert r.exit_code == 0, r.output
+    assert f"defines `kernel` and `run_{name}` (`{name}` is a builtin its code calls)" in r.output
+    assert f"def run_{name}(" in (out / f"{name}.py").read_text()
 
 
 def test_bench(env):

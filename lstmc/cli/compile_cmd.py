@@ -147,7 +147,12 @@ def compile_cmd(spec, target, out_dir, dtype, opt, unroll, sizes, constants, nam
     from lstmc.codegen.module import entry_function
 
     fn = entry_function(module)
-    renamed = "" if fn == module else f" (`{module}` is a name the module needs for itself)"
+    renamed = ""
+    if fn != module:
+        import builtins
+
+        why = "a builtin its code calls" if module in vars(builtins) else "a name it needs"
+        renamed = f" (`{module}` is {why})"
     if install(out_dir, f"{module}.py", source):
         say(f"wrote {target_path}: {what}; it defines `kernel` and `{fn}`{renamed}")
     else:

@@ -4,6 +4,8 @@ the cell's equations as the docstring) and the tail (the calling convention as p
 
 from __future__ import annotations
 
+import builtins
+
 import lstmc
 from lstmc.codegen.cache import runtime_digest
 from lstmc.errors import CodegenError
@@ -163,8 +165,10 @@ def module_tail(emitter, target: str) -> list[str]:
 def entry_function(name: str) -> str:
     """The name of the function a module called `name` defines to run its kernel: the name
     itself, or `run_<name>` where that is a name the module defines for itself (`np`,
-    `kernel`, ...) or a private one."""
-    return name if name not in _MODULE_NAMES and not name.startswith("_") else f"run_{name}"
+    `kernel`, ...), a private one, or a builtin that the module's code calls (a function
+    `range` defined last in the module shadowed the builtin in every compiled loop)."""
+    own = name in _MODULE_NAMES or name.startswith("_") or name in vars(builtins)
+    return f"run_{name}" if own else name
 
 
 # Names the generated module defines itself; a cell named like one gets `run_<cell>`.
