@@ -305,6 +305,32 @@ def test_a_corrupt_cache_of_the_step_products_entry_point_is_rebuilt(tmp_path):
     assert run() == "quiet"  # rebuilt in the cache
 
 
+@pytest.mark.parametrize("level", ["prefix", "key"])
+def test_a_file_where_a_cache_folder_should_be_is_removed(cache, level):
+    """A file at <cache>/<key[:2]> or <cache>/<key[:2]>/<key> made every process report the
+    whole cache directory unusable and compile into a temporary one, for good."""
+    entry = _entry(cache)
+    spoiled = entry.parent if level == "prefix" else entry
+    shutil.rmtree(spoiled)
+    spoiled.write_text("junk")
+    report = _run(cache)
+    assert len(report["warnings"]) == 1, report
+    assert f"{spoiled} should be a cache folder but is a file" in report["warnings"][0][1]
+    assert report["file"].startswith(str(cache))
+    again = _run(cache)
+    assert again["misses"] == 0 and not again["warnings"], again
+
+
+def test_a_relative_cache_dir_gives_one_module_per_process(monkeypatch, tmp_path):
+    """A relative LSTMC_CACHE_DIR never matched the module's (absolute) __file__: every
+    compile of the same spec imported the module again."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LSTMC_CACHE_DIR", "relative-cache")
+    first = lstmc.compile("rnn_tanh")
+    assert lstmc.compile("rnn_tanh").module is first.module
+    assert first.module.__file__.startswith(str(tmp_path / "relative-cache"))
+
+
 def test_a_compiled_artifacts_corrupt_numba_cache_is_a_miss(tmp_path):
     """A module written by `lstmc compile` keeps Numba's cache in DIR/__pycache__. Only
     modules loaded through lstmc's own cache were guarded: in an artifact, a `.nbi` cut

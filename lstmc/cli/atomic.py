@@ -65,44 +65,45 @@ def replace_file(target: Path, data: bytes, outside: bool = True) -> None:
     raise failure
 
 
-def install(out_dir: Path, filename: str, text: str) -> bool:
+def install(out_dir: Path, filename: str, text: str, owned: bytes = b"") -> bool:
     """Put `text` at out_dir/filename, atomically. Returns False if an identical file was there
-    already (left alone: Numba's cache beside it stays valid).
+    already (left alone: Numba's cache beside it stays valid). A file there that does not
+    start with `owned` (another program's, the user's own code) is refused, not replaced.
 
     A missing DIR is built as a hidden sibling and renamed into place, so it appears complete
     or not at all; missing parents are created, and removed again if the write fails."""
     from lstmc.errors import LstmcError
 
     try:
-        return _install(out_dir, filename, text)
+        return _install(out_dir, filename, text, owned)
     except OSError as exc:  # name what the user asked for, not our temporary files
         target = out_dir / filename if out_dir.is_dir() else out_dir
         raise LstmcError(f"cannot write {target}: {exc.strerror or exc}") from exc
 
 
-def _install(out_dir: Path, filename: str, text: str) -> bool:
+def _install(out_dir: Path, filename: str, text: str, owned: bytes) -> bool:
     from lstmc.errors import LstmcError
 
     data = text.encode("utf-8")
     target = out_dir / filename
     if out_dir.is_dir():
-        if target.is_dir() or (target.exists() and not target.is_file()):
-            raise LstmcError(f"{target} exists and is not a file")
-        if target.is_file():
-            with contextlib.suppress(OSError):
-                if target.read_bytes() == data:
-                    return False
-        replace_file(target, data)
-        return True
+        return _replace_in(out_dir, target, data, owned)
     if out_dir.exists():
+        if out_dir.is_dir():  # made by another process since the test above
+            return _replace_in(out_dir, target, data, owned)
         raise LstmcError(f"{out_dir} exists and is not a directory")
     parent = out_dir.absolute().parent
     created = []
     try:
         for folder in reversed([parent, *parent.parents]):
             if not folder.exists():
-                folder.mkdir()
-                created.append(folder)
+                try:
+                    folder.mkdir()
+                except FileExistsError:  # another process made it meanwhile: not ours
+                    if not folder.is_dir():
+                        raise
+                else:
+                    created.append(folder)
         tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out_dir.name}.lstmc-"))
         try:
             _write_synced(tmp / filename, data)
@@ -112,7 +113,7 @@ def _install(out_dir: Path, filename: str, text: str) -> bool:
             shutil.rmtree(tmp, ignore_errors=True)
             if not out_dir.is_dir():  # not just another process creating DIR meanwhile
                 raise
-            replace_file(target, data)
+            _replace_in(out_dir, target, data, owned)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -123,3 +124,37 @@ def _install(out_dir: Path, filename: str, text: str) -> bool:
                 folder.rmdir()
         raise
     return True
+
+
+def _replace_in(out_dir: Path, target: Path, data: bytes, owned: bytes) -> bool:
+    """`target` in the existing `out_dir` made to hold `data` (False: it held it already)."""
+    from lstmc.errors import LstmcError
+
+    if target.is_dir() or (target.exists() and not target.is_file()):
+        raise LstmcError(f"{target} exists and is not a file")
+    if target.is_file():
+        try:
+            old = target.read_bytes()
+        except OSError:
+            old = None  # unreadable: replaced below if the folder lets us, else an error
+        if old == data:
+            return False
+        if old is not None and not old.startswith(owned):
+            raise LstmcError(
+                f"{target} exists and was not written by lstmc; remove it, or write elsewhere "
+                "(-o) or under another name (--name)"
+            )
+    replace_file(target, data)
+    return True
+
+
+def write_into(path: Path, data: bytes) -> None:
+    """Write `data` to the file `path` names, as a shell's `>` would where that is not a
+    regular file to replace (a FIFO, a device, /dev/stdout), and through a symlink to the
+    file it points at; else replace it atomically, beside itself."""
+    real = Path(os.path.realpath(path))
+    if real.exists() and not real.is_file():
+        with open(real, "wb") as f:
+            f.write(data)
+        return
+    replace_file(real, data, outside=False)

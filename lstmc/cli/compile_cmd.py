@@ -133,7 +133,7 @@ def compile_cmd(spec, target, out_dir, dtype, opt, unroll, sizes, constants, nam
     exactly as it was. Numba caches the machine code in DIR/__pycache__ on first use.
     """
     cell = load_cell(spec)
-    module = name or cell.name
+    module = name if name is not None else cell.name
     _check_module_name(module, name is not None)
     what = f"{cell.name} ({target}, {dtype}, -O{opt})"
     with progress(f"generating {what}"):
@@ -144,7 +144,7 @@ def compile_cmd(spec, target, out_dir, dtype, opt, unroll, sizes, constants, nam
         with progress(f"checking that {module}.py imports on its own"):
             _check_artifact(source, module)
     target_path = out_dir / f"{module}.py"
-    from lstmc.codegen.module import entry_function
+    from lstmc.codegen.module import GENERATED_MARK, entry_function
 
     fn = entry_function(module)
     renamed = ""
@@ -153,7 +153,7 @@ def compile_cmd(spec, target, out_dir, dtype, opt, unroll, sizes, constants, nam
 
         why = "a builtin its code calls" if module in vars(builtins) else "a name it needs"
         renamed = f" (`{module}` is {why})"
-    if install(out_dir, f"{module}.py", source):
+    if install(out_dir, f"{module}.py", source, owned=GENERATED_MARK):
         say(f"wrote {target_path}: {what}; it defines `kernel` and `{fn}`{renamed}")
     else:
         say(f"{target_path} is up to date: {what}; it defines `kernel` and `{fn}`{renamed}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from lstmc.cli.atomic import replace_file
+from lstmc.cli.atomic import write_into
 from lstmc.cli.common import load_cell
 from lstmc.cli.options import (
     const_option,
@@ -100,5 +100,5 @@ def graph_cmd(spec, output, fmt, opt, unroll, constants):
         raise LstmcError(f"{path} is a directory; give a file name with -o")
     if not path.parent.is_dir():
         raise LstmcError(f"cannot write {path}: no directory {path.parent}")
-    replace_file(path, data, outside=False)
+    write_into(path, data)
     say(f"wrote {path} ({fmt}, -O{opt})")

@@ -57,7 +57,9 @@ def cache_dir() -> Path:
     root = os.environ.get("LSTMC_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lstmc"
     )
-    return Path(root)
+    # absolute: a relative one, read again after a chdir, would be another directory, and
+    # a module's __file__ (absolute) would never match its path (imported again each time)
+    return Path(root).absolute()
 
 
 def cache_key(parts: dict) -> str:
@@ -123,14 +125,13 @@ def _store(path: Path, source: str) -> None:
     data = source.encode("utf-8")
     try:
         healthy = path.read_bytes() == data
-    except OSError:  # a directory where the module should be, say
+        why = "its content doesn't match its key, perhaps a write cut short"
+    except OSError as exc:  # a directory where the module should be, no permission
         healthy = False
+        why = f"unreadable: {type(exc).__name__}: {exc.strerror or exc}"
     if healthy:
         return
-    warn_once(
-        f"lstmc: the cached module {path} is corrupt (its content doesn't match its key, "
-        "perhaps a write cut short); rewriting it"
-    )
+    warn_once(f"lstmc: the cached module {path} is corrupt ({why}); rewriting it")
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     tmp = _write_temp(path.parent, data)
@@ -183,6 +184,17 @@ def import_file(path: Path, module_name: str) -> ModuleType:
     return module
 
 
+def _clear_the_way(root: Path, key: str) -> None:
+    """Remove a file (or a dangling symlink) where the folder of `key`'s entry, or the folder
+    above it, should be: it made every process that compiled this spec report the whole
+    cache directory unusable (mkdir's FileExistsError), for good."""
+    for folder in (root / key[:2], root / key[:2] / key):
+        if os.path.lexists(folder) and not folder.is_dir():
+            warn_once(f"lstmc: {folder} should be a cache folder but is a file; removing it")
+            os.unlink(folder)
+            return  # the folder below it, if any, went with it
+
+
 # One import of a generated module at a time in this process: `import_file` puts a module in
 # sys.modules before running it, so a second thread compiling the same spec found it there
 # half-run (no `kernel` yet) and failed.
@@ -199,6 +211,8 @@ def load_generated(source: str, key: str, stem: str, use_cache: bool = True) -> 
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
     path = folder / f"{stem}.py"
     try:
+        if use_cache:
+            _clear_the_way(cache_dir(), key)
         _store(path, source)
     except OSError as exc:
         if not use_cache:
