@@ -107,9 +107,10 @@ class CudaKernel(Kernel):
         return new
 
     @_needs_cuda
-    def pack(self, params: Mapping) -> PackedParams:
+    def pack(self, params: Mapping, /, **sizes: int) -> PackedParams:
         """Check and pack params once, onto the device: each product's weight as one
-        contiguous [out, in] array (the rows of its params stacked), vectors as they are."""
+        contiguous [out, in] array (the rows of its params stacked), vectors as they are.
+        `sizes`: as the CPU kernel's pack takes them."""
         if isinstance(params, PackedParams):
             return params
         host = {}
@@ -124,9 +125,10 @@ class CudaKernel(Kernel):
                 )
             )
         origins: dict[str, str] = {}
-        sizes = self.signature.bind_params(
-            host if isinstance(params, Mapping) else params, self.fixed_sizes, origins
-        )
+        if isinstance(params, Mapping):
+            sizes = self._bind_for_packing(host, sizes, origins)
+        else:  # the message that a dict is needed
+            sizes = self.signature.bind_params(params, self.fixed_sizes, origins)
         for name, a in host.items():
             check_float(f"param `{name}`", a)
         arrays = pack_weights(host, sizes, self.weights, self.vector_params, self.dtype)
@@ -142,7 +144,7 @@ class CudaKernel(Kernel):
         self, x, params, state: Mapping | None = None, stream=None, variant: str | None = None
     ):
         variant = check_variant(variant) if variant is not None else self.variant
-        packed = params if isinstance(params, PackedParams) else self.pack(params)
+        packed = self._packed_for_call(params, x, state)
         if packed._owner != id(self.weights) or packed.dtype != self.dtype:
             raise KernelArgumentError(
                 "these packed params were packed by another kernel; "

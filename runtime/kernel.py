@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import inspect
 import math
 import threading
@@ -268,8 +269,12 @@ class Kernel:
                 )
         return self.signature.init_params({**self.fixed_sizes, **sizes}, rng, self.dtype)
 
-    def pack(self, params: Mapping[str, np.ndarray]) -> PackedParams:
-        """Check and pack params once; pass the result in place of params on every call."""
+    def pack(self, params: Mapping[str, np.ndarray], /, **sizes: int) -> PackedParams:
+        """Check and pack params once; pass the result in place of params on every call.
+
+        `sizes` are needed only where the params alone do not give every size, as in a
+        cell whose only param is `b: [hidden + input]`; a call with a dict of params finds
+        them from its x and state."""
         if isinstance(params, PackedParams):
             return params
         if not isinstance(params, Mapping):
@@ -279,7 +284,7 @@ class Kernel:
             )
         params = {name: as_numpy(f"param `{name}`", a) for name, a in params.items()}
         origins: dict[str, str] = {}
-        sizes = self.signature.bind_params(params, self.fixed_sizes, origins)
+        sizes = self._bind_for_packing(params, sizes, origins)
         for name, a in params.items():
             check_float(f"param `{name}`", a)
         arrays = pack_weights(
@@ -294,6 +299,49 @@ class Kernel:
             widths[name] = arrays[name].shape[1]
             arrays[name] = to_panels(arrays[name])
         return PackedParams(arrays, sizes, self.dtype, id(self.weights), widths, origins)
+
+    def _bind_for_packing(self, params: Mapping, given: Mapping, origins: dict) -> dict:
+        """The sizes of `params` (Signature.bind_params), with the `given` ones (pack's
+        sizes, or a call's from its x and state) besides the compiled ones."""
+        fixed = dict(self.fixed_sizes)
+        for name, value in given.items():
+            if name not in self.signature.sizes:
+                raise KernelArgumentError(
+                    f"unknown size `{name}`; {self.signature.cell} has sizes "
+                    f"{', '.join(self.signature.sizes)}"
+                )
+            if name in fixed and value != fixed[name]:
+                raise KernelArgumentError(
+                    f"size {name} was fixed at {fixed[name]} when compiling; got {name}={value!r}"
+                )
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise KernelArgumentError(f"size {name} must be an int >= 1, got {value!r}")
+            fixed[name] = int(value)
+        if not self._params_give_every_size:
+            found = self.signature.sizes_params_give(fixed)
+            missing = [s for s in self.signature.sizes if s not in found]
+            if missing:
+                raise KernelArgumentError(
+                    f"the params alone do not give the size(s) {', '.join(missing)} (they "
+                    f"appear only in sums); pack them with the sizes, "
+                    f"kernel.pack(params, {', '.join(f'{s}=...' for s in missing)})"
+                )
+        given_origin = {name: "the sizes given to pack" for name in given}
+        return self.signature.bind_params(params, fixed, origins, given_origin)
+
+    def _packed_for_call(self, params, x, state) -> PackedParams:
+        """`params` packed for a call: as given where packed already; else with the sizes
+        that the call's x and state give, where the params alone lack some."""
+        if isinstance(params, PackedParams):
+            return params
+        if isinstance(params, Mapping) and not self._params_give_every_size:
+            sizes = self.signature.bind(x, params, state, self.fixed_sizes)
+            return self.pack(params, **{s: sizes[s] for s in sizes if s not in self.fixed_sizes})
+        return self.pack(params)
+
+    @functools.cached_property
+    def _params_give_every_size(self) -> bool:
+        return set(self.signature.sizes) <= self.signature.sizes_params_give(self.fixed_sizes)
 
     def _bind_and_plan(self, x, state, packed: PackedParams):
         """A call's sizes (Signature.bind, which checks the shape of x and of the state
@@ -340,7 +388,7 @@ class Kernel:
             return to_torch(y), to_torch(final)
         if state is not None:
             state = _state_as_numpy(as_dict(state, "state", "[B, n] array"), self.dtype)
-        packed = params if isinstance(params, PackedParams) else self.pack(params)
+        packed = self._packed_for_call(params, x, state)
         if packed._owner != id(self.weights) or packed.dtype != self.dtype:
             raise KernelArgumentError(
                 "these packed params were packed by another kernel; "

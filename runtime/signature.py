@@ -71,10 +71,31 @@ class Signature:
         params: Mapping,
         fixed: Mapping[str, int] | None = None,
         origins_out: dict[str, str] | None = None,
+        origins: Mapping[str, str] | None = None,
     ) -> dict[str, int]:
         """Bind the sizes from the params alone (for packing) and check their shapes;
+        `origins` says where a size in `fixed` came from (default: the compiled size);
         `origins_out` receives where each size came from, as `bind` gives it."""
-        return self.bind(None, params, None, fixed, origins_out=origins_out)
+        return self.bind(None, params, None, fixed, origins=origins, origins_out=origins_out)
+
+    def sizes_params_give(self, known=()) -> set[str]:
+        """The sizes that binding from the params alone finds, given the `known` ones: those
+        a param dimension holds alone, then those alone unknown in a sum ([hidden + input]
+        once hidden is known). A cell whose params hold a size only in sums with another
+        unknown one is packed with the sizes a call's x and state give (Kernel.pack)."""
+        found = set(known)
+        for p in self.params:
+            found.update(s for s in map(_single_symbol, p.shape) if s is not None)
+        progress = True
+        while progress:
+            progress = False
+            for p in self.params:
+                for terms, _const in p.shape:
+                    unknown = {s for s, _ in terms} - found
+                    if len(unknown) == 1:
+                        found |= unknown
+                        progress = True
+        return found
 
     def bind(
         self,

@@ -370,3 +370,47 @@ def test_a_param_too_narrow_for_a_size_in_a_sum_names_the_param(width):
         message = str(info.value)
         assert f"({16}, {width})" in message and "hidden+input" in message, message
         assert "param `W_" in message and "input" in message, message
+
+
+_SIZES_IN_SUMS_ONLY = """\
+cell: sums_only
+sizes: [input, hidden]
+inputs: {x: [input]}
+state: {h: [hidden]}
+params: {b: [hidden + input]}
+equations:
+  v: concat(h, x) + b
+  h_next: tanh(h + 1)
+update: {h: h_next}
+outputs: [v, h_next]
+"""
+
+
+def test_a_cell_whose_params_hold_sizes_only_in_sums():
+    """`check` takes it (every size stands alone in x or the state), the interpreter runs it,
+    but a call packed the params alone, which can't tell hidden from input in
+    [hidden + input], and refused them: "no size hidden, input >= 1 fits it"."""
+    cell = lstmc.loads(_SIZES_IN_SUMS_ONLY)
+    kernel = lstmc.compile(cell, dtype="float64")
+    params = kernel.init_params(input=3, hidden=5, seed=0)
+    x = np.random.default_rng(0).standard_normal((4, 2, 3))
+    h0 = {"h": np.random.default_rng(1).standard_normal((2, 5))}
+    for state in (None, h0):  # hidden from the state, or from b's width less x's
+        y, final = kernel(x, params, state)
+        y_ref, final_ref = lstmc.interpret(cell, x, params, state)
+        for name in y_ref:
+            assert np.abs(y[name] - y_ref[name]).max() < 1e-12
+    msg = _error(lambda: kernel.pack(params))
+    assert "do not give the size(s) input, hidden" in msg
+    assert "kernel.pack(params, input=..., hidden=...)" in msg
+    packed = kernel.pack(params, input=3, hidden=5)
+    y, _ = kernel(x, packed, h0)
+    y_ref, _ = lstmc.interpret(cell, x, params, h0)
+    assert np.abs(y["v"] - y_ref["v"]).max() < 1e-12
+    msg = _error(lambda: kernel(x[..., :2], packed))
+    assert msg == (
+        "x has shape (4, 2, 2) but expected [T, B, input] = (4, 2, 3) with input=3 "
+        "(from the sizes given to pack)"
+    )
+    assert "unknown size `hiden`" in _error(lambda: kernel.pack(params, hiden=5))
+    assert "must be an int >= 1, got 0" in _error(lambda: kernel.pack(params, input=0, hidden=8))
