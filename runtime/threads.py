@@ -446,9 +446,8 @@ def plan_chunks(T: int, B: int, work_per_row: int, threads: int | None):
 
     `threads=None` (auto) splits the batch into chunks of at least _MIN_ROWS rows once the
     call has _MIN_WORK multiply-adds; `threads=N` asks for N chunks whatever the work, each of
-    at least _MIN_ROWS rows (a batch of 7 runs on one thread: a chunk of 3 rows or fewer did
-    not pay for its hand-off). With
-    the step's products in lstmc_runtime.gemm (no BLAS in the time loop) two chunks beat one
+    at least _MIN_ROWS rows (a batch of 7 runs on one thread). With the step's products in
+    lstmc_runtime.gemm (no BLAS in the time loop) two chunks beat one
     thread at every size measured once the BLAS is held to one thread for the whole call
     (Kernel.__call__ does so for split plans of kernels that call it): layernorm_lstm H=256,
     B=64: 60.6 ms against 79.6 serial; H=128, B=16: 4.7 against 6.0. Left with two threads,
