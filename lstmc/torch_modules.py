@@ -23,8 +23,9 @@ def from_torch(module, layer: int = 0, reverse: bool = False):
     """(cell, params) for one layer and direction of a torch nn.LSTM, nn.GRU or nn.RNN: the
     shipped cell that computes it and its params as NumPy arrays of the module's dtype
     (float32 for a float16 or bfloat16 module), for `lstmc.compile(cell)` and
-    `kernel(x, params)`. An LSTM's biases are the exact float64 sums of torch's two
-    (`kernel.pack` rounds them once for a float32 kernel, as torch's own addition does).
+    `kernel(x, params)`, but an LSTM's biases: the sums of torch's two in float64 (exact
+    unless their magnitudes differ by more than ~2**29; `kernel.pack` rounds them to the
+    float32 sum torch makes for a float32 kernel).
 
     `layer` picks a layer of a stacked module (its input is the layer below's output);
     `reverse` the backward direction of a bidirectional one (run it on x reversed in time).
@@ -103,9 +104,9 @@ def from_torch(module, layer: int = 0, reverse: bool = False):
             params |= {f"W_i{g}": w, f"W_h{g}": u, f"b_i{g}": bi, f"b_h{g}": bh}
         return builtin("gru"), params
     params = {}
-    # Summed in float64, exactly for float32 biases: a float64 kernel (or the interpreter)
-    # then gets what torch's float64 module adds, and packing for a float32 kernel rounds
-    # the sum once, as torch's float32 addition does.
+    # Summed in float64: a float64 kernel (or the interpreter) then gets what torch's
+    # float64 module adds, and packing for a float32 kernel rounds the sum to the float32
+    # sum torch makes (rounding twice, to 53 bits then 24, is as rounding once: 53 >= 2*24+2).
     bias = b_ih.astype(np.float64) + b_hh.astype(np.float64)
     for g, w, u, b in zip(_LSTM_GATES, *(np.split(a, 4) for a in (w_ih, w_hh, bias)), strict=True):
         params |= {f"W_{g}": w, f"U_{g}": u, f"b_{g}": b}

@@ -18,10 +18,10 @@ from lstmc_runtime.cuda_arrays import (
 from lstmc_runtime.cuda_config import check_blocks, check_variant
 from lstmc_runtime.cuda_generic import device_copy, device_fill
 from lstmc_runtime.cuda_launch import Launcher, Run
-from lstmc_runtime.errors import CudaUnavailableError, KernelArgumentError, as_dict
+from lstmc_runtime.errors import CudaUnavailableError, KernelArgumentError
 from lstmc_runtime.kernel import Kernel
 from lstmc_runtime.packing import PackedParams, check_float, pack_weights
-from lstmc_runtime.signature import size_value
+from lstmc_runtime.signature import as_dict, size_value
 from numba import cuda
 
 _NO_CUDA = ("CudaSupportError", "CudaDriverError")

@@ -210,16 +210,29 @@ class Run:
                 f"weights fit in shared memory; else split the batch"
             )
         launcher = self._launcher(name)
-        # Over 48 KiB a block (float64 from 12 weight tiles on one operand, float32 from 24)
-        # the kernel must opt in, or its launch fails in the driver
-        if shared > self.limits.shared_per_block_optin or not launcher.allow_shared(shared):
-            raise KernelArgumentError(
-                f"the stepwise kernel `{name}` multiplies one operand by {cols} weight "
-                f"blocks at once: {shared} bytes of shared memory a block, more than "
-                f"{self.limits.name} gives ({self.limits.shared_per_block_optin}); compile "
-                f"for float32, or write the cell with fewer products of one operand"
-            )
+        if shared > self.limits.shared_per_block:
+            self._opt_in(launcher, name, cols, shared)
         launcher(grid, (BN // TN, BM // TM), self.stream, shared, *args)
+
+    def _opt_in(self, launcher, name: str, cols: int, shared: int) -> None:
+        """Over 48 KiB a block (float64 from 12 weight tiles on one operand, float32 from
+        24) the fused kernel must opt in, or its launch fails in the driver."""
+        what = (
+            f"the stepwise kernel `{name}` multiplies one operand by {cols} weight blocks at "
+            f"once: {shared} bytes of shared memory a block"
+        )
+        smaller = " (float32 halves it)" if self.dtype.itemsize == 8 else ""
+        if shared > self.limits.shared_per_block_optin:
+            raise KernelArgumentError(
+                f"{what}, more than {self.limits.name} gives "
+                f"({self.limits.shared_per_block_optin}){smaller}; write the cell with fewer "
+                f"products of one operand"
+            )
+        if not launcher.allow_shared(shared):
+            raise KernelArgumentError(
+                f"{what}, more than the {self.limits.shared_per_block} a block gets without "
+                f"opting in, and this driver refused the opt-in{smaller}"
+            )
 
     def gemm(self, A, W, C):
         """C = A @ W.T for the hoisted products (A: [M, K] any layout, W: [N, K])."""

@@ -20,10 +20,10 @@ from collections.abc import Mapping
 
 import numpy as np
 from lstmc_runtime import threads as _threads
-from lstmc_runtime.errors import KernelArgumentError, as_dict
+from lstmc_runtime.errors import KernelArgumentError
 from lstmc_runtime.layout import ALIGN_BYTES, to_panels
 from lstmc_runtime.packing import PackedParams, check_float, describe, pack_weights
-from lstmc_runtime.signature import Signature, size_value
+from lstmc_runtime.signature import Signature, as_dict, size_value
 from lstmc_runtime.threads import chunk_bounds, hold_blas, plan_call
 from lstmc_runtime.torch_tensors import as_numpy, is_torch, to_torch
 
@@ -303,23 +303,16 @@ class Kernel:
     def _bind_for_packing(self, params: Mapping, given: Mapping, origins: dict) -> dict:
         """The sizes of `params` (Signature.bind_params), with the `given` ones (pack's
         sizes, or a call's from its x and state) besides the compiled ones."""
+        self.signature.check_sizes(given)
         fixed = dict(self.fixed_sizes)
         for name, value in given.items():
-            if name not in self.signature.sizes:
-                raise KernelArgumentError(
-                    f"unknown size `{name}`; {self.signature.cell} has sizes "
-                    f"{', '.join(self.signature.sizes)}"
-                )
             if name in fixed and value != fixed[name]:
                 raise KernelArgumentError(
                     f"size {name} was fixed at {fixed[name]} when compiling; got {name}={value!r}"
                 )
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise KernelArgumentError(f"size {name} must be an int >= 1, got {value!r}")
             fixed[name] = int(value)
-        if not self._params_give_every_size:
-            found = self.signature.sizes_params_give(fixed)
-            missing = [s for s in self.signature.sizes if s not in found]
+        if not self._params_give_their_sizes:
+            missing = self.signature.sizes_params_lack(fixed)
             if missing:
                 raise KernelArgumentError(
                     f"the params alone do not give the size(s) {', '.join(missing)} (they "
@@ -334,14 +327,14 @@ class Kernel:
         that the call's x and state give, where the params alone lack some."""
         if isinstance(params, PackedParams):
             return params
-        if isinstance(params, Mapping) and not self._params_give_every_size:
+        if isinstance(params, Mapping) and not self._params_give_their_sizes:
             sizes = self.signature.bind(x, params, state, self.fixed_sizes)
             return self.pack(params, **{s: sizes[s] for s in sizes if s not in self.fixed_sizes})
         return self.pack(params)
 
     @functools.cached_property
-    def _params_give_every_size(self) -> bool:
-        return set(self.signature.sizes) <= self.signature.sizes_params_give(self.fixed_sizes)
+    def _params_give_their_sizes(self) -> bool:
+        return not self.signature.sizes_params_lack(self.fixed_sizes)
 
     def _bind_and_plan(self, x, state, packed: PackedParams):
         """A call's sizes (Signature.bind, which checks the shape of x and of the state
@@ -388,7 +381,7 @@ class Kernel:
             return to_torch(y), to_torch(final)
         if state is not None:
             state = _state_as_numpy(as_dict(state, "state", "[B, n] array"), self.dtype)
-        packed = self._packed_for_call(params, x, state)
+        packed = params if type(params) is PackedParams else self._packed_for_call(params, x, state)
         if packed._owner != id(self.weights) or packed.dtype != self.dtype:
             raise KernelArgumentError(
                 "these packed params were packed by another kernel; "

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from lstmc_runtime.errors import KernelArgumentError, argument_name, as_dict
+from lstmc_runtime.errors import KernelArgumentError, argument_name
 
 SizeData = tuple  # ((symbol, coef), ...), const
 
@@ -28,6 +28,19 @@ def size_text(size: SizeData) -> str:
     if const or not parts:
         parts.append(str(const))
     return "+".join(parts)
+
+
+def as_dict(value, what: str, holds: str):
+    """`value` if it is a mapping (a dict of `holds`), {} for None; else the KernelArgumentError
+    that names `what`. Tested before anything else reads it: an array's or a tensor's truth
+    value raises NumPy's or torch's own error, and an empty list would pass as no state."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise KernelArgumentError(
+            f"{what} must be a dict {{name: {holds}}}, got {type(value).__name__}"
+        )
+    return value
 
 
 def _single_symbol(size: SizeData) -> str | None:
@@ -78,11 +91,12 @@ class Signature:
         `origins_out` receives where each size came from, as `bind` gives it."""
         return self.bind(None, params, None, fixed, origins=origins, origins_out=origins_out)
 
-    def sizes_params_give(self, known=()) -> set[str]:
-        """The sizes that binding from the params alone finds, given the `known` ones: those
-        a param dimension holds alone, then those alone unknown in a sum ([hidden + input]
-        once hidden is known). A cell whose params hold a size only in sums with another
-        unknown one is packed with the sizes a call's x and state give (Kernel.pack)."""
+    def sizes_params_lack(self, known=()) -> list[str]:
+        """The sizes in the params' shapes that binding from the params alone can't find,
+        given the `known` ones. It finds those a param dimension holds alone, then those
+        alone unknown in a sum ([hidden + input] once hidden is known); a size only in sums
+        with another unknown one ([hidden + input] alone) needs the sizes of a call's x
+        and state (Kernel.pack). Sizes of no param are x's and the state's to give."""
         found = set(known)
         for p in self.params:
             found.update(s for s in map(_single_symbol, p.shape) if s is not None)
@@ -95,7 +109,8 @@ class Signature:
                     if len(unknown) == 1:
                         found |= unknown
                         progress = True
-        return found
+        used = {s for p in self.params for terms, _ in p.shape for s, _ in terms}
+        return [s for s in self.sizes if s in used and s not in found]
 
     def bind(
         self,
@@ -252,9 +267,8 @@ class Signature:
             return sizes["hidden"]
         return size_value(self.state[0].shape[0], sizes)
 
-    def init_params(
-        self, sizes: Mapping[str, int], seed=0, dtype=np.float64
-    ) -> dict[str, np.ndarray]:
+    def check_sizes(self, sizes: Mapping[str, int]) -> None:
+        """Sizes given by name (init_params, pack): each one of the cell's, a positive int."""
         unknown = [s for s in sizes if s not in self.sizes]
         if unknown:
             hints = "".join(
@@ -267,15 +281,20 @@ class Signature:
                 f"unknown size(s) {', '.join(f'`{s}`' for s in unknown)}{hints}; "
                 f"{self.cell} has {', '.join(self.sizes)}"
             )
+        for s, v in sizes.items():  # what a call accepts: a positive whole number
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise KernelArgumentError(f"size {s} must be an int >= 1, got {v!r}")
+
+    def init_params(
+        self, sizes: Mapping[str, int], seed=0, dtype=np.float64
+    ) -> dict[str, np.ndarray]:
+        self.check_sizes(sizes)
         missing = [s for s in self.sizes if s not in sizes]
         if missing:
             raise KernelArgumentError(
                 f"init_params needs every size: missing {', '.join(missing)} "
                 f"(call it as init_params({', '.join(f'{s}=...' for s in self.sizes)}))"
             )
-        for s, v in sizes.items():  # what a call accepts: a positive whole number
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise KernelArgumentError(f"size {s} must be an int >= 1, got {v!r}")
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.uniform_bound_size(sizes))
         out = {}

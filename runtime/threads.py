@@ -47,11 +47,11 @@ from lstmc_runtime.sync import FLAG_STRIDE, finish_and_wait, new_flags, ring_and
 from lstmc_runtime.workers import Pool
 
 # Below this many multiply-adds per call, threads cost more than they save: waking a pool
-# thread took ~0.1 ms on this VM (a ThreadPoolExecutor's round trip then: 98 us; lstmc_runtime.workers'
-# helpers, awake after a recent call, answer in ~30 us; a batch split made two such
-# trips, the hoisted work then the rows, when these figures were taken). Measured on two
-# vCPUs, split against one thread: 10-20M multiply-adds lose (gru H=32, B=16: 0.50 ms against
-# 0.37; gru_cho H=64, B=8: 0.55 against 0.44; lstm H=32, B=8, 6.5M: 0.43 against 0.25), 26M
+# thread took ~0.1 ms on this VM (a ThreadPoolExecutor's round trip then: 98 us;
+# lstmc_runtime.workers' helpers, awake after a recent call, answer in ~30 us; a batch split
+# made two such trips, the hoisted work then the rows, when these figures were taken).
+# Measured on two vCPUs, split against one thread: 10-20M multiply-adds lose (gru H=32,
+# B=16: 0.50 ms against 0.37; gru_cho H=64, B=8: 0.55 against 0.44; lstm H=32, B=8, 6.5M: 0.43 against 0.25), 26M
 # ties, 40M and up win (layernorm_lstm H=64, B=16, 52M: 1.19 against 1.64; lstm H=64, B=16
 # by units: 0.89 against 1.13). It was 2M before, set when no figure below 100M had been
 # measured. Not measured again since the batch split makes one trip.
@@ -80,7 +80,7 @@ def cpu_count() -> int:
 
 _hold_lock = threading.Lock()
 _hold_count = 0
-_hold_limiter = None
+_hold = None  # the first holder's limiter, and whether it took control of OpenBLAS
 
 
 @contextlib.contextmanager
@@ -91,7 +91,7 @@ def hold_blas():
     started, so two overlapping calls from two threads, each with its own limiter, could
     leave the BLAS at one thread for good (the second saw the first's limit). Here the
     first holder limits and the last one out restores."""
-    global _controller, _hold_count, _hold_limiter
+    global _controller, _hold_count, _hold
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
@@ -104,8 +104,8 @@ def hold_blas():
             # compiled product. Made again whenever Python has imported modules since.
             if _controller is None or _controller[0] != len(sys.modules):
                 _controller = (len(sys.modules), ThreadpoolController())
-            _hold_limiter = _controller[1].limit(limits=1, user_api="blas")
-            _hold_limiter = (_hold_limiter, _controls_openblas())
+            limiter = _controller[1].limit(limits=1, user_api="blas")
+            _hold = (limiter, _controls_openblas())
         _hold_count += 1
     try:
         yield
@@ -113,8 +113,8 @@ def hold_blas():
         with _hold_lock:
             _hold_count -= 1
             if _hold_count == 0:
-                _restore(*_hold_limiter)
-                _hold_limiter = None
+                _restore(*_hold)
+                _hold = None
 
 
 def _openblas_controller():
@@ -280,15 +280,15 @@ def _after_fork_in_child() -> None:
     """A forked child has none of the parent's pool threads, and a lock some other thread of
     the parent held stays held in the child: start again from nothing (placement forgets
     the threads' ids in its own handler)."""
-    global _pool, _pool_lock, _units_lock, _hold_lock, _hold_count, _hold_limiter
+    global _pool, _pool_lock, _units_lock, _hold_lock, _hold_count, _hold
     _pool = None
     _pool_lock, _units_lock = threading.Lock(), threading.Lock()
     # nor any other thread's hold on the BLAS (hold_blas): give the child's BLAS its threads
     # back, which the holder's exit would have done in the parent
-    if _hold_limiter is not None:  # failing, it leaves the child's BLAS as it is: no error
+    if _hold is not None:  # failing, it leaves the child's BLAS as it is: no error
         with contextlib.suppress(Exception):
-            _restore(*_hold_limiter)
-    _hold_lock, _hold_count, _hold_limiter = threading.Lock(), 0, None
+            _restore(*_hold)
+    _hold_lock, _hold_count, _hold = threading.Lock(), 0, None
 
 
 if hasattr(os, "register_at_fork"):

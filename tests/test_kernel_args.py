@@ -396,8 +396,8 @@ def test_a_cell_whose_params_hold_sizes_only_in_sums():
     x = np.random.default_rng(0).standard_normal((4, 2, 3))
     h0 = {"h": np.random.default_rng(1).standard_normal((2, 5))}
     for state in (None, h0):  # hidden from the state, or from b's width less x's
-        y, final = kernel(x, params, state)
-        y_ref, final_ref = lstmc.interpret(cell, x, params, state)
+        y, _ = kernel(x, params, state)
+        y_ref, _ = lstmc.interpret(cell, x, params, state)
         for name in y_ref:
             assert np.abs(y[name] - y_ref[name]).max() < 1e-12
     msg = _error(lambda: kernel.pack(params))
@@ -412,5 +412,26 @@ def test_a_cell_whose_params_hold_sizes_only_in_sums():
         "x has shape (4, 2, 2) but expected [T, B, input] = (4, 2, 3) with input=3 "
         "(from the sizes given to pack)"
     )
-    assert "unknown size `hiden`" in _error(lambda: kernel.pack(params, hiden=5))
+    msg = _error(lambda: kernel.pack(params, hiden=5))
+    assert "unknown size(s) `hiden` (did you mean `hidden`?)" in msg
     assert "must be an int >= 1, got 0" in _error(lambda: kernel.pack(params, input=0, hidden=8))
+
+
+def test_a_size_that_no_param_holds_is_the_calls_to_give():
+    """`input` only in x (used element-wise): the params give `hidden`, and pack needs no
+    more. A first version of the sums fix asked for every size, refusing such cells."""
+    cell = lstmc.loads(
+        "cell: no_input_param\nsizes: [input, hidden]\ninputs: {x: [input]}\n"
+        "state: {h: [hidden]}\nparams: {U: [hidden, hidden]}\n"
+        "equations:\n  xx: x * 2\n  h_next: tanh(U @ h)\nupdate: {h: h_next}\n"
+        "outputs: [xx, h_next]\n"
+    )
+    kernel = lstmc.compile(cell, dtype="float64")
+    params = kernel.init_params(input=3, hidden=4, seed=0)
+    packed = kernel.pack(params)
+    assert packed.sizes == {"hidden": 4}
+    x = np.random.default_rng(0).standard_normal((2, 2, 3))
+    h0 = {"h": np.ones((2, 4))}
+    y, _ = kernel(x, packed, h0)
+    y_ref, _ = lstmc.interpret(cell, x, params, h0)
+    assert all(np.abs(y[k] - y_ref[k]).max() < 1e-12 for k in y_ref)

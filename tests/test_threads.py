@@ -359,26 +359,33 @@ def test_split_calls_from_two_threads_at_once_give_each_its_own_result():
         assert kernel.last_plan.threads == 2
 
 
+def _blas_threads() -> list[int]:
+    from threadpoolctl import ThreadpoolController
+
+    return [i["num_threads"] for i in ThreadpoolController().info() if i["user_api"] == "blas"]
+
+
+def _blas_threads_before() -> list[int]:
+    """The BLAS libraries' thread counts, for a test that needs one with two threads or more."""
+    before = _blas_threads()
+    if not before or max(before) < 2:
+        pytest.skip("no multi-threaded BLAS loaded")
+    return before
+
+
 def test_overlapping_holds_restore_the_blas_threads():
     """Two holds of the BLAS that overlap, the first in also the first out (two calls on two
     threads), leave it as it was. With one threadpoolctl limiter each, the second would have
     recorded the first's limit of one thread and restored that, for good."""
-    from threadpoolctl import ThreadpoolController
-
-    def blas_threads():
-        return [i["num_threads"] for i in ThreadpoolController().info() if i["user_api"] == "blas"]
-
-    before = blas_threads()
-    if not before or max(before) < 2:
-        pytest.skip("no multi-threaded BLAS loaded")
+    before = _blas_threads_before()
     first, second = rt_threads.hold_blas(), rt_threads.hold_blas()
     first.__enter__()
     second.__enter__()
-    assert set(blas_threads()) == {1}
+    assert set(_blas_threads()) == {1}
     first.__exit__(None, None, None)
-    assert set(blas_threads()) == {1}  # the second call still runs
+    assert set(_blas_threads()) == {1}  # the second call still runs
     second.__exit__(None, None, None)
-    assert blas_threads() == before
+    assert _blas_threads() == before
 
 
 def test_an_interrupted_wait_still_waits_for_the_helpers_before_the_pool_is_reused(monkeypatch):
@@ -649,14 +656,9 @@ def test_holds_overlapping_on_two_threads_restore_the_blas_and_let_go_of_it():
     stayed at one thread for good, and no other thread could change it afterwards."""
     import threading
 
-    from threadpoolctl import ThreadpoolController, threadpool_limits
+    from threadpoolctl import threadpool_limits
 
-    def blas_threads():
-        return [i["num_threads"] for i in ThreadpoolController().info() if i["user_api"] == "blas"]
-
-    before = blas_threads()
-    if not before or max(before) < 2:
-        pytest.skip("no multi-threaded BLAS loaded")
+    before = _blas_threads_before()
     first_in, second_in = threading.Event(), threading.Event()
     first_out, second_out = threading.Event(), threading.Event()
 
@@ -679,7 +681,7 @@ def test_holds_overlapping_on_two_threads_restore_the_blas_and_let_go_of_it():
         th.start()
     for th in threads:
         th.join(30)
-    assert blas_threads() == before
+    assert _blas_threads() == before
     # a hold on this thread, then a user's own limit on another thread takes effect
     with rt_threads.hold_blas():
         pass
@@ -687,10 +689,10 @@ def test_holds_overlapping_on_two_threads_restore_the_blas_and_let_go_of_it():
 
     def user():
         with threadpool_limits(limits=1, user_api="blas"):
-            seen.extend(blas_threads())
+            seen.extend(_blas_threads())
 
     th = threading.Thread(target=user)
     th.start()
     th.join(30)
     assert set(seen) == {1}
-    assert blas_threads() == before
+    assert _blas_threads() == before

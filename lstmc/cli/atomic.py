@@ -135,11 +135,11 @@ def _replace_in(out_dir: Path, target: Path, data: bytes, owned: bytes) -> bool:
     if target.is_file():
         try:
             old = target.read_bytes()
-        except OSError:
-            old = None  # unreadable: replaced below if the folder lets us, else an error
+        except OSError as exc:  # whose it is can't be told: not ours to replace
+            raise LstmcError(f"{target} exists and can't be read: {exc.strerror or exc}") from exc
         if old == data:
             return False
-        if old is not None and not old.startswith(owned):
+        if not old.startswith(owned):
             raise LstmcError(
                 f"{target} exists and was not written by lstmc; remove it, or write elsewhere "
                 "(-o) or under another name (--name)"
@@ -152,7 +152,11 @@ def write_into(path: Path, data: bytes) -> None:
     """Write `data` to the file `path` names, as a shell's `>` would where that is not a
     regular file to replace (a FIFO, a device, /dev/stdout), and through a symlink to the
     file it points at; else replace it atomically, beside itself."""
+    from lstmc.errors import LstmcError
+
     real = Path(os.path.realpath(path))
+    if not real.parent.is_dir():  # a symlink into a folder that is gone
+        raise LstmcError(f"cannot write {path}: it leads to {real}, in no directory")
     if real.exists() and not real.is_file():
         with open(real, "wb") as f:
             f.write(data)

@@ -103,7 +103,7 @@ def _compare(cell, kernel, sizes, T, B, dtype, opt, target, repeat, seed, thread
     import numpy as np
 
     x, params, state = random_inputs(kernel, sizes, T, B, seed, dtype)
-    packed = kernel.pack(params)
+    packed = kernel.pack(params, **sizes)  # (the params of some cells don't give every size)
     ours = Contender("lstmc kernel", lambda: kernel(x, packed, state)[0])
     if target == "cuda":
         from numba import cuda

@@ -144,15 +144,11 @@ def compile_cmd(spec, target, out_dir, dtype, opt, unroll, sizes, constants, nam
         with progress(f"checking that {module}.py imports on its own"):
             _check_artifact(source, module)
     target_path = out_dir / f"{module}.py"
-    from lstmc.codegen.module import GENERATED_MARK, entry_function
+    from lstmc.codegen.module import GENERATED_MARK, entry_function, rename_reason
 
     fn = entry_function(module)
-    renamed = ""
-    if fn != module:
-        import builtins
-
-        why = "a builtin its code calls" if module in vars(builtins) else "a name it needs"
-        renamed = f" (`{module}` is {why})"
+    why = rename_reason(module)
+    renamed = f" (`{module}` is {why})" if why else ""
     if install(out_dir, f"{module}.py", source, owned=GENERATED_MARK):
         say(f"wrote {target_path}: {what}; it defines `kernel` and `{fn}`{renamed}")
     else:

@@ -5,7 +5,8 @@ spec, the target, the lstmc and Numba versions and lstmc_runtime's sources. Numb
 (`cache=True`) then stores the machine code beside it, so a second process loads a compiled
 kernel without compiling. Writes are atomic (a temporary file, then a hard link that fails if
 another process won the race), so two processes compiling the same spec both succeed and
-nobody ever reads a half-written file. The cache directory is `$LSTMC_CACHE_DIR`, else `~/.cache/lstmc`.
+nobody ever reads a half-written file. The cache directory is `$LSTMC_CACHE_DIR`, else
+`~/.cache/lstmc`.
 
 A cache is only ever a shortcut, so a bad one must not break compiling (a crash, a full disk,
 a hand edit can leave one behind). Each bad entry is detected where it is read, reported
@@ -25,6 +26,7 @@ once with a `CacheWarning` that names the file, removed or rewritten, and compil
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import hashlib
 import importlib.machinery
@@ -184,14 +186,15 @@ def import_file(path: Path, module_name: str) -> ModuleType:
     return module
 
 
-def _clear_the_way(root: Path, key: str) -> None:
-    """Remove a file (or a dangling symlink) where the folder of `key`'s entry, or the folder
+def _clear_the_way(entry: Path) -> None:
+    """Remove a file (or a dangling symlink) where the folder of a cache entry, or the folder
     above it, should be: it made every process that compiled this spec report the whole
     cache directory unusable (mkdir's FileExistsError), for good."""
-    for folder in (root / key[:2], root / key[:2] / key):
+    for folder in (entry.parent, entry):
         if os.path.lexists(folder) and not folder.is_dir():
             warn_once(f"lstmc: {folder} should be a cache folder but is a file; removing it")
-            os.unlink(folder)
+            with contextlib.suppress(FileNotFoundError):  # another process removed it first
+                os.unlink(folder)
             return  # the folder below it, if any, went with it
 
 
@@ -212,7 +215,7 @@ def load_generated(source: str, key: str, stem: str, use_cache: bool = True) -> 
     path = folder / f"{stem}.py"
     try:
         if use_cache:
-            _clear_the_way(cache_dir(), key)
+            _clear_the_way(folder)
         _store(path, source)
     except OSError as exc:
         if not use_cache:
@@ -232,5 +235,5 @@ def load_generated(source: str, key: str, stem: str, use_cache: bool = True) -> 
         if loaded is not None and getattr(loaded, "__file__", None) == str(path):
             return loaded  # this process imported it already
         module = import_file(path, name)
-        guard_numba_cache(module)  # (modules that lstmc 0.1.0 wrote before they guard themselves)
+        guard_numba_cache(module)  # (a no-op for a generated module: it guarded itself)
     return module

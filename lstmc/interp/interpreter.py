@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from lstmc_runtime.errors import as_dict
+from lstmc_runtime.signature import as_dict
 from lstmc_runtime.torch_tensors import as_numpy
 
 from lstmc.errors import LstmcError
