@@ -46,15 +46,15 @@ from lstmc_runtime.placement import forget_workers, keep_off_caller
 from lstmc_runtime.sync import FLAG_STRIDE, finish_and_wait, new_flags, ring_and_wait
 from lstmc_runtime.workers import Pool
 
-# Below this many multiply-adds per call, threads cost more than they save: waking a pool
-# thread took ~0.1 ms on this VM (a ThreadPoolExecutor's round trip then: 98 us;
-# lstmc_runtime.workers' helpers, awake after a recent call, answer in ~30 us; a batch split
-# made two such trips, the hoisted work then the rows, when these figures were taken).
-# Measured on two vCPUs, split against one thread: 10-20M multiply-adds lose (gru H=32,
-# B=16: 0.50 ms against 0.37; gru_cho H=64, B=8: 0.55 against 0.44; lstm H=32, B=8, 6.5M: 0.43 against 0.25), 26M
-# ties, 40M and up win (layernorm_lstm H=64, B=16, 52M: 1.19 against 1.64; lstm H=64, B=16
-# by units: 0.89 against 1.13). It was 2M before, set when no figure below 100M had been
-# measured. Not measured again since the batch split makes one trip.
+# Below this many multiply-adds per call, threads cost more than they save: waking a pool thread
+# took ~0.1 ms on this VM (a ThreadPoolExecutor's round trip then: 98 us; lstmc_runtime.workers'
+# helpers, awake after a recent call, answer in ~30 us; a batch split made two such trips, the
+# hoisted work then the rows, when these figures were taken). Measured on two vCPUs, split against
+# one thread: 10-20M multiply-adds lose (gru H=32, B=16: 0.50 ms against 0.37; gru_cho H=64, B=8:
+# 0.55 against 0.44; lstm H=32, B=8, 6.5M: 0.43 against 0.25), 26M ties, 40M and up win
+# (layernorm_lstm H=64, B=16, 52M: 1.19 against 1.64; lstm H=64, B=16 by units: 0.89 against 1.13).
+# It was 2M before, set when no figure below 100M had been measured. Not measured again since the
+# batch split makes one trip.
 _MIN_WORK = 24_000_000
 # Kernels whose split calls run `_cols`, which takes part in the hand-shake of `_hand_off`
 # (no thread waits for the GIL), split from this many: a one-step call by units took 61 us
