@@ -20,11 +20,12 @@ from collections.abc import Mapping
 
 import numpy as np
 from lstmc_runtime import threads as _threads
+from lstmc_runtime.blas_hold import hold_blas
 from lstmc_runtime.errors import KernelArgumentError
 from lstmc_runtime.layout import ALIGN_BYTES, to_panels
 from lstmc_runtime.packing import PackedParams, check_float, describe, pack_weights
 from lstmc_runtime.signature import Signature, as_dict, size_value
-from lstmc_runtime.threads import chunk_bounds, hold_blas, plan_call
+from lstmc_runtime.threads import chunk_bounds, plan_call
 from lstmc_runtime.torch_tensors import as_numpy, is_torch, to_torch
 
 # Arrays that several threads write (state, spare state, outputs, the prologue's hoisted

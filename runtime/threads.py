@@ -28,15 +28,13 @@ Between the two splits, the batch split is taken where the step's weights are sm
 (_BATCH_MAX_WEIGHT_BYTES) and there are rows for two chunks, the unit split where the weights
 are larger (each core then streams only its half). The helpers are lstmc_runtime.workers'
 threads, which spin a while after each call before they sleep.
-A split call of a kernel that calls the BLAS holds every BLAS to one thread (hold_blas, in
+A split call of a kernel that calls the BLAS holds every BLAS to one thread (lstmc_runtime.blas_hold, in
 Kernel.__call__), so that no BLAS thread competes with ours.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 import threading
 
 import numpy as np
@@ -68,7 +66,6 @@ _MIN_ROWS = 4
 
 _pool: Pool | None = None
 _pool_lock = threading.Lock()
-_controller = None
 
 
 def cpu_count() -> int:
@@ -76,81 +73,6 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-_hold_lock = threading.Lock()
-_hold_count = 0
-_hold = None  # the first holder's limiter, and whether it took control of OpenBLAS
-
-
-@contextlib.contextmanager
-def hold_blas():
-    """Hold every BLAS to one thread while any caller is inside (no-op without threadpoolctl).
-
-    Counted, not nested limits: threadpoolctl's limiter restores the count it saw when it
-    started, so two overlapping calls from two threads, each with its own limiter, could
-    leave the BLAS at one thread for good (the second saw the first's limit). Here the
-    first holder limits and the last one out restores."""
-    global _controller, _hold_count, _hold
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        yield
-        return
-    with _hold_lock:
-        if _hold_count == 0:
-            # A controller lists the BLAS libraries loaded when it was made (0.7 ms to make,
-            # so it is kept); SciPy's OpenBLAS, the one Numba calls, loads with the first
-            # compiled product. Made again whenever Python has imported modules since.
-            if _controller is None or _controller[0] != len(sys.modules):
-                _controller = (len(sys.modules), ThreadpoolController())
-            limiter = _controller[1].limit(limits=1, user_api="blas")
-            _hold = (limiter, _controls_openblas())
-        _hold_count += 1
-    try:
-        yield
-    finally:
-        with _hold_lock:
-            _hold_count -= 1
-            if _hold_count == 0:
-                _restore(*_hold)
-                _hold = None
-
-
-def _openblas_controller():
-    """threadpoolctl's OpenBLASController where it lets one thread alone set OpenBLAS's
-    threads (threadpoolctl 3.8 on, for an OpenBLAS on pthreads), else None."""
-    try:
-        from threadpoolctl import OpenBLASController
-    except ImportError:
-        return None
-    shared = getattr(OpenBLASController, "_SHARED_STATE", None)
-    if shared is None or not hasattr(OpenBLASController, "clear_controlling_thread"):
-        return None
-    return OpenBLASController
-
-
-def _controls_openblas() -> bool:
-    """Whether this thread is the one threadpoolctl lets set OpenBLAS's threads."""
-    controller = _openblas_controller()
-    return controller is not None and (
-        controller._SHARED_STATE.controlling_thread is threading.current_thread()
-    )
-
-
-def _restore(limiter, took_control: bool) -> None:
-    """Restore what `limiter` limited, from whichever thread leaves last, and let go of
-    OpenBLAS. threadpoolctl gives the first thread that limits a pthreads OpenBLAS control
-    of it, and ignores every other thread's setting while that one lives (and a limiter not
-    used in a `with` never lets go). So a restore from another thread than the first holder
-    did nothing, leaving the BLAS at one thread for good, and the first holder kept control,
-    so a user's own `threadpool_limits` on another thread did nothing either."""
-    controller = _openblas_controller() if took_control else None
-    if controller is not None:
-        controller.clear_controlling_thread(force=True)  # the first holder's control
-    limiter.restore_original_limits()
-    if controller is not None:
-        controller.clear_controlling_thread()  # this thread's, taken by the restore
 
 
 def serial(rows, B: int, handshake: bool = False) -> None:
@@ -280,15 +202,9 @@ def _after_fork_in_child() -> None:
     """A forked child has none of the parent's pool threads, and a lock some other thread of
     the parent held stays held in the child: start again from nothing (placement forgets
     the threads' ids in its own handler)."""
-    global _pool, _pool_lock, _units_lock, _hold_lock, _hold_count, _hold
+    global _pool, _pool_lock, _units_lock
     _pool = None
     _pool_lock, _units_lock = threading.Lock(), threading.Lock()
-    # nor any other thread's hold on the BLAS (hold_blas): give the child's BLAS its threads
-    # back, which the holder's exit would have done in the parent
-    if _hold is not None:  # failing, it leaves the child's BLAS as it is: no error
-        with contextlib.suppress(Exception):
-            _restore(*_hold)
-    _hold_lock, _hold_count, _hold = threading.Lock(), 0, None
 
 
 if hasattr(os, "register_at_fork"):

@@ -181,14 +181,14 @@ def test_an_interrupt_while_a_pool_starts_ends_its_threads():
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_child_forked_while_another_thread_holds_the_blas_gets_it_back():
-    """threads.hold_blas holds every BLAS to one thread while a split call runs; a child
+    """blas_hold.hold_blas holds every BLAS to one thread while a split call runs; a child
     forked meanwhile has no such call, so it starts with the BLAS's threads restored and its
     own hold counted from zero."""
     code = textwrap.dedent("""\
         import os, threading
         import numpy as np
         from threadpoolctl import threadpool_info
-        from lstmc_runtime import threads as th
+        from lstmc_runtime import blas_hold as th
 
         def blas_threads():
             return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]

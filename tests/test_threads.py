@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from lstmc_runtime import blas_hold
 from lstmc_runtime import threads as rt_threads
 from lstmc_runtime.gemm import to_panels
 from lstmc_runtime.layout import ALIGN_BYTES, ALIGN_SLACK, aligned_index
@@ -378,7 +379,7 @@ def test_overlapping_holds_restore_the_blas_threads():
     threads), leave it as it was. With one threadpoolctl limiter each, the second would have
     recorded the first's limit of one thread and restored that, for good."""
     before = _blas_threads_before()
-    first, second = rt_threads.hold_blas(), rt_threads.hold_blas()
+    first, second = blas_hold.hold_blas(), blas_hold.hold_blas()
     first.__enter__()
     second.__enter__()
     assert set(_blas_threads()) == {1}
@@ -663,7 +664,7 @@ def test_holds_overlapping_on_two_threads_restore_the_blas_and_let_go_of_it():
     first_out, second_out = threading.Event(), threading.Event()
 
     def first():  # in first, out first, and alive until the second is out
-        with rt_threads.hold_blas():
+        with blas_hold.hold_blas():
             first_in.set()
             second_in.wait(10)
         first_out.set()
@@ -671,7 +672,7 @@ def test_holds_overlapping_on_two_threads_restore_the_blas_and_let_go_of_it():
 
     def second():
         first_in.wait(10)
-        with rt_threads.hold_blas():
+        with blas_hold.hold_blas():
             second_in.set()
             first_out.wait(10)
         second_out.set()
@@ -683,7 +684,7 @@ def test_holds_overlapping_on_two_threads_restore_the_blas_and_let_go_of_it():
         th.join(30)
     assert _blas_threads() == before
     # a hold on this thread, then a user's own limit on another thread takes effect
-    with rt_threads.hold_blas():
+    with blas_hold.hold_blas():
         pass
     seen = []
 
