@@ -28,8 +28,8 @@ Between the two splits, the batch split is taken where the step's weights are sm
 (_BATCH_MAX_WEIGHT_BYTES) and there are rows for two chunks, the unit split where the weights
 are larger (each core then streams only its half). The helpers are lstmc_runtime.workers'
 threads, which spin a while after each call before they sleep.
-A split call of a kernel that calls the BLAS holds every BLAS to one thread (lstmc_runtime.blas_hold, in
-Kernel.__call__), so that no BLAS thread competes with ours.
+A split call of a kernel that calls the BLAS holds every BLAS to one thread
+(lstmc_runtime.blas_hold, in Kernel.__call__), so that no BLAS thread competes with ours.
 """
 
 from __future__ import annotations
