@@ -34,6 +34,8 @@ def as_dict(value, what: str, holds: str):
     """`value` if it is a mapping (a dict of `holds`), {} for None; else the KernelArgumentError
     that names `what`. Tested before anything else reads it: an array's or a tensor's truth
     value raises NumPy's or torch's own error, and an empty list would pass as no state."""
+    if type(value) is dict:  # the common case, without the ABC's isinstance (~0.3 us)
+        return value
     if value is None:
         return {}
     if not isinstance(value, Mapping):
