@@ -20,7 +20,7 @@ from lstmc_runtime.cuda_generic import device_copy, device_fill
 from lstmc_runtime.cuda_launch import Launcher, Run
 from lstmc_runtime.errors import CudaUnavailableError, KernelArgumentError
 from lstmc_runtime.kernel import Kernel
-from lstmc_runtime.packing import PackedParams, check_float, pack_weights
+from lstmc_runtime.packing import PackedParams, check_float, pack_weights, packing_sizes
 from lstmc_runtime.signature import as_dict, size_value
 from numba import cuda
 
@@ -126,7 +126,7 @@ class CudaKernel(Kernel):
             )
         origins: dict[str, str] = {}
         if isinstance(params, Mapping):
-            sizes = self._bind_for_packing(host, sizes, origins)
+            sizes = packing_sizes(self.signature, self.fixed_sizes, host, sizes, origins)
         else:  # the message that a dict is needed
             sizes = self.signature.bind_params(params, self.fixed_sizes, origins)
         for name, a in host.items():

@@ -23,7 +23,13 @@ from lstmc_runtime import threads as _threads
 from lstmc_runtime.blas_hold import hold_blas
 from lstmc_runtime.errors import KernelArgumentError
 from lstmc_runtime.layout import ALIGN_BYTES, to_panels
-from lstmc_runtime.packing import PackedParams, check_float, describe, pack_weights
+from lstmc_runtime.packing import (
+    PackedParams,
+    check_float,
+    describe,
+    pack_weights,
+    packing_sizes,
+)
 from lstmc_runtime.signature import Signature, as_dict, size_value
 from lstmc_runtime.threads import chunk_bounds, plan_call
 from lstmc_runtime.torch_tensors import as_numpy, is_torch, to_torch
@@ -285,7 +291,7 @@ class Kernel:
             )
         params = {name: as_numpy(f"param `{name}`", a) for name, a in params.items()}
         origins: dict[str, str] = {}
-        sizes = self._bind_for_packing(params, sizes, origins)
+        sizes = packing_sizes(self.signature, self.fixed_sizes, params, sizes, origins)
         for name, a in params.items():
             check_float(f"param `{name}`", a)
         arrays = pack_weights(
@@ -300,28 +306,6 @@ class Kernel:
             widths[name] = arrays[name].shape[1]
             arrays[name] = to_panels(arrays[name])
         return PackedParams(arrays, sizes, self.dtype, id(self.weights), widths, origins)
-
-    def _bind_for_packing(self, params: Mapping, given: Mapping, origins: dict) -> dict:
-        """The sizes of `params` (Signature.bind_params), with the `given` ones (pack's
-        sizes, or a call's from its x and state) besides the compiled ones."""
-        self.signature.check_sizes(given)
-        fixed = dict(self.fixed_sizes)
-        for name, value in given.items():
-            if name in fixed and value != fixed[name]:
-                raise KernelArgumentError(
-                    f"size {name} was fixed at {fixed[name]} when compiling; got {name}={value!r}"
-                )
-            fixed[name] = int(value)
-        if not self._params_give_their_sizes:
-            missing = self.signature.sizes_params_lack(fixed)
-            if missing:
-                raise KernelArgumentError(
-                    f"the params alone do not give the size(s) {', '.join(missing)} (they "
-                    f"appear only in sums); pack them with the sizes, "
-                    f"kernel.pack(params, {', '.join(f'{s}=...' for s in missing)})"
-                )
-        given_origin = {name: "the sizes given to pack" for name in given}
-        return self.signature.bind_params(params, fixed, origins, given_origin)
 
     def _packed_for_call(self, params, x, state) -> PackedParams:
         """`params` packed for a call: as given where packed already; else with the sizes

@@ -188,3 +188,26 @@ def check_float(name: str, a, dtype=None) -> None:
             f"{argument_name(name)} has dtype {a.dtype} but the kernel was compiled for "
             f"{np.dtype(dtype)}; convert it (`.astype(np.{np.dtype(dtype)})`){hint}"
         )
+
+
+def packing_sizes(signature, fixed_sizes: Mapping, params: Mapping, given: Mapping, origins: dict):
+    """The sizes to pack `params` for (Signature.bind_params): the compiled ones, the `given`
+    ones (pack's sizes, or a call's from its x and state), and what the params hold.
+    `origins` receives where each size came from."""
+    signature.check_sizes(given)
+    fixed = dict(fixed_sizes)
+    for name, value in given.items():
+        if name in fixed and value != fixed[name]:
+            raise KernelArgumentError(
+                f"size {name} was fixed at {fixed[name]} when compiling; got {name}={value!r}"
+            )
+        fixed[name] = int(value)
+    missing = signature.sizes_params_lack(fixed)
+    if missing:
+        raise KernelArgumentError(
+            f"the params alone do not give the size(s) {', '.join(missing)} (they appear only "
+            f"in sums); pack them with the sizes, "
+            f"kernel.pack(params, {', '.join(f'{s}=...' for s in missing)})"
+        )
+    given_origin = {name: "the sizes given to pack" for name in given}
+    return signature.bind_params(params, fixed, origins, given_origin)
