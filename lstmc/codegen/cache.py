@@ -41,7 +41,7 @@ from pathlib import Path
 from types import CodeType, ModuleType
 
 # (re-exported: lstmc's users and tests know both from here)
-from lstmc_runtime.cache_guard import guard_numba_cache, warn_once
+from lstmc_runtime.cache_guard import warn_once
 from lstmc_runtime.errors import CacheWarning
 from lstmc_runtime.provenance import runtime_digest
 
@@ -49,7 +49,6 @@ __all__ = [
     "CacheWarning",
     "cache_dir",
     "cache_key",
-    "guard_numba_cache",
     "load_generated",
     "runtime_digest",
 ]
@@ -206,7 +205,7 @@ _import_lock = threading.RLock()
 
 def load_generated(source: str, key: str, stem: str, use_cache: bool = True) -> ModuleType:
     """Write `source` under its key (once, or again when the entry there is corrupt) and
-    import it, its cached Numba functions guarded against corrupt cache files."""
+    import it (the module guards its cached Numba functions against corrupt cache files)."""
     if use_cache:
         folder = cache_dir() / key[:2] / key
     else:  # this process's alone, removed at exit
@@ -235,5 +234,4 @@ def load_generated(source: str, key: str, stem: str, use_cache: bool = True) -> 
         if loaded is not None and getattr(loaded, "__file__", None) == str(path):
             return loaded  # this process imported it already
         module = import_file(path, name)
-        guard_numba_cache(module)  # (a no-op for a generated module: it guarded itself)
     return module
